@@ -1,0 +1,44 @@
+"""gaikan (外観): training-free visual inspection from a handful of good images.
+
+The numpy-only public API.  Deep-learning detectors live in
+:mod:`gaikan.deep` (extra ``gaikan[deep]``), the web service in
+:mod:`gaikan.service` (extra ``gaikan[serve]``); neither is imported here.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .detectors import (
+    BaseDetector,
+    Detection,
+    RTDetector,
+    SOART3Map,
+    SOARTC,
+    create,
+    load,
+)
+from .errors import GaikanError, ImageError, ModelFileError, NotFittedError
+from .patches import correlate2d, extract, fold
+from .taguchi import MTUnitSpace, RTUnitSpace, soart3
+
+__all__ = [
+    "__version__",
+    "BaseDetector",
+    "Detection",
+    "GaikanError",
+    "ImageError",
+    "MTUnitSpace",
+    "ModelFileError",
+    "NotFittedError",
+    "RTDetector",
+    "RTUnitSpace",
+    "SOART3Map",
+    "SOARTC",
+    "correlate2d",
+    "create",
+    "extract",
+    "fold",
+    "load",
+    "soart3",
+]

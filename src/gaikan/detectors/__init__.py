@@ -1,0 +1,20 @@
+"""Training-free detectors with the scikit-learn outlier contract."""
+
+from .base import BaseDetector, Detection, check_images
+from .registry import REGISTRY, create, get_detector_class, load
+from .rt import RTDetector
+from .soart3map import SOART3Map
+from .soartc import SOARTC
+
+__all__ = [
+    "REGISTRY",
+    "BaseDetector",
+    "Detection",
+    "RTDetector",
+    "SOART3Map",
+    "SOARTC",
+    "check_images",
+    "create",
+    "get_detector_class",
+    "load",
+]

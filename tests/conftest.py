@@ -1,0 +1,37 @@
+import numpy as np
+import pytest
+
+
+def structured_images(n, size=40, seed=0, noise=3.0):
+    """Good parts: a fixed pattern of bright blocks on a grey part, with
+    small brightness jitter and sensor noise, rounded to 8-bit values."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size]
+    base = 90 + 60 * (((yy // 8) + (xx // 8)) % 2) + 20 * np.sin(xx / 5.0)
+    imgs = base[None] * rng.uniform(0.95, 1.05, (n, 1, 1)) + rng.normal(0, noise, (n, size, size))
+    return np.clip(np.rint(imgs), 0, 255)
+
+
+def plant_defect(imgs, seed=1, box=6, delta=70.0):
+    """Add a bright square at a random place per image; return images and masks."""
+    rng = np.random.default_rng(seed)
+    out = imgs.copy()
+    masks = np.zeros(imgs.shape, bool)
+    size = imgs.shape[1]
+    for t in range(len(out)):
+        y, x = rng.integers(2, size - box - 2, 2)
+        out[t, y:y + box, x:x + box] = np.clip(out[t, y:y + box, x:x + box] + delta, 0, 255)
+        masks[t, y:y + box, x:x + box] = True
+    return out, masks
+
+
+@pytest.fixture
+def good_images():
+    return structured_images(30, seed=0)
+
+
+@pytest.fixture
+def test_set():
+    good = structured_images(20, seed=5)
+    bad, masks = plant_defect(structured_images(20, seed=6))
+    return good, bad, masks

@@ -1,0 +1,121 @@
+import csv
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+import gaikan
+from gaikan.cli import cli
+
+from conftest import plant_defect, structured_images
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    sets = {
+        "train/good": structured_images(12, seed=0),
+        "test/good": structured_images(4, seed=5),
+        "test/scratch": plant_defect(structured_images(4, seed=6))[0],
+    }
+    for folder, imgs in sets.items():
+        (root / folder).mkdir(parents=True)
+        for i, im in enumerate(imgs):
+            Image.fromarray(im.astype(np.uint8)).save(root / folder / f"{i:03d}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def model(folders, tmp_path_factory):
+    path = tmp_path_factory.mktemp("m") / "model.gaikan"
+    res = CliRunner().invoke(cli, ["fit", str(folders / "train" / "good"), "-o", str(path),
+                                   "--kernel", "8", "--stride", "4", "--size", "40"])
+    assert res.exit_code == 0, res.output
+    assert "saved" in res.output
+    return path
+
+
+def test_help_everywhere():
+    runner = CliRunner()
+    for args in ([], ["fit"], ["inspect"], ["demo"], ["bench"]):
+        res = runner.invoke(cli, args + ["--help"])
+        assert res.exit_code == 0 and "Usage" in res.output
+
+
+def test_fit_writes_loadable_model(model):
+    det = gaikan.load(model)
+    assert isinstance(det, gaikan.SOARTC) and det.kernel == 8 and det.image_shape_ == (40, 40)
+
+
+def test_fit_accepts_mvtec_root_and_other_detectors(folders, tmp_path):
+    res = CliRunner().invoke(cli, ["fit", str(folders), "-o", str(tmp_path / "m"), "--detector", "rt",
+                                   "--size", "40", "-p", "threshold_quantile=0.9"])
+    assert res.exit_code == 0, res.output
+    det = gaikan.load(tmp_path / "m")
+    assert isinstance(det, gaikan.RTDetector) and det.n_train_ == 12 and det.threshold_quantile == 0.9
+
+
+def test_inspect_outputs_and_labels(model, folders, tmp_path):
+    (folders / "test" / "scratch" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    try:
+        res = CliRunner().invoke(cli, ["inspect", str(model), str(folders / "test"), "-o", str(tmp_path)])
+    finally:
+        (folders / "test" / "scratch" / "broken.png").unlink()
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader(open(tmp_path / "results.csv")))
+    assert len(rows) == 9
+    broken = [r for r in rows if r["file"].endswith("broken.png")][0]
+    assert broken["verdict"] == "" and "broken.png" in broken["error"]
+    scored = [r for r in rows if r["verdict"]]
+    flagged = {r["folder_label"] for r in scored if r["verdict"] == "defect"}
+    assert flagged == {"scratch"}
+    assert sum(r["verdict"] == "defect" for r in scored) >= 3
+    assert len(list((tmp_path / "overlays").glob("*.png"))) == 8
+    html = (tmp_path / "report.html").read_text()
+    assert "image AUROC" in html and "broken.png" in html
+
+
+def test_exit_codes(model, folders, tmp_path):
+    runner = CliRunner()
+    bad = tmp_path / "junk.png"
+    bad.write_text("junk")
+    res = runner.invoke(cli, ["inspect", str(model), str(folders / "test" / "scratch"), "-o",
+                              str(tmp_path / "o1"), "--fail-on-defect"])
+    assert res.exit_code == 1
+    res = runner.invoke(cli, ["inspect", str(model), str(bad), "-o", str(tmp_path / "o2")])
+    assert res.exit_code == 2 and "none of the images could be scored" in res.output
+    res = runner.invoke(cli, ["inspect", str(model), str(folders / "test" / "good"), str(bad),
+                              "-o", str(tmp_path / "o3"), "--strict"])
+    assert res.exit_code == 2 and "--strict" in res.output
+    res = runner.invoke(cli, ["inspect", str(bad), str(folders / "test"), "-o", str(tmp_path / "o4")])
+    assert res.exit_code == 2 and "not a gaikan model file" in res.output
+    res = runner.invoke(cli, ["fit", str(folders / "train" / "good"), "-o", str(tmp_path / "x"),
+                              "--detector", "nope"])
+    assert res.exit_code == 2 and "unknown detector" in res.output
+    res = runner.invoke(cli, ["fit", str(folders / "train" / "good"), "-o", str(tmp_path / "x"),
+                              "-p", "colour=1"])
+    assert res.exit_code == 2 and "no parameter" in res.output
+    res = runner.invoke(cli, ["fit", str(folders / "test" / "scratch"), "-o", str(tmp_path / "x"),
+                              "--size", "40"])
+    assert res.exit_code == 2 and "at least 5" in res.output
+
+
+def test_threshold_override(model, folders, tmp_path):
+    res = CliRunner().invoke(cli, ["inspect", str(model), str(folders / "test" / "good"), "-o",
+                                   str(tmp_path), "--threshold", "1e-9", "--no-overlays"])
+    assert res.exit_code == 0
+    rows = list(csv.DictReader(open(tmp_path / "results.csv")))
+    assert all(r["verdict"] == "defect" for r in rows)
+    assert not (tmp_path / "overlays").exists()
+
+
+@pytest.mark.slow
+def test_bench_on_mvtec_folder(folders):
+    res = CliRunner().invoke(cli, ["bench", str(folders), "--detectors", "soartc,rt", "--size", "40",
+                                   "--kernel", "8", "--stride", "4"])
+    assert res.exit_code == 0, res.output
+    lines = [l for l in res.output.splitlines() if l.startswith(("soartc", "rt "))]
+    assert len(lines) >= 2
+    auc = float(lines[0].split()[2])
+    assert auc >= 0.9

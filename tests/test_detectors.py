@@ -1,0 +1,216 @@
+"""Contract suite over every numpy detector, plus golden values against the
+loop-by-loop reference of SOART.md."""
+
+import numpy as np
+import pytest
+
+import gaikan
+from gaikan.errors import NotFittedError
+from gaikan.metrics import pixel_roc_auc, roc_auc
+
+import reference as ref
+from conftest import plant_defect, structured_images
+
+DETECTORS = [
+    lambda: gaikan.SOARTC(kernel=8, stride=4),
+    lambda: gaikan.SOART3Map(kernel=8, stride=4),
+    lambda: gaikan.RTDetector(kernel=8, stride=4),
+]
+IDS = ["soartc", "soart3map", "rt"]
+
+
+@pytest.fixture(params=range(len(DETECTORS)), ids=IDS)
+def make(request):
+    return DETECTORS[request.param]
+
+
+@pytest.fixture(scope="module")
+def data():
+    good = structured_images(30, seed=0)
+    test_good = structured_images(20, seed=5)
+    bad, masks = plant_defect(structured_images(20, seed=6))
+    return good, test_good, bad, masks
+
+
+def test_contract(make, data):
+    good, test_good, bad, _ = data
+    det = make()
+    assert det.fit(good) is det
+    for attr in ("threshold_", "offset_", "image_shape_", "n_train_", "train_scores_"):
+        assert hasattr(det, attr)
+    assert det.offset_ == -det.threshold_
+    X = np.concatenate([test_good, bad])
+    s = det.anomaly_score(X)
+    assert s.shape == (40,)
+    np.testing.assert_array_equal(det.score_samples(X), -s)
+    np.testing.assert_allclose(det.decision_function(X), -s - det.offset_)
+    pred = det.predict(X)
+    assert set(np.unique(pred)) <= {-1, 1}
+    np.testing.assert_array_equal(pred == -1, s > det.threshold_)
+    grid = det.patch_scores(X)
+    assert grid.shape == (40, 9, 9)
+    np.testing.assert_array_equal(grid.reshape(40, -1).max(1), s)
+    amap = det.anomaly_map(X)
+    assert amap.shape == (40, 40, 40)
+    res = det.detect(X)
+    np.testing.assert_array_equal(res.scores, s)
+    np.testing.assert_allclose(res.maps, amap)
+    np.testing.assert_array_equal(res.is_defect, pred == -1)
+
+
+def test_planted_defects_are_found_and_located(make, data):
+    good, test_good, bad, masks = data
+    det = make().fit(good)
+    X = np.concatenate([test_good, bad])
+    y = np.r_[np.zeros(20), np.ones(20)]
+    assert roc_auc(y, det.anomaly_score(X)) >= 0.97
+    amap = det.anomaly_map(bad)
+    # within each image the defect is where the map is highest ...
+    per_image = [pixel_roc_auc(m[None], a[None]) for m, a in zip(masks, amap)]
+    assert np.mean(per_image) >= 0.9
+    # the map's maximum lies on the defect, up to one stride (map resolution)
+    from scipy.ndimage import binary_dilation
+
+    near = [binary_dilation(m, iterations=4) for m in masks]
+    peak = [m.ravel()[a.argmax()] for m, a in zip(near, amap)]
+    assert np.mean(peak) >= 0.9
+    # ... and, except for SOARTC, pooled over images too.  SOARTC's map is
+    # raised everywhere on a defective image (every row of S holds the
+    # defect's column), so its pooled pixel AUROC is lower by design.
+    pooled = pixel_roc_auc(masks, amap)
+    assert pooled >= (0.8 if isinstance(det, gaikan.SOARTC) else 0.9)
+    # most defective images are flagged, few good ones
+    assert (det.predict(bad) == -1).mean() >= 0.8
+    assert (det.predict(test_good) == -1).mean() <= 0.2
+
+
+def test_save_load_round_trip(make, data, tmp_path):
+    good, test_good, bad, _ = data
+    det = make().fit(good)
+    path = tmp_path / "m.gaikan"
+    det.save(path)
+    back = gaikan.load(path)
+    assert type(back) is type(det)
+    assert back.get_params() == det.get_params()
+    assert back.threshold_ == det.threshold_
+    X = np.concatenate([test_good[:3], bad[:3]])
+    np.testing.assert_array_equal(back.patch_scores(X), det.patch_scores(X))
+    assert type(det).load(path).threshold_ == det.threshold_
+
+
+def test_input_errors(make):
+    det = make()
+    with pytest.raises(NotFittedError):
+        det.anomaly_score(np.zeros((1, 40, 40)))
+    with pytest.raises(ValueError, match="at least 5"):
+        det.fit(structured_images(4))
+    with pytest.raises(ValueError, match="empty"):
+        det.fit(np.zeros((0, 40, 40)))
+    with pytest.raises(ValueError, match="empty"):
+        det.fit([])
+    bad = structured_images(6)
+    bad[2, 3, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        det.fit(bad)
+    with pytest.raises(ValueError, match="different shapes"):
+        det.fit([np.zeros((40, 40))] * 5 + [np.zeros((40, 41))])
+    with pytest.raises(ValueError, match=r"\(n, H, W\)"):
+        det.fit(np.zeros((40, 40)))
+    det.fit(structured_images(6))
+    with pytest.raises(ValueError, match="fitted on 40x40"):
+        det.anomaly_score(np.zeros((2, 50, 50)))
+
+
+def test_threshold_rule_and_override(make, data):
+    good = data[0]
+    det = make().fit(good)
+    # default: 0.99 quantile of leave-one-out training scores
+    assert det.threshold_ == pytest.approx(np.quantile(det.train_scores_, 0.99))
+    # leave-one-out scores are not the (optimistic) in-sample ones
+    assert np.median(det.train_scores_) > np.median(det.anomaly_score(good))
+    det2 = make().set_params(threshold_quantile=0.5).fit(good)
+    assert det2.threshold_ < det.threshold_
+    det3 = make().set_params(threshold=123.0).fit(good)
+    assert det3.threshold_ == 123.0 and det3.offset_ == -123.0
+    det3.set_threshold(5.0)
+    assert det3.threshold_ == 5.0
+    with pytest.raises(ValueError):
+        make().set_params(nope=1)
+
+
+def test_deterministic(make, data):
+    good, test_good, _, _ = data
+    a = make().fit(good).patch_scores(test_good)
+    b = make().fit(good).patch_scores(test_good)
+    np.testing.assert_array_equal(a, b)
+
+
+# -- golden values against the loop-by-loop reference (1e-9 relative) -----
+
+@pytest.fixture(scope="module")
+def small():
+    rng = np.random.default_rng(11)
+    base = rng.uniform(40, 200, (16, 16))
+    train = np.clip(np.rint(base + rng.normal(0, 6, (7, 16, 16))), 0, 255)
+    test = np.clip(np.rint(base + rng.normal(0, 6, (3, 16, 16))), 0, 255)
+    test[1, 4:8, 4:8] += 40
+    return train, test
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.parametrize("precision", ["auto", "float64"])
+def test_soartc_golden(small, backend, precision):
+    train, test = small
+    got = gaikan.SOARTC(kernel=4, stride=3, backend=backend, precision=precision).fit(train)
+    want = ref.soartc(list(train), list(test), 4, 3)
+    np.testing.assert_allclose(got.patch_scores(test), want, rtol=1e-9)
+    np.testing.assert_allclose(got.anomaly_map(test)[1], ref.fold(want[1], (16, 16), 4, 3), rtol=1e-9)
+
+
+def test_soartc_non_integer_input_uses_float64(small):
+    train, test = small
+    train = train + 0.25
+    got = gaikan.SOARTC(kernel=4, stride=3).fit(train).patch_scores(test)
+    np.testing.assert_allclose(got, ref.soartc(list(train), list(test), 4, 3), rtol=1e-9)
+
+
+def test_soart3map_golden(small):
+    train, test = small
+    got = gaikan.SOART3Map(kernel=4, stride=3).fit(train).patch_scores(test)
+    np.testing.assert_allclose(got, ref.soart3map(list(train), list(test), 4, 3), rtol=1e-9)
+
+
+def test_rt_golden(small):
+    train, test = small
+    got = gaikan.RTDetector(kernel=4, stride=3).fit(train).patch_scores(test)
+    np.testing.assert_allclose(got, ref.rt(list(train), list(test), 4, 3), rtol=1e-9)
+
+
+def test_soartc_float32_mode_within_spec_tolerance():
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(3)
+    good = structured_images(25, size=40, seed=3) + rng.uniform(0, 1, (25, 40, 40))
+    test = structured_images(15, size=40, seed=4) + rng.uniform(0, 1, (15, 40, 40))
+    test[5:], _ = plant_defect(test[5:])
+    d64 = gaikan.SOARTC(kernel=8, stride=4, precision="float64").fit(good)
+    d32 = gaikan.SOARTC(kernel=8, stride=4, precision="float32").fit(good)
+    a, b = d64.patch_scores(test), d32.patch_scores(test)
+    assert np.all(np.abs(a - b) <= 0.02 * (1 + np.abs(a)))
+    assert spearmanr(d64.anomaly_score(test), d32.anomaly_score(test))[0] >= 0.999
+
+
+def test_soart_image_and_features_shapes(data):
+    good, test_good, _, _ = data
+    m = gaikan.SOART3Map(kernel=8, stride=4).fit(good)
+    assert m.soart_image(test_good[:2]).shape == (2, 9, 9, 3)
+    c = gaikan.SOARTC(kernel=8, stride=4).fit(good)
+    f = c.features(test_good[:2])
+    assert f.shape == (2, 9, 9, 3)
+    assert np.all(f[..., 2] <= 0)
+
+
+def test_registry_create_and_unknown():
+    assert isinstance(gaikan.create("soartc", kernel=6), gaikan.SOARTC)
+    with pytest.raises(ValueError, match="unknown detector"):
+        gaikan.create("nope")
