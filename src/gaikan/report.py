@@ -195,6 +195,7 @@ td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}
 .ok{color:#1a7f37;font-weight:600}.defect{color:#c62828;font-weight:600}.err{color:#8a6d00}
 .gallery{display:flex;flex-wrap:wrap;gap:12px}.card{width:200px;font-size:.8em}
 .card img{width:200px;image-rendering:pixelated;border:1px solid #999}
+.card div{overflow-wrap:anywhere}
 .summary td:first-child{font-weight:600}
 </style></head><body>
 <h1>{{ title }}</h1>
@@ -212,7 +213,7 @@ td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}
 <p>Heatmap: blue = like the good parts, yellow = at the threshold, red = four times over it.</p>
 <div class="gallery">
 {% for r in worst %}<div class="card">{% if r.overlay %}<img src="{{ r.overlay }}" alt="overlay">{% endif %}
-<div>{{ r.file }}</div><div class="{{ r.verdict }}">{{ r.verdict }} · {{ "%.4g"|format(r.score) }}{% if r.label %} · folder: {{ r.label }}{% endif %}</div></div>
+<div title="{{ r.file }}">{{ short(r.file) }}</div><div class="{{ r.verdict }}">{{ r.verdict }} · {{ "%.4g"|format(r.score) }}{% if r.label %} · folder: {{ r.label }}{% endif %}</div></div>
 {% endfor %}</div>
 {% if errors %}<h2>Files that could not be inspected</h2>
 <table><tr><th>file</th><th>problem</th></tr>
@@ -274,6 +275,7 @@ def write_report(
         labelled=labelled,
         extra=list((extra or {}).items()),
         version=__version__,
+        short=lambda f: "/".join(Path(f).parts[-2:]),
     )
     path = out / "report.html"
     path.write_text(page, encoding="utf-8")
