@@ -214,3 +214,16 @@ def test_registry_create_and_unknown():
     assert isinstance(gaikan.create("soartc", kernel=6), gaikan.SOARTC)
     with pytest.raises(ValueError, match="unknown detector"):
         gaikan.create("nope")
+
+
+def test_soartc_median_baseline_variant(data):
+    good, test_good, bad, masks = data
+    plain = gaikan.SOARTC(kernel=8, stride=4).fit(good)
+    var = gaikan.SOARTC(kernel=8, stride=4, map_baseline="median").fit(good)
+    np.testing.assert_array_equal(var.anomaly_score(bad), plain.anomaly_score(bad))
+    g = plain.patch_scores(bad[:1])
+    want = np.maximum(g - np.median(g), 0)
+    np.testing.assert_allclose(var.anomaly_map(bad[:1]), gaikan.fold(want, (40, 40), 8, 4))
+    assert pixel_roc_auc(masks, var.anomaly_map(bad)) > pixel_roc_auc(masks, plain.anomaly_map(bad))
+    with pytest.raises(ValueError):
+        gaikan.SOARTC(kernel=8, stride=4, map_baseline="mean").fit(good).anomaly_map(bad[:1])

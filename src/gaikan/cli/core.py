@@ -312,7 +312,7 @@ def demo(output, dataset, seed):
     if dataset == "elpv":
         data_dir, det = _demo_elpv(out, seed), SOARTC(kernel=10, stride=5)
     else:
-        data_dir, det = _demo_connectors(out, seed), SOARTC(kernel=8, stride=4)
+        data_dir, det = _demo_connectors(out, seed), SOARTC(kernel=8, stride=4, map_baseline="median")
     train_dir, test_dir = data_dir / "train" / "good", data_dir / "test"
     from ..io import load_images
 
@@ -365,7 +365,7 @@ def _demo_connectors(out: Path, seed: int) -> Path:
     from ..synth import make_dataset
 
     root = out / "data"
-    make_dataset(root, layout="mixed", n_good=60, n_test_good=12, n_defect=6,
+    make_dataset(root, layout="mixed", n_good=100, n_test_good=15, n_defect=6,
                  views=("oblique",), size=128, seed=seed)
     return root / "oblique"
 
@@ -373,7 +373,8 @@ def _demo_connectors(out: Path, seed: int) -> Path:
 @click.command()
 @click.argument("dataset")
 @click.option("--detectors", default="soartc,soart3map,rt", show_default=True,
-              help="Comma-separated registry names.")
+              help="Comma-separated registry names; parameters inline as "
+                   "soartc[map_baseline=median;kernel=8].")
 @click.option("--size", default=None, help="Image size (default 100 pixel / 256 deep; "
                                            "connectors: 128).")
 @click.option("--kernel", type=int, default=None)
@@ -399,12 +400,18 @@ def bench(dataset, detectors, size, kernel, stride, params, seed, batch_size, js
             _fail(f"-p {key}: use DETECTOR.KEY=VALUE")
         per_det.setdefault(det, {})[name] = val
     plan = []
-    for kind in [d.strip() for d in detectors.split(",") if d.strip()]:
+    for entry in re.findall(r"[^,\[]+(?:\[[^\]]*\])?", detectors):
+        m = re.fullmatch(r"\s*([\w-]+)\s*(?:\[(.*)\])?\s*", entry)
+        if not m:
+            _fail(f"--detectors: cannot parse {entry!r}")
+        kind, inline = m.group(1), m.group(2)
         try:
             names = set(get_detector_class(kind)._param_names())
         except (ValueError, ImportError) as exc:
             _fail(str(exc))
         p = dict(per_det.get(kind, {}))
+        if inline:
+            p.update(_parse_params(tuple(x.strip() for x in inline.split(";") if x.strip())))
         for k, v in (("kernel", kernel), ("stride", stride)):
             if v is not None and k in names:
                 p.setdefault(k, v)

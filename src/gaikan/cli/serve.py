@@ -45,7 +45,7 @@ def serve(model, host, port, workers, token, max_upload_mb, max_pixels, max_file
         app = create_app(model, token=token or None,
                          max_upload_bytes=int(max_upload_mb * 1024 * 1024),
                          max_pixels=max_pixels, workers=workers, max_files=max_files)
-    except (GaikanError, ValueError, ImportError) as exc:
+    except (GaikanError, ValueError, TypeError, ImportError) as exc:
         raise click.ClickException(str(exc)) from None
     if host not in ("127.0.0.1", "localhost", "::1") and not token:
         click.echo("warning: listening beyond this machine without --token; anyone on the "
