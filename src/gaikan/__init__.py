@@ -15,6 +15,7 @@ from .detectors import (
     RTDetector,
     SOART3Map,
     SOARTC,
+    VariantDetector,
     create,
     load,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "RTUnitSpace",
     "SOART3Map",
     "SOARTC",
+    "VariantDetector",
     "correlate2d",
     "create",
     "extract",

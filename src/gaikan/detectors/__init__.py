@@ -5,6 +5,7 @@ from .registry import REGISTRY, create, get_detector_class, load
 from .rt import RTDetector
 from .soart3map import SOART3Map
 from .soartc import SOARTC
+from .variants import VariantDetector
 
 __all__ = [
     "REGISTRY",
@@ -13,6 +14,7 @@ __all__ = [
     "RTDetector",
     "SOART3Map",
     "SOARTC",
+    "VariantDetector",
     "check_images",
     "create",
     "get_detector_class",

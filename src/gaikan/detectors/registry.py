@@ -18,6 +18,7 @@ REGISTRY: dict[str, str] = {
     "soartc": "gaikan.detectors.soartc:SOARTC",
     "soart3map": "gaikan.detectors.soart3map:SOART3Map",
     "rt": "gaikan.detectors.rt:RTDetector",
+    "variants": "gaikan.detectors.variants:VariantDetector",
     "padim": "gaikan.deep.padim:PaDiM",
     "patchcore": "gaikan.deep.patchcore:PatchCore",
     "soart-deep": "gaikan.deep.soart_deep:SOARTDeep",

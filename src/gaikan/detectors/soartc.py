@@ -123,8 +123,18 @@ class SOARTC(BaseDetector):
         q = extract(X, self.kernel, self.stride)
         return q, gram_dtype_for(X, q.shape[-1], self.precision)
 
+    #: Most windows per image: S̄ alone takes P²·8 bytes (10⁴ → 0.8 GB).
+    max_patches = 10_000
+
     def _fit(self, X: np.ndarray) -> np.ndarray:
-        grid_shape(X.shape[1:], self.kernel, self.stride)  # validates kernel vs size
+        nh, nw = grid_shape(X.shape[1:], self.kernel, self.stride)
+        if nh * nw > self.max_patches:
+            raise ValueError(
+                f"{X.shape[1]}x{X.shape[2]} images with kernel {self.kernel} and stride "
+                f"{self.stride} give {nh * nw} windows; SOARTC's P×P similarity matrix would "
+                f"need {(nh * nw) ** 2 * 8 / 2**30:.1f} GB. Use a smaller image size (--size) "
+                f"or a larger stride (at most {self.max_patches} windows)"
+            )
         q, dt = self._patches(X)
         self.sbar_ = mean_self_similarity(q, self.eps)
         feats = soartc_features(q, self.sbar_, self.eps, backend=self.backend, gram_dtype=dt)
