@@ -56,6 +56,14 @@ def test_fit_accepts_mvtec_root_and_other_detectors(folders, tmp_path):
     assert isinstance(det, gaikan.RTDetector) and det.n_train_ == 12 and det.threshold_quantile == 0.9
 
 
+def test_fit_variants_passes_kernel_on(folders, tmp_path):
+    res = CliRunner().invoke(cli, ["fit", str(folders), "-o", str(tmp_path / "v"), "--detector", "variants",
+                                   "--kernel", "8", "--stride", "4", "--size", "40", "-p", "n_variants=2"])
+    assert res.exit_code == 0, res.output
+    det = gaikan.load(tmp_path / "v")
+    assert isinstance(det, gaikan.VariantDetector) and det.members_[0].kernel == 8
+
+
 def test_inspect_outputs_and_labels(model, folders, tmp_path):
     (folders / "test" / "scratch" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     try:

@@ -201,28 +201,30 @@ td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}
 <h1>{{ title }}</h1>
 <table class="summary">
 <tr><td>model</td><td>{{ model }}</td></tr>
-<tr><td>threshold</td><td>{{ "%.4g"|format(threshold) }}</td></tr>
+{% if not classifier %}<tr><td>threshold</td><td>{{ "%.4g"|format(threshold) }}</td></tr>{% endif %}
 <tr><td>images</td><td>{{ n_total }} ({{ n_scored }} scored, {{ n_errors }} unreadable)</td></tr>
-<tr><td>flagged as defect</td><td>{{ n_defect }}</td></tr>
+{% if not classifier %}<tr><td>flagged as defect</td><td>{{ n_defect }}</td></tr>{% endif %}
 {% if auc is not none %}<tr><td>image AUROC (folder labels)</td><td>{{ "%.4f"|format(auc) }}</td></tr>{% endif %}
 {% for k, v in extra %}<tr><td>{{ k }}</td><td>{{ v }}</td></tr>{% endfor %}
 </table>
 {% if hist %}<h2>Scores</h2><img alt="score histogram" src="data:image/png;base64,{{ hist }}">
 {% if roc %}<img alt="ROC curve" src="data:image/png;base64,{{ roc }}">{% endif %}{% endif %}
-<h2>Worst parts</h2>
-<p>Heatmap: blue = like the good parts, yellow = at the threshold, red = four times over it.</p>
+{% if classifier %}<h2>Least confident first</h2>
+<p>Heatmap: where the network looked for its answer (red = most).</p>
+{% else %}<h2>Worst parts</h2>
+<p>Heatmap: blue = like the good parts, yellow = at the threshold, red = four times over it.</p>{% endif %}
 <div class="gallery">
 {% for r in worst %}<div class="card">{% if r.overlay %}<img src="{{ r.overlay }}" alt="overlay">{% endif %}
-<div title="{{ r.file }}">{{ short(r.file) }}</div><div class="{{ r.verdict }}">{{ r.verdict }} · {{ "%.4g"|format(r.score) }}{% if r.label %} · folder: {{ r.label }}{% endif %}</div></div>
+<div title="{{ r.file }}">{{ short(r.file) }}</div><div class="{{ r.verdict if not classifier else 'cls' }}">{{ r.verdict }} · {{ "%.4g"|format(r.score) }}{% if r.label %} · folder: {{ r.label }}{% endif %}</div></div>
 {% endfor %}</div>
 {% if errors %}<h2>Files that could not be inspected</h2>
 <table><tr><th>file</th><th>problem</th></tr>
 {% for r in errors %}<tr><td>{{ r.file }}</td><td class="err">{{ r.error }}</td></tr>{% endfor %}
 </table>{% endif %}
 <h2>All results</h2>
-<table><tr><th>file</th><th>score</th><th>verdict</th>{% if labelled %}<th>folder</th>{% endif %}</tr>
+<table><tr><th>file</th><th>{{ "confidence" if classifier else "score" }}</th><th>{{ "class" if classifier else "verdict" }}</th>{% if labelled %}<th>folder</th>{% endif %}</tr>
 {% for r in rows %}<tr><td>{{ r.file }}</td><td>{{ "" if r.score is none else "%.4g"|format(r.score) }}</td>
-<td class="{{ r.verdict or 'err' }}">{{ r.verdict or "error" }}</td>{% if labelled %}<td>{{ r.label or "" }}</td>{% endif %}</tr>
+<td class="{{ (r.verdict if not classifier else 'cls') if r.verdict else 'err' }}">{{ r.verdict or "error" }}</td>{% if labelled %}<td>{{ r.label or "" }}</td>{% endif %}</tr>
 {% endfor %}</table>
 <p style="color:#777;font-size:.8em">gaikan {{ version }}</p>
 </body></html>
@@ -233,15 +235,20 @@ def write_report(
     out_dir: str | os.PathLike,
     records: Sequence[InspectionRecord],
     *,
-    threshold: float,
+    threshold: float | None,
     model: str = "",
     title: str = "gaikan inspection report",
     n_worst: int = 24,
     extra: dict[str, Any] | None = None,
+    classes: Sequence[str] | None = None,
 ) -> Path:
     """Write ``report.html`` into ``out_dir``: summary, score histogram,
     ROC curve when folder labels exist, gallery of the worst parts, errors,
     and every result.
+
+    For a classifier pass ``classes`` (and ``threshold=None``): records'
+    ``verdict`` is the class and ``score`` its probability; the report then
+    counts parts per class and shows the least confident first.
 
     Returns
     -------
@@ -255,7 +262,10 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     scored = [r for r in records if r.score is not None]
     labels = {r.label for r in scored if r.label is not None}
-    labelled = "good" in labels and len(labels) > 1
+    labelled = classes is None and "good" in labels and len(labels) > 1
+    if classes is not None:
+        counts = {c: sum(r.verdict == c for r in scored) for c in classes}
+        extra = {**{f"class {c}": n for c, n in counts.items()}, **(extra or {})}
     roc = _roc(scored) if labelled else None
     env = jinja2.Environment(autoescape=True)
     page = env.from_string(_TEMPLATE).render(
@@ -267,9 +277,10 @@ def write_report(
         n_errors=len(records) - len(scored),
         n_defect=sum(r.verdict == "defect" for r in scored),
         auc=None if roc is None else roc[1],
-        hist=_histogram(scored, threshold, labelled) if scored else None,
+        hist=_histogram(scored, threshold, labelled) if scored and threshold is not None else None,
         roc=None if roc is None else roc[0],
-        worst=sorted(scored, key=lambda r: -r.score)[:n_worst],
+        worst=sorted(scored, key=lambda r: r.score if classes is not None else -r.score)[:n_worst],
+        classifier=classes is not None,
         errors=[r for r in records if r.error],
         rows=records,
         labelled=labelled,

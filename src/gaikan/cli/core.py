@@ -91,12 +91,20 @@ def build_detector(detector: str, kernel, stride, params: dict[str, Any]):
         cls = get_detector_class(detector)
     except (ValueError, ImportError) as exc:
         _fail(str(exc))
+    from ..detectors.base import BaseDetector
+
+    if not issubclass(cls, BaseDetector):
+        _fail(f"{detector!r} is a classifier: train it on labelled folders with `gaikan train`")
     names = set(cls._param_names())
     for key, val in (("kernel", kernel), ("stride", stride)):
-        if val is not None:
-            if key not in names:
-                _fail(f"--{key} does not apply to detector {detector!r}")
+        if val is None:
+            continue
+        if key in names:
             params.setdefault(key, val)
+        elif "detector_params" in names:  # wrappers (variants) pass it on
+            params.setdefault("detector_params", {}).setdefault(key, val)
+        else:
+            _fail(f"--{key} does not apply to detector {detector!r}")
     unknown = sorted(set(params) - names)
     if unknown:
         _fail(f"detector {detector!r} has no parameter(s) {', '.join(unknown)}; "
@@ -219,6 +227,44 @@ def run_inspection(det, files: list[Path], out: Path, *, overlays: bool = True,
     return records
 
 
+def run_classification(clf, files: list[Path], out: Path, *, overlays: bool = True,
+                       batch_size: int = 32, progress=None):
+    """Classify files in batches; the verdict is the class, the score its
+    probability, overlays show where the network looked (``explain``)."""
+    from ..io import load_images, normalize_size
+    from ..report import InspectionRecord, save_overlay
+
+    records = []
+    ov_dir = out / "overlays"
+    if overlays:
+        ov_dir.mkdir(parents=True, exist_ok=True)
+    hw = normalize_size(clf.image_size)
+    for start in range(0, len(files), batch_size):
+        chunk = files[start:start + batch_size]
+        batch = load_images(chunk, hw)
+        bad = {p: msg for p, msg in batch.errors}
+        if batch.images.shape[0]:
+            proba = clf.predict_proba(batch.images)
+            maps = clf.explain(batch.images) if overlays else None
+        k = 0
+        for j, p in enumerate(chunk):
+            if p in bad:
+                records.append(InspectionRecord(file=str(p), error=bad[p]))
+                continue
+            c = int(proba[k].argmax())
+            rec = InspectionRecord(file=str(p), score=float(proba[k, c]),
+                                   verdict=str(clf.classes_[c]), label=p.parent.name)
+            if overlays:
+                name = _safe_name(start + j, p)
+                save_overlay(ov_dir / name, batch.images[k], maps[k], vmin=0.0, vmax=1.0)
+                rec.overlay = f"overlays/{name}"
+            records.append(rec)
+            k += 1
+        if progress is not None:
+            progress(len(chunk))
+    return records
+
+
 def write_results_csv(path: Path, records) -> None:
     """results.csv: file, score, verdict, error (+ folder label when known)."""
     labelled = any(r.label is not None for r in records)
@@ -229,6 +275,16 @@ def write_results_csv(path: Path, records) -> None:
             row = [r.file, "" if r.score is None else f"{r.score:.6g}", r.verdict or "",
                    r.error or ""]
             w.writerow(row + ([r.label or ""] if labelled else []))
+
+
+def write_classes_csv(path: Path, records) -> None:
+    """results.csv of a classifier: file, class, confidence, error."""
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["file", "class", "confidence", "error"])
+        for r in records:
+            w.writerow([r.file, r.verdict or "", "" if r.score is None else f"{r.score:.6g}",
+                        r.error or ""])
 
 
 def _load_model(path: str):
@@ -260,7 +316,10 @@ def inspect(model, images, output, threshold, no_overlays, batch_size, strict, f
     from ..report import write_report
 
     det = _load_model(model)
+    is_classifier = hasattr(det, "predict_proba") and not hasattr(det, "set_threshold")
     if threshold is not None:
+        if is_classifier:
+            _fail("--threshold applies to anomaly detectors, not to classifiers")
         det.set_threshold(threshold)
     inputs = tuple(str(Path(i) / "test") if is_mvtec(i) else i for i in images)
     files = _collect(inputs)
@@ -269,11 +328,26 @@ def inspect(model, images, output, threshold, no_overlays, batch_size, strict, f
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     with _progress(len(files), "inspecting") as bar:
-        records = run_inspection(det, files, out, overlays=not no_overlays,
-                                 batch_size=max(1, batch_size), progress=bar.update)
+        run = run_classification if is_classifier else run_inspection
+        records = run(det, files, out, overlays=not no_overlays,
+                      batch_size=max(1, batch_size), progress=bar.update)
+    errors = [r for r in records if r.error]
+    if is_classifier:
+        write_classes_csv(out / "results.csv", records)
+        report = write_report(out, records, threshold=None, model=f"{model} ({det!r})",
+                              classes=[str(c) for c in det.classes_])
+        for r in records:
+            if r.score is not None:
+                click.echo(f"{r.file}\t{r.verdict}\t{r.score:.3f}")
+        click.echo(f"{len(records) - len(errors)} classified, {len(errors)} unreadable → "
+                   f"{out / 'results.csv'}, {report}")
+        if len(records) == len(errors):
+            _fail("none of the images could be classified")
+        if errors and strict:
+            _fail(f"{len(errors)} unreadable image(s) and --strict is set")
+        return
     write_results_csv(out / "results.csv", records)
     report = write_report(out, records, threshold=det.threshold_, model=f"{model} ({det!r})")
-    errors = [r for r in records if r.error]
     flagged = [r for r in records if r.verdict == "defect"]
     for r in errors:
         click.echo(f"skipped: {r.error}", err=True)

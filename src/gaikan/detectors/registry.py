@@ -22,10 +22,13 @@ REGISTRY: dict[str, str] = {
     "padim": "gaikan.deep.padim:PaDiM",
     "patchcore": "gaikan.deep.patchcore:PatchCore",
     "soart-deep": "gaikan.deep.soart_deep:SOARTDeep",
+    # classifiers (not detectors, but model files of the same format)
+    "classifier": "gaikan.deep.classifier:Classifier",
+    "vit-classifier": "gaikan.deep.vit:ViTClassifier",
 }
 
 #: Detectors that need the ``deep`` extra (torch, timm).
-DEEP_KINDS = frozenset({"padim", "patchcore", "soart-deep"})
+DEEP_KINDS = frozenset({"padim", "patchcore", "soart-deep", "classifier", "vit-classifier"})
 
 
 def get_detector_class(kind: str):
