@@ -16,28 +16,68 @@ def _csv(ctx, param, value: str) -> tuple[str, ...]:
 
 @click.command("synth")
 @click.argument("out_dir", type=click.Path(file_okay=False, writable=True))
-@click.option("--layout", type=click.Choice(["square", "cylinder", "mixed"]), default="mixed", show_default=True,
-              help="Pin shapes: all square, all cylinders, or a mix (see --pattern).")
-@click.option("--pattern", default=None,
-              help="Mixed layout: checker (default), column, rows, or 27 characters of s/c (row-major).")
-@click.option("--n-good", type=click.IntRange(0), default=200, show_default=True, help="Good training images (unit space).")
+@click.option(
+    "--layout",
+    type=click.Choice(["square", "cylinder", "mixed"]),
+    default="mixed",
+    show_default=True,
+    help="Pin shapes: all square, all cylinders, or a mix (see --pattern).",
+)
+@click.option(
+    "--pattern",
+    default=None,
+    help="Mixed layout: checker (default), column, rows, or 27 characters of s/c (row-major).",
+)
+@click.option(
+    "--n-good", type=click.IntRange(0), default=200, show_default=True, help="Good training images (unit space)."
+)
 @click.option("--n-test-good", type=click.IntRange(0), default=50, show_default=True, help="Good test images.")
 @click.option("--n-defect", type=click.IntRange(0), default=30, show_default=True, help="Test images per defect mode.")
-@click.option("--defects", default="missing,pushed,tilt_x,tilt_y,shifted", show_default=True, callback=_csv,
-              help="Comma-separated modes; join modes with '+' for a combination on one pin (pushed+tilt_x).")
-@click.option("--views", default="top,oblique", show_default=True, callback=_csv,
-              help="Comma-separated cameras: top, oblique, oblique_y.")
+@click.option(
+    "--defects",
+    default="missing,pushed,tilt_x,tilt_y,shifted",
+    show_default=True,
+    callback=_csv,
+    help="Comma-separated modes; join modes with '+' for a combination on one pin (pushed+tilt_x).",
+)
+@click.option(
+    "--views",
+    default="top,oblique",
+    show_default=True,
+    callback=_csv,
+    help="Comma-separated cameras: top, oblique, oblique_y.",
+)
 @click.option("--size", type=click.IntRange(16, 4096), default=128, show_default=True, help="Image side in pixels.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed → byte-identical files.")
 @click.option("--workers", type=click.IntRange(1), default=1, show_default=True, help="Rendering processes.")
-@click.option("--format", "fmt", type=click.Choice(["mvtec", "classes"]), default="mvtec", show_default=True,
-              help="mvtec: <view>/train|test|ground_truth; classes: ImageFolder <view>/<class>/.")
-@click.option("--supersample", type=click.IntRange(1, 8), default=1, show_default=True,
-              help="s×s rays per pixel (anti-aliasing; s² times slower).")
-@click.option("--renderer", type=click.Choice(["numpy", "blender"]), default="numpy", show_default=True,
-              help="numpy: built-in ray caster; blender: Cycles in a separate Blender Python.")
-@click.option("--blender-python", type=click.Path(dir_okay=False), default=None,
-              help="Python interpreter that can `import bpy` (for --renderer blender).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["mvtec", "classes"]),
+    default="mvtec",
+    show_default=True,
+    help="mvtec: <view>/train|test|ground_truth; classes: ImageFolder <view>/<class>/.",
+)
+@click.option(
+    "--supersample",
+    type=click.IntRange(1, 8),
+    default=1,
+    show_default=True,
+    help="s×s rays per pixel (anti-aliasing; s² times slower).",
+)
+@click.option(
+    "--renderer",
+    type=click.Choice(["numpy", "blender"]),
+    default="numpy",
+    show_default=True,
+    help="numpy: built-in ray caster; blender: Cycles in a separate Blender Python.",
+)
+@click.option(
+    "--blender-python",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Python interpreter that can `import bpy` (for --renderer blender).",
+)
 def synth(out_dir, layout, pattern, n_good, n_test_good, n_defect, defects, views, size, seed, workers, fmt,
           supersample, renderer, blender_python) -> None:  # fmt: skip
     """Render connectors with planted pin defects and exact masks into OUT_DIR.
@@ -45,6 +85,7 @@ def synth(out_dir, layout, pattern, n_good, n_test_good, n_defect, defects, view
     Writes one MVTec AD folder per view (train/good, test/good,
     test/<defect>, ground_truth/<defect>/*_mask.png) plus labels.jsonl, e.g.
 
+    \b
         gaikan synth out --n-good 200 --n-defect 30 --views top,oblique --workers 2
     """
     from tqdm import tqdm
