@@ -1,0 +1,397 @@
+// gaikan inspection station UI: plain JS, no dependencies, no network but this server.
+"use strict";
+
+(function () {
+  const $ = (id) => document.getElementById(id);
+  const TOKEN_KEY = "gaikan-token";
+  const SLIDER_MAX = 1000;
+  const DECADES = 2; // the threshold slider spans model threshold ×/÷ 10^DECADES (log scale)
+
+  const state = {
+    model: null,         // GET /v1/model
+    modelThreshold: null,
+    threshold: null,     // current (slider) threshold
+    results: [],         // {id, file, objectUrl, score, verdict, map, overlayUrl, overlayBlob, error, card}
+    selected: null,
+    token: sessionStorage.getItem(TOKEN_KEY),
+    nextId: 1,
+  };
+
+  // ---------------------------------------------------------------- API + auth
+  let tokenPrompt = null;
+  function askToken(message) {
+    if (tokenPrompt) return tokenPrompt;
+    const dlg = $("token-dialog");
+    const input = $("token-input");
+    dlg.querySelector("p").textContent = message;
+    input.value = "";
+    tokenPrompt = new Promise((resolve) => {
+      const onClose = () => {
+        dlg.removeEventListener("close", onClose);
+        tokenPrompt = null;
+        const value = input.value.trim();
+        if (value) {
+          state.token = value;
+          sessionStorage.setItem(TOKEN_KEY, value);
+        }
+        resolve(Boolean(value));
+      };
+      dlg.addEventListener("close", onClose);
+    });
+    if (!dlg.open) dlg.showModal();
+    input.focus();
+    return tokenPrompt;
+  }
+
+  async function api(path, options = {}) {
+    for (let attempt = 0; attempt < 4; attempt++) {
+      const headers = Object.assign({}, options.headers || {});
+      if (state.token) headers["Authorization"] = "Bearer " + state.token;
+      const resp = await fetch(path, Object.assign({}, options, { headers }));
+      if (resp.status !== 401) return resp;
+      const msg = state.token ? "That token was not accepted. Enter the station's access token."
+                              : "This station needs an access token.";
+      if (state.token) sessionStorage.removeItem(TOKEN_KEY);
+      state.token = null;
+      if (!(await askToken(msg))) return resp;
+    }
+    throw new Error("the server keeps refusing the token");
+  }
+
+  async function errorText(resp) {
+    try {
+      const body = await resp.json();
+      return body.error || resp.statusText;
+    } catch (e) {
+      return resp.status + " " + resp.statusText;
+    }
+  }
+
+  function setStatus(text, isError) {
+    const el = $("status");
+    el.textContent = text || "";
+    el.classList.toggle("error", Boolean(isError));
+  }
+
+  // ---------------------------------------------------------------- threshold
+  function sliderToThreshold(v) {
+    const t0 = state.modelThreshold;
+    if (!(t0 > 0)) return t0 + (v - SLIDER_MAX / 2) / (SLIDER_MAX / 2) * Math.max(1, Math.abs(t0));
+    const exp = ((v - SLIDER_MAX / 2) / (SLIDER_MAX / 2)) * DECADES;
+    return t0 * Math.pow(10, exp);
+  }
+
+  function fmt(x) {
+    if (x === null || x === undefined || !isFinite(x)) return "–";
+    const a = Math.abs(x);
+    if (a !== 0 && (a >= 1e5 || a < 1e-3)) return x.toExponential(3);
+    return Number(x.toPrecision(4)).toString();
+  }
+
+  function verdictOf(r) {
+    if (r.error) return "error";
+    if (r.score === null || r.score === undefined) return "pending";
+    return r.score > state.threshold ? "defect" : "ok";
+  }
+
+  function relabel() {
+    $("threshold-value").textContent = fmt(state.threshold) +
+      (state.threshold === state.modelThreshold ? " (model)" : "");
+    for (const r of state.results) paintCard(r);
+    updateSummary();
+    if (state.selected) showDetails(state.selected);
+  }
+
+  // ---------------------------------------------------------------- cards
+  const BADGE = { ok: "OK", defect: "NG", error: "ERR", pending: "…" };
+
+  function makeCard(r) {
+    const card = document.createElement("div");
+    card.className = "card pending";
+    card.tabIndex = 0;
+    card.dataset.id = String(r.id);
+    const img = document.createElement("img");
+    img.className = "thumb";
+    img.alt = r.file;
+    img.src = r.objectUrl;
+    img.addEventListener("error", () => { img.removeAttribute("src"); }, { once: true });
+    const badge = document.createElement("span");
+    badge.className = "badge";
+    const name = document.createElement("div");
+    name.className = "name";
+    name.textContent = r.file;
+    name.title = r.file;
+    const score = document.createElement("div");
+    score.className = "score";
+    card.append(img, badge, name, score);
+    card.addEventListener("click", () => select(r));
+    card.addEventListener("keydown", (ev) => { if (ev.key === "Enter" || ev.key === " ") select(r); });
+    r.card = card;
+    r.thumb = img;
+    paintCard(r);
+    return card;
+  }
+
+  function paintCard(r) {
+    const v = verdictOf(r);
+    const card = r.card;
+    card.classList.remove("ok", "defect", "error", "pending");
+    card.classList.add(v);
+    card.dataset.verdict = v;
+    const badge = card.querySelector(".badge");
+    badge.className = "badge " + v;
+    badge.textContent = BADGE[v];
+    const score = card.querySelector(".score");
+    score.textContent = r.error ? "error" : (r.score === null ? "inspecting…" : "score " + fmt(r.score));
+    card.title = r.error ? r.error : r.file;
+  }
+
+  function updateSummary() {
+    const n = state.results.length;
+    if (!n) { $("summary").textContent = "No images inspected yet."; return; }
+    let ok = 0, ng = 0, err = 0, pend = 0;
+    for (const r of state.results) {
+      const v = verdictOf(r);
+      if (v === "ok") ok++; else if (v === "defect") ng++; else if (v === "error") err++; else pend++;
+    }
+    $("summary").textContent = `${n} image${n === 1 ? "" : "s"}: ${ok} OK, ${ng} NG` +
+      (err ? `, ${err} error${err === 1 ? "" : "s"}` : "") + (pend ? `, ${pend} in progress` : "");
+    $("download-csv").disabled = state.results.every((r) => verdictOf(r) === "pending");
+  }
+
+  // ---------------------------------------------------------------- viewer
+  async function select(r) {
+    state.selected = r;
+    for (const c of document.querySelectorAll(".card.selected")) c.classList.remove("selected");
+    r.card.classList.add("selected");
+    $("viewer").classList.remove("empty");
+    const shape = state.model ? state.model.image_shape : [1, 1];
+    $("viewer-stage").style.aspectRatio = `${shape[1]} / ${shape[0]}`;
+    const base = $("viewer-image");
+    if (r.thumb.getAttribute("src")) base.src = r.objectUrl; else base.removeAttribute("src");
+    const ov = $("viewer-overlay");
+    ov.removeAttribute("src");
+    ov.dataset.for = String(r.id);
+    showDetails(r);
+    if (r.error || r.score === null) return;
+    try {
+      const url = await overlayFor(r);
+      if (state.selected === r && url) ov.src = url;
+    } catch (e) {
+      if (state.selected === r) setStatus("Overlay: " + e.message, true);
+    }
+  }
+
+  async function overlayFor(r) {
+    if (r.overlayBlob) return r.overlayBlob;
+    if (!r.overlayUrl) return null;
+    const resp = await api(r.overlayUrl);
+    if (!resp.ok) throw new Error(await errorText(resp));
+    r.overlayBlob = URL.createObjectURL(await resp.blob());
+    if (!r.thumb.getAttribute("src")) r.thumb.src = r.overlayBlob; // e.g. TIFF: browsers cannot show it
+    return r.overlayBlob;
+  }
+
+  function showDetails(r) {
+    const dl = $("viewer-details");
+    dl.replaceChildren();
+    const add = (k, v, cls) => {
+      const dt = document.createElement("dt");
+      dt.textContent = k;
+      const dd = document.createElement("dd");
+      dd.textContent = v;
+      if (cls) dd.className = cls;
+      dl.append(dt, dd);
+    };
+    add("File", r.file);
+    const marker = $("viewer-marker");
+    marker.hidden = true;
+    if (r.error) { add("Error", r.error); return; }
+    if (r.score === null) { add("Status", "inspecting…"); return; }
+    const v = verdictOf(r);
+    add("Verdict", v === "defect" ? "NG (defect)" : "OK", "verdict-" + v);
+    add("Score", fmt(r.score));
+    add("Threshold", fmt(state.threshold) + (state.threshold === state.modelThreshold ? " (model)" : ""));
+    add("Map max / mean", fmt(r.map.max) + " / " + fmt(r.map.mean));
+    add("Hottest point", `row ${r.map.argmax.row}, col ${r.map.argmax.col}`);
+    const [h, w] = r.map.shape;
+    marker.style.left = ((r.map.argmax.col + 0.5) / w * 100) + "%";
+    marker.style.top = ((r.map.argmax.row + 0.5) / h * 100) + "%";
+    marker.hidden = v !== "defect";
+  }
+
+  function applyOpacity() {
+    $("viewer-overlay").style.opacity = String(Number($("opacity").value) / 100);
+  }
+
+  // ---------------------------------------------------------------- upload
+  function batches(files) {
+    const lim = state.model ? state.model.limits : { max_files: 16, max_upload_bytes: 32 << 20 };
+    const maxFiles = Math.min(16, lim.max_files);
+    const maxBytes = lim.max_upload_bytes * 0.9;
+    const out = [];
+    let cur = [], bytes = 0;
+    for (const f of files) {
+      if (cur.length && (cur.length >= maxFiles || bytes + f.size > maxBytes)) {
+        out.push(cur); cur = []; bytes = 0;
+      }
+      cur.push(f); bytes += f.size;
+    }
+    if (cur.length) out.push(cur);
+    return out;
+  }
+
+  async function inspectFiles(fileList) {
+    const files = Array.from(fileList || []);
+    if (!files.length) return;
+    if (!state.model) await modelReady;
+    if (!state.model) { setStatus("The model is not available; reload the page.", true); return; }
+    const lim = state.model ? state.model.limits.max_upload_bytes : Infinity;
+    const entries = files.map((f) => {
+      const r = { id: state.nextId++, file: f.name || "image", objectUrl: URL.createObjectURL(f),
+                  score: null, error: null, map: null, overlayUrl: null, overlayBlob: null };
+      if (f.size > lim) r.error = `${r.file}: larger than the server's upload limit`;
+      state.results.push(r);
+      $("results").append(makeCard(r));
+      return [f, r];
+    });
+    updateSummary();
+    const todo = entries.filter(([, r]) => !r.error);
+    const groups = batches(todo.map(([f]) => f));
+    let k = 0;
+    for (const group of groups) {
+      const rs = todo.slice(k, k + group.length).map(([, r]) => r);
+      k += group.length;
+      setStatus(`Inspecting ${rs.length} image${rs.length === 1 ? "" : "s"}…`);
+      const form = new FormData();
+      for (const f of group) form.append("files", f, f.name);
+      try {
+        const resp = await api("/v1/inspect?alpha=1", { method: "POST", body: form });
+        if (!resp.ok) throw new Error(await errorText(resp));
+        const body = await resp.json();
+        body.results.forEach((res, i) => {
+          const r = rs[i];
+          if (!r) return;
+          if (res.error) { r.error = res.error; return; }
+          r.score = res.score;
+          r.map = res.map;
+          r.overlayUrl = res.overlay_url || null;
+          if (res.overlay) r.overlayBlob = res.overlay;
+        });
+        setStatus("");
+      } catch (e) {
+        for (const r of rs) if (r.score === null) r.error = e.message;
+        setStatus(e.message, true);
+      }
+      for (const r of rs) paintCard(r);
+      updateSummary();
+      if (!state.selected || state.selected === rs[0] || rs.includes(state.selected)) {
+        const pick = rs.find((r) => verdictOf(r) === "defect") || rs.find((r) => !r.error) || rs[0];
+        if (pick) select(pick);
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- CSV
+  function csvField(v) {
+    const s = v === null || v === undefined ? "" : String(v);
+    // Quote always; neutralise spreadsheet formulas in file names.
+    const safe = /^[=+\-@\t\r]/.test(s) && isNaN(Number(s)) ? "'" + s : s;
+    return '"' + safe.replace(/"/g, '""') + '"';
+  }
+
+  function downloadCsv() {
+    const head = ["file", "verdict", "score", "threshold", "model_verdict", "model_threshold",
+                  "map_max", "map_mean", "argmax_row", "argmax_col", "error"];
+    const rows = [head.join(",")];
+    for (const r of state.results) {
+      const v = verdictOf(r);
+      if (v === "pending") continue;
+      const m = r.map || { argmax: {} };
+      const modelV = r.error ? "" : (r.score > state.modelThreshold ? "defect" : "ok");
+      rows.push([r.file, v, r.score, state.threshold, modelV, state.modelThreshold,
+                 m.max, m.mean, m.argmax.row, m.argmax.col, r.error].map(csvField).join(","));
+    }
+    const blob = new Blob([rows.join("\r\n") + "\r\n"], { type: "text/csv" });
+    const a = document.createElement("a");
+    a.href = URL.createObjectURL(blob);
+    a.download = "gaikan-results.csv";
+    document.body.append(a);
+    a.click();
+    setTimeout(() => { URL.revokeObjectURL(a.href); a.remove(); }, 1000);
+  }
+
+  // ---------------------------------------------------------------- wiring
+  async function loadModel() {
+    try {
+      const resp = await api("/v1/model");
+      if (!resp.ok) throw new Error(await errorText(resp));
+      const m = await resp.json();
+      state.model = m;
+      state.modelThreshold = m.threshold;
+      state.threshold = m.threshold;
+      const [h, w] = m.image_shape;
+      $("model-info").textContent =
+        `${m.detector} · ${h}×${w} px · threshold ${fmt(m.threshold)} · ` +
+        `${m.n_train ?? "?"} good images` + (m.model_file ? ` · ${m.model_file}` : "");
+      const slider = $("threshold");
+      slider.value = String(SLIDER_MAX / 2);
+      slider.disabled = false;
+      $("threshold-reset").disabled = false;
+      document.body.dataset.ready = "1";
+      relabel();
+    } catch (e) {
+      $("model-info").textContent = "model unavailable";
+      setStatus("Cannot reach the model: " + e.message, true);
+    }
+  }
+
+  function wire() {
+    const zone = $("drop-zone");
+    const input = $("file-input");
+    input.addEventListener("change", () => { inspectFiles(input.files); input.value = ""; });
+    zone.addEventListener("keydown", (ev) => { if (ev.key === "Enter") input.click(); });
+    for (const ev of ["dragenter", "dragover"]) {
+      zone.addEventListener(ev, (e) => { e.preventDefault(); zone.classList.add("over"); });
+    }
+    for (const ev of ["dragleave", "drop"]) {
+      zone.addEventListener(ev, (e) => { e.preventDefault(); zone.classList.remove("over"); });
+    }
+    zone.addEventListener("drop", (e) => inspectFiles(e.dataTransfer && e.dataTransfer.files));
+    // Dropping a file elsewhere must not navigate away from the station.
+    window.addEventListener("dragover", (e) => e.preventDefault());
+    window.addEventListener("drop", (e) => e.preventDefault());
+
+    $("threshold").addEventListener("input", (e) => {
+      state.threshold = Number(e.target.value) === SLIDER_MAX / 2
+        ? state.modelThreshold : sliderToThreshold(Number(e.target.value));
+      relabel();
+    });
+    $("threshold-reset").addEventListener("click", () => {
+      $("threshold").value = String(SLIDER_MAX / 2);
+      state.threshold = state.modelThreshold;
+      relabel();
+    });
+    $("opacity").addEventListener("input", applyOpacity);
+    $("download-csv").addEventListener("click", downloadCsv);
+    $("clear").addEventListener("click", () => {
+      for (const r of state.results) {
+        URL.revokeObjectURL(r.objectUrl);
+        if (r.overlayBlob && r.overlayBlob.startsWith("blob:")) URL.revokeObjectURL(r.overlayBlob);
+      }
+      state.results = [];
+      state.selected = null;
+      $("results").replaceChildren();
+      $("viewer").classList.add("empty");
+      $("viewer-image").removeAttribute("src");
+      $("viewer-overlay").removeAttribute("src");
+      $("viewer-details").replaceChildren();
+      $("viewer-marker").hidden = true;
+      updateSummary();
+    });
+    applyOpacity();
+  }
+
+  wire();
+  const modelReady = loadModel();
+})();
