@@ -125,5 +125,5 @@ def test_bench_on_mvtec_folder(folders):
     assert res.exit_code == 0, res.output
     lines = [l for l in res.output.splitlines() if l.rstrip().endswith("%")]
     assert len(lines) == 3 and "map_baseline=median" in lines[2]
-    auc = float(lines[0].split()[2])
+    auc = float(lines[0].split()[3])
     assert auc >= 0.9

@@ -97,9 +97,10 @@ def test_decode_checks_content_not_name(rgb):
 
 
 def test_load_images_skips_bad_and_goes_on(tmp_path):
+    rng = np.random.default_rng(1)
     for i in range(3):
-        Image.fromarray(np.full((8, 8), i * 10, np.uint8)).save(tmp_path / f"{i}.png")
-    Image.fromarray(np.zeros((9, 9), np.uint8)).save(tmp_path / "3.png")
+        Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    Image.fromarray(rng.integers(0, 255, (9, 9), dtype=np.uint8)).save(tmp_path / "3.png")
     (tmp_path / "4.png").write_text("junk")
     res = load_images(find_images([tmp_path]))
     assert res.images.shape == (3, 8, 8)
@@ -122,10 +123,11 @@ def test_find_images(tmp_path):
 
 
 def test_load_mvtec(tmp_path):
+    rng = np.random.default_rng(0)
     for folder, n in [("train/good", 3), ("test/good", 2), ("test/crack", 2)]:
         (tmp_path / folder).mkdir(parents=True)
         for i in range(n):
-            Image.fromarray(np.full((10, 10), 50, np.uint8)).save(tmp_path / folder / f"{i:03d}.png")
+            Image.fromarray(rng.integers(0, 255, (10, 10), dtype=np.uint8)).save(tmp_path / folder / f"{i:03d}.png")
     (tmp_path / "ground_truth/crack").mkdir(parents=True)
     m = np.zeros((10, 10), np.uint8)
     m[2:4, 2:4] = 255
@@ -135,3 +137,12 @@ def test_load_mvtec(tmp_path):
     assert d.test_types == ["crack", "crack", "good", "good"]
     assert list(d.labels) == [1, 1, 0, 0]
     assert d.has_masks and d.masks[0].sum() == 4 and d.masks[1].sum() == 0
+
+
+def test_blank_frames_are_refused_unless_allowed(tmp_path):
+    Image.fromarray(np.full((20, 20), 3, np.uint8)).save(tmp_path / "capped.png")
+    with pytest.raises(ImageError, match=r"capped\.png: the image is blank.*camera"):
+        load_image(tmp_path / "capped.png")
+    assert load_image(tmp_path / "capped.png", allow_blank=True).std() == 0
+    res = load_images([tmp_path / "capped.png"])
+    assert res.images.shape[0] == 0 and "blank" in res.errors[0][1]

@@ -138,8 +138,8 @@ def run_one(dataset: str, size, kind: str, params: dict[str, Any], seed: int = 0
     for t in sorted(set(data.types) - {"good"}):
         sel = good | (types == t)
         entry = {"image_auroc": roc_auc(data.labels[sel], scores[sel]), "n": int((types == t).sum())}
-        if all_maps is not None:
-            entry["pixel_auroc"] = pixel_roc_auc(data.masks[types == t], all_maps[types == t])
+        if all_maps is not None:  # pixels of this type's images and of the good ones
+            entry["pixel_auroc"] = pixel_roc_auc(data.masks[sel], all_maps[sel])
         per_type[t] = entry
     if all_maps is not None:
         row["pixel_auroc"] = pixel_roc_auc(data.masks, all_maps)
@@ -180,25 +180,26 @@ def run_bench(dataset: str, detectors: list[tuple[str, dict[str, Any]]], size, s
 
 def format_table(rows: list[dict[str, Any]], per_type: bool = True) -> str:
     """Plain-text table of benchmark rows."""
-    head = f"{'detector':<12} {'params':<28} {'img AUROC':>9} {'px AUROC':>9} {'fit s':>7} " \
+    head = f"{'row':<4} {'detector':<12} {'params':<28} {'img AUROC':>9} {'px AUROC':>9} {'fit s':>7} " \
            f"{'ms/img':>8} {'RSS MB':>7} {'good flagged':>12}"
     lines = [head, "-" * len(head)]
-    for r in rows:
+    for i, r in enumerate(rows, 1):
         ps = ",".join(f"{k}={v}" for k, v in r.get("params", {}).items())[:28]
         if "error" in r:
-            lines.append(f"{r['detector']:<12} {ps:<28} error: {r['error']}")
+            lines.append(f"{i:<4} {r['detector']:<12} {ps:<28} error: {r['error']}")
             continue
         px = f"{r['pixel_auroc']:.4f}" if "pixel_auroc" in r else "-"
         lines.append(
-            f"{r['detector']:<12} {ps:<28} {r['image_auroc']:>9.4f} {px:>9} {r['fit_s']:>7.2f} "
+            f"{i:<4} {r['detector']:<12} {ps:<28} {r['image_auroc']:>9.4f} {px:>9} {r['fit_s']:>7.2f} "
             f"{r['ms_per_img']:>8.2f} {r['peak_rss_mb']:>7.0f} {100 * r['flagged_good']:>11.1f}%"
         )
     if per_type and any(r.get("per_type") for r in rows):
-        lines += ["", f"{'detector':<12} {'defect type':<14} {'n':>4} {'img AUROC':>9} {'px AUROC':>9}"]
-        for r in rows:
+        lines += ["", "per defect type (its images against the good ones; pixel AUROC over both)",
+                  f"{'row':<4} {'detector':<12} {'defect type':<14} {'n':>4} {'img AUROC':>9} {'px AUROC':>9}"]
+        for i, r in enumerate(rows, 1):
             for t, e in (r.get("per_type") or {}).items():
                 px = f"{e['pixel_auroc']:.4f}" if "pixel_auroc" in e else "-"
-                lines.append(f"{r['detector']:<12} {t:<14} {e['n']:>4} {e['image_auroc']:>9.4f} {px:>9}")
+                lines.append(f"{i:<4} {r['detector']:<12} {t:<14} {e['n']:>4} {e['image_auroc']:>9.4f} {px:>9}")
     return "\n".join(lines)
 
 

@@ -48,6 +48,10 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 ALLOWED_FORMATS = frozenset({"PNG", "JPEG", "BMP", "TIFF", "MPO"})
 #: Largest image accepted, in pixels (decompression-bomb guard): 64 MP.
 DEFAULT_MAX_PIXELS = 64_000_000
+#: Images whose grey levels spread less than this (standard deviation) are
+#: refused as blank: a lens cap, a dead light or a frozen camera would
+#: otherwise be scored, and SOART metrics ignore overall brightness.
+MIN_CONTRAST = 0.5
 #: Folder names that mark good parts in labelled folder trees.
 GOOD_NAMES = frozenset({"good", "ok", "normal", "pass"})
 
@@ -95,7 +99,7 @@ def _to_grey(im: Image.Image, name: str) -> Image.Image:
     return im.convert("L")
 
 
-def _decode(im_source, name: str, size, max_pixels: int) -> np.ndarray:
+def _decode(im_source, name: str, size, max_pixels: int, allow_blank: bool = False) -> np.ndarray:
     size = normalize_size(size)
     try:
         with warnings.catch_warnings():
@@ -122,7 +126,14 @@ def _decode(im_source, name: str, size, max_pixels: int) -> np.ndarray:
             grey = _to_grey(im, name)
             if size is not None and grey.size != (size[1], size[0]):
                 grey = grey.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-            return np.asarray(grey, dtype=np.float64)
+            arr = np.asarray(grey, dtype=np.float64)
+            if not allow_blank and arr.std() < MIN_CONTRAST:
+                raise ImageError(
+                    name,
+                    f"the image is blank (all pixels near grey level {arr.mean():.0f})",
+                    "check the camera, lens and lighting",
+                )
+            return arr
     except ImageError:
         raise
     except UnidentifiedImageError:
@@ -143,6 +154,7 @@ def load_image(
     size: int | Sequence[int] | None = None,
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    allow_blank: bool = False,
 ) -> np.ndarray:
     """Load one image as grey float64 (H, W) on the 0–255 scale.
 
@@ -153,12 +165,15 @@ def load_image(
         Resize to this size (once, antialiased bilinear).
     max_pixels : int
         Refuse larger images (decompression-bomb guard).
+    allow_blank : bool
+        Accept images with (almost) no contrast; refused by default
+        (see :data:`MIN_CONTRAST`).
 
     Raises
     ------
     ImageError
         Unreadable path, not an image, corrupt or truncated data, zero
-        size, too many pixels, unsupported value range.
+        size, too many pixels, unsupported value range, blank image.
     """
     p = Path(path)
     if p.is_dir():
@@ -171,7 +186,7 @@ def load_image(
                          "check the path and permissions") from None
     if not data:
         raise ImageError(p, "the file is empty", "copy it again from the camera")
-    return _decode(io.BytesIO(data), str(p), size, max_pixels)
+    return _decode(io.BytesIO(data), str(p), size, max_pixels, allow_blank)
 
 
 def decode_image(
@@ -180,6 +195,7 @@ def decode_image(
     size: int | Sequence[int] | None = None,
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    allow_blank: bool = False,
 ) -> np.ndarray:
     """Decode image bytes (an upload) like :func:`load_image`.
 
@@ -188,7 +204,7 @@ def decode_image(
     """
     if not data:
         raise ImageError(name, "the upload is empty")
-    return _decode(io.BytesIO(data), name, size, max_pixels)
+    return _decode(io.BytesIO(data), name, size, max_pixels, allow_blank)
 
 
 def load_mask(path: str | os.PathLike, size: int | Sequence[int] | None = None) -> np.ndarray:
@@ -266,6 +282,7 @@ def load_images(
     size: int | Sequence[int] | None = None,
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    allow_blank: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> LoadResult:
     """Load many images; bad files are reported in ``errors``, not raised.
@@ -281,7 +298,7 @@ def load_images(
     for path in paths:
         p = Path(path)
         try:
-            img = load_image(p, size, max_pixels=max_pixels)
+            img = load_image(p, size, max_pixels=max_pixels, allow_blank=allow_blank)
             if shape is None:
                 shape = img.shape
             elif img.shape != tuple(shape):

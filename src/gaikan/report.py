@@ -100,10 +100,17 @@ def overlay_png(
     vmax: float | None = None,
     alpha: float = 0.45,
     threshold: float | None = None,
+    compress_level: int = 1,
 ) -> bytes:
-    """:func:`overlay_rgb` encoded as PNG bytes."""
+    """:func:`overlay_rgb` encoded as PNG bytes.
+
+    ``compress_level`` 1 (zlib's fastest) is the default: on a 256² overlay
+    it makes encoding several times faster than Pillow's default for a file
+    about a third larger, which is the right trade on an inspection line.
+    """
     buf = io.BytesIO()
-    Image.fromarray(overlay_rgb(image, amap, vmin, vmax, alpha, threshold)).save(buf, format="PNG")
+    Image.fromarray(overlay_rgb(image, amap, vmin, vmax, alpha, threshold)).save(
+        buf, format="PNG", compress_level=compress_level)
     return buf.getvalue()
 
 
