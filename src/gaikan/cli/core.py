@@ -180,89 +180,87 @@ def _safe_name(i: int, path: Path) -> str:
     return f"{i:05d}_{stem}.png"
 
 
-def run_inspection(det, files: list[Path], out: Path, *, overlays: bool = True,
-                   batch_size: int = 32, label_folders: bool = True, progress=None):
-    """Score files in batches, write overlays; return InspectionRecords.
-
-    Pure orchestration: loading (io), scoring (detector), pictures
-    (report).  Bad files become records with an ``error``.
-    """
-    from ..io import GOOD_NAMES, load_images
+def _run_batches(files: list[Path], out: Path, size, judge, label_of, *, overlays: bool,
+                 batch_size: int, progress):
+    """Load files batch by batch, let ``judge(images)`` give one
+    ``(record, map, overlay options)`` per image, write overlays; bad files
+    become records with an ``error``.  Memory stays bounded by the batch."""
+    from ..io import load_images
     from ..report import InspectionRecord, save_overlay
 
     records: list[InspectionRecord] = []
     ov_dir = out / "overlays"
     if overlays:
         ov_dir.mkdir(parents=True, exist_ok=True)
-    hw = det.image_shape_
-    parents = {p.parent.name.lower() for p in files}
-    labelled = label_folders and bool(parents & GOOD_NAMES) and len(parents) > 1
     for start in range(0, len(files), batch_size):
         chunk = files[start:start + batch_size]
-        batch = load_images(chunk, hw)
-        bad = {p: msg for p, msg in batch.errors}
-        res = det.detect(batch.images) if batch.images.shape[0] else None
+        batch = load_images(chunk, size)
+        bad = dict(batch.errors)
+        judged = judge(batch.images) if batch.images.shape[0] else []
         k = 0
         for j, p in enumerate(chunk):
-            idx = start + j
-            label = None
-            if labelled:
-                label = "good" if p.parent.name.lower() in GOOD_NAMES else p.parent.name
             if p in bad:
-                records.append(InspectionRecord(file=str(p), error=bad[p], label=label))
+                records.append(InspectionRecord(file=str(p), error=bad[p], label=label_of(p)))
                 continue
-            score = float(res.scores[k])
-            rec = InspectionRecord(
-                file=str(p), score=score,
-                verdict="defect" if score > res.threshold else "ok", label=label,
-            )
+            rec, amap, options = judged[k]
+            rec.file, rec.label = str(p), label_of(p)
             if overlays:
-                name = _safe_name(idx, p)
-                save_overlay(ov_dir / name, batch.images[k], res.maps[k], threshold=res.threshold)
+                name = _safe_name(start + j, p)
+                save_overlay(ov_dir / name, batch.images[k], amap, **options)
                 rec.overlay = f"overlays/{name}"
             records.append(rec)
             k += 1
         if progress is not None:
             progress(len(chunk))
     return records
+
+
+def run_inspection(det, files: list[Path], out: Path, *, overlays: bool = True,
+                   batch_size: int = 32, label_folders: bool = True, progress=None):
+    """Score files with an anomaly detector; return InspectionRecords.
+
+    Pure orchestration: loading (io), scoring (detector), pictures (report).
+    """
+    from ..io import GOOD_NAMES
+    from ..report import InspectionRecord
+
+    parents = {p.parent.name.lower() for p in files}
+    labelled = label_folders and bool(parents & GOOD_NAMES) and len(parents) > 1
+
+    def label_of(p: Path):
+        if not labelled:
+            return None
+        return "good" if p.parent.name.lower() in GOOD_NAMES else p.parent.name
+
+    def judge(images):
+        res = det.detect(images)
+        return [(InspectionRecord(file="", score=float(s),
+                                  verdict="defect" if s > res.threshold else "ok"),
+                 amap, {"threshold": res.threshold})
+                for s, amap in zip(res.scores, res.maps)]
+
+    return _run_batches(files, out, det.image_shape_, judge, label_of, overlays=overlays,
+                        batch_size=batch_size, progress=progress)
 
 
 def run_classification(clf, files: list[Path], out: Path, *, overlays: bool = True,
                        batch_size: int = 32, progress=None):
-    """Classify files in batches; the verdict is the class, the score its
-    probability, overlays show where the network looked (``explain``)."""
-    from ..io import load_images, normalize_size
-    from ..report import InspectionRecord, save_overlay
+    """Classify files; the verdict is the class, the score its probability,
+    overlays show where the network looked (``explain``)."""
+    from ..io import normalize_size
+    from ..report import InspectionRecord
 
-    records = []
-    ov_dir = out / "overlays"
-    if overlays:
-        ov_dir.mkdir(parents=True, exist_ok=True)
-    hw = normalize_size(clf.image_size)
-    for start in range(0, len(files), batch_size):
-        chunk = files[start:start + batch_size]
-        batch = load_images(chunk, hw)
-        bad = {p: msg for p, msg in batch.errors}
-        if batch.images.shape[0]:
-            proba = clf.predict_proba(batch.images)
-            maps = clf.explain(batch.images) if overlays else None
-        k = 0
-        for j, p in enumerate(chunk):
-            if p in bad:
-                records.append(InspectionRecord(file=str(p), error=bad[p]))
-                continue
-            c = int(proba[k].argmax())
-            rec = InspectionRecord(file=str(p), score=float(proba[k, c]),
-                                   verdict=str(clf.classes_[c]), label=p.parent.name)
-            if overlays:
-                name = _safe_name(start + j, p)
-                save_overlay(ov_dir / name, batch.images[k], maps[k], vmin=0.0, vmax=1.0)
-                rec.overlay = f"overlays/{name}"
-            records.append(rec)
-            k += 1
-        if progress is not None:
-            progress(len(chunk))
-    return records
+    def judge(images):
+        proba = clf.predict_proba(images)
+        maps = clf.explain(images) if overlays else [None] * len(images)
+        best = proba.argmax(axis=1)
+        return [(InspectionRecord(file="", score=float(pr[c]), verdict=str(clf.classes_[c])),
+                 amap, {"vmin": 0.0, "vmax": 1.0})
+                for pr, c, amap in zip(proba, best, maps)]
+
+    return _run_batches(files, out, normalize_size(clf.image_size), judge,
+                        lambda p: p.parent.name, overlays=overlays, batch_size=batch_size,
+                        progress=progress)
 
 
 def write_results_csv(path: Path, records) -> None:
