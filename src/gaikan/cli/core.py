@@ -258,7 +258,10 @@ def run_classification(clf, files: list[Path], out: Path, *, overlays: bool = Tr
                  amap, {"vmin": 0.0, "vmax": 1.0})
                 for pr, c, amap in zip(proba, best, maps)]
 
-    return _run_batches(files, out, normalize_size(clf.image_size), judge,
+    # the training image shape (a SOART ViT needs exactly it; CNNs resize anyway)
+    shape = getattr(clf, "input_shape_", None)
+    size = tuple(int(v) for v in shape[:2]) if shape else normalize_size(clf.image_size)
+    return _run_batches(files, out, size, judge,
                         lambda p: p.parent.name, overlays=overlays, batch_size=batch_size,
                         progress=progress)
 

@@ -152,12 +152,16 @@ def train(data_dir, output, backbone, pretrained, epochs, base_lr, freeze_epochs
         from ..deep.classifier import Classifier
         from ..deep.vit import ViTClassifier
     except ImportError as exc:
-        raise click.ClickException(f"{exc}. Install the deep extra: pip install 'gaikan[deep]'")
+        raise click.ClickException(
+            f"{exc}. Install the deep extra: pip install 'gaikan[deep]'"
+        ) from None
 
     X, y, paths, errors = load_image_folder(data_dir, size)
     for p, msg in errors:
         click.echo(f"skipped {p}: {msg}", err=True)
-    labels, counts = (lambda u: (u[0], u[1]))(__import__("numpy").unique(y, return_counts=True))
+    import numpy as np
+
+    labels, counts = np.unique(y, return_counts=True)
     if len(labels) < 2:
         raise click.ClickException(f"{data_dir}: need at least two class folders with images")
     click.echo(f"{len(y)} images, classes: "
@@ -179,7 +183,7 @@ def train(data_dir, output, backbone, pretrained, epochs, base_lr, freeze_epochs
         clf.fine_tune(X, y, epochs=epochs, base_lr=base_lr, freeze_epochs=freeze_epochs,
                       lr_mult=lr_mult, progress=not quiet)
     except (ValueError, ImportError, RuntimeError) as exc:
-        raise click.ClickException(str(exc))
+        raise click.ClickException(str(exc)) from None
     clf.save(output)
     last = clf.history_[-1] if clf.history_ else {}
     acc = last.get("accuracy")

@@ -1,0 +1,397 @@
+"""Benchmark: transfer-learning defect classifiers with explanations.
+
+One command, one table::
+
+    python benchmarks/bench_classifier.py            # full (use a GPU: --device cuda)
+    python benchmarks/bench_classifier.py --quick    # reduced, minutes on 2 CPU cores
+
+Experiments
+-----------
+Synthetic connectors (``gaikan.synth.render_sample``, layout ``mixed``,
+``oblique`` view, seed 0; training images from the generator's ``train``
+split, test images from its ``test`` split, so no image is shared):
+
+- ``mode``: {good, missing, pushed, shifted, tilt_x, tilt_y} (6 classes);
+- ``mode±``: the same images with the tilt sign (8 classes);
+- ``pin``: position of the defective pin (27 classes), random defect mode
+  per image.
+
+Images are cropped to the part's bounding box (computed from the mean
+*good training* image; a fixed ROI, as on a line) before anything else.
+Models: EfficientNet-Lite0 (offline ImageNet weights) fine-tuned on the raw
+crop; a small ViT from scratch on the raw crop; the same ViT on the SOART3
+image of the crop (unit space: the good training images).  Pointing score:
+share of defective test images whose explanation maximum lies in the exact
+defect mask (explaining the true class).  Column ``pointing``: the default
+explanation (LayerCAM at stride 16, ``blocks.4``, for the CNN; attention
+rollout for the ViTs); column ``pt-alt``: Grad-CAM on the last feature map
+(CNN) or on the last token grid (ViT).
+
+ELPV (real solar cells, ``elpv-dataset``): 4 classes (defect probability 0,
+⅓, ⅔, 1), stratified (class × cell type) 75/25 split with seed 0, images
+resized to 160²; flips and 90° rotations as augmentation.  Also reported:
+the binary accuracy (probability ≥ 0.5 = defective) derived from the
+4-class prediction, the quantity of Deitsch et al.'s 88.4 %.
+
+Times are wall-clock ``fine_tune`` times (data rendering excluded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+
+MODES = ("good", "missing", "pushed", "shifted", "tilt_x", "tilt_y")
+DEFECTS = MODES[1:]
+
+
+# --------------------------------------------------------------------------- data
+def _render(args):
+    from gaikan.synth import render_sample
+
+    defect, split, index, size, pin = args
+    img, mask, lab = render_sample(defect, layout="mixed", view="oblique", size=size, seed=0,
+                                   split=split, index=index, pin=pin)
+    sev = lab.get("severity") or {}
+    sign = ""
+    for k in ("tilt_x", "tilt_y"):
+        if k in sev:
+            sign = "+" if sev[k] >= 0 else "-"
+    pin_lab = lab["pin"]
+    return img, mask, defect + sign, (f"r{pin_lab['row']}c{pin_lab['col']}" if pin_lab else "none")
+
+
+def render_many(jobs, workers):
+    if workers <= 1:
+        out = [_render(j) for j in jobs]
+    else:
+        with ProcessPoolExecutor(workers) as ex:
+            out = list(ex.map(_render, jobs, chunksize=8))
+    imgs = np.stack([o[0] for o in out]).astype(np.float64)
+    masks = np.stack([o[1] for o in out])
+    return imgs, masks, np.array([o[2] for o in out]), np.array([o[3] for o in out])
+
+
+def synth_mode_data(n_train, n_test, size, workers):
+    jobs = [(d, "train", i, size, None) for d in MODES for i in range(n_train)]
+    jobs += [(d, "test", i, size, None) for d in MODES for i in range(n_test)]
+    X, M, ysign, _ = render_many(jobs, workers)
+    y = np.array([s.rstrip("+-") for s in ysign])
+    n = len(MODES) * n_train
+    return (X[:n], y[:n], ysign[:n], M[:n]), (X[n:], y[n:], ysign[n:], M[n:])
+
+
+def synth_pin_data(n_train, n_test, size, workers):
+    rng = np.random.default_rng(0)
+    jobs = []
+    for split, n in (("train", n_train), ("test", n_test)):
+        for r in range(9):
+            for c in range(3):
+                for i in range(n):
+                    d = DEFECTS[int(rng.integers(len(DEFECTS)))]
+                    # index offset keeps the parts distinct from the mode task's
+                    jobs.append((d, split, 10_000 + (r * 3 + c) * 1000 + i, size, (r, c)))
+    X, M, _, pins = render_many(jobs, workers)
+    n = 27 * n_train
+    return (X[:n], pins[:n], M[:n]), (X[n:], pins[n:], M[n:])
+
+
+def roi_from_good(good, pad=6, thr=25.0):
+    """Bounding box (r0, r1, c0, c1) of the part in the mean good image."""
+    m = good.mean(0)
+    k = max(2, m.shape[0] // 32)
+    corners = np.r_[m[:k, :k].ravel(), m[:k, -k:].ravel(), m[-k:, :k].ravel(), m[-k:, -k:].ravel()]
+    fg = np.abs(good - np.median(corners)).max(0) > thr
+    r, c = np.flatnonzero(fg.any(1)), np.flatnonzero(fg.any(0))
+    H, W = m.shape
+    return (max(0, r[0] - pad), min(H, r[-1] + pad + 1), max(0, c[0] - pad), min(W, c[-1] + pad + 1))
+
+
+def crop(a, roi):
+    r0, r1, c0, c1 = roi
+    return a[:, r0:r1, c0:c1]
+
+
+def load_elpv_arrays(size, npz=None):
+    if npz:
+        d = np.load(npz)
+        return d["images"].astype(np.float64), d["probs"], d["types"]
+    from gaikan.datasets import load_elpv
+
+    e = load_elpv(size=size)
+    return e.images.astype(np.float64), e.probs, e.types
+
+
+def elpv_split(probs, types, seed=0, test_frac=0.25):
+    rng = np.random.default_rng(seed)
+    test = []
+    key = np.array([f"{p:.3f}-{t}" for p, t in zip(probs, types)])
+    for k in np.unique(key):
+        idx = rng.permutation(np.flatnonzero(key == k))
+        test.append(idx[: int(round(test_frac * idx.size))])
+    test = np.sort(np.concatenate(test))
+    return np.setdiff1d(np.arange(len(probs)), test), test
+
+
+# --------------------------------------------------------------------------- models
+def make_model(kind, cfg, args, crop_hw):
+    from gaikan.deep.classifier import Classifier
+    from gaikan.deep.vit import ViTClassifier
+
+    common = dict(batch_size=cfg["batch"], random_state=0, num_threads=args.threads,
+                  device=args.device)
+    H, W = crop_hw
+    if kind in ("effnet-raw", "effnet-ref"):
+        h = int(round(cfg["cnn_h"] / 32)) * 32
+        w = max(32, int(round(h * W / H / 32)) * 32)
+        return Classifier("efficientnet_lite0", image_size=(h, w), weights_file=args.weights,
+                          brightness=0.1, contrast=0.1, max_shift=0.03,
+                          patience=cfg["patience"], **common)
+    if kind == "vit-raw":
+        h = cfg["vit_h"]
+        w = max(8, int(round(h * W / H / 8)) * 8)
+        return ViTClassifier("raw", image_size=(h, w), patch_size=8, patience=cfg["patience"],
+                             **common)
+    if kind == "vit-soart":
+        gh = (H - 8) // 4 + 1
+        gw = (W - 8) // 4 + 1
+        h, w = max(8, gh // 4 * 4), max(8, gw // 4 * 4)
+        return ViTClassifier("soart", image_size=(h, w), patch_size=4, soart_kernel=8,
+                             soart_stride=4, patience=cfg["patience"], **common)
+    raise ValueError(kind)
+
+
+def with_reference(X, ref):
+    """RGB input (image, mean good image, 128 + difference): a reference-aware CNN input."""
+    d = np.clip(128.0 + (X - ref[None]), 0, 255)
+    return np.stack([X, np.broadcast_to(ref, X.shape), d], -1)
+
+
+def fit_eval(kind, cfg, args, Xtr, ytr, Xte, yte, Mte, crop_hw, ref=None, verbose=False,
+             X_good=None):
+    from gaikan.deep.evaluate import evaluate, pointing_score
+
+    if kind == "effnet-ref":
+        Xtr, Xte = with_reference(Xtr, ref), with_reference(Xte, ref)
+    clf = make_model(kind, cfg, args, crop_hw)
+    cnn = kind.startswith("effnet")
+    ep = cfg["cnn_epochs"] if cnn else cfg["vit_epochs"]
+    t0 = time.perf_counter()
+    extra = {"X_good": X_good} if kind == "vit-soart" and X_good is not None else {}
+    clf.fine_tune(Xtr, ytr, epochs=ep, base_lr=cfg["cnn_lr"] if cnn else cfg["vit_lr"],
+                  freeze_epochs=1 if cnn else 0, **extra)
+    t_fit = time.perf_counter() - t0
+    if verbose:
+        for h in clf.history_:
+            print("    ", {k: round(v, 4) if isinstance(v, float) else v for k, v in h.items()})
+    ev = evaluate(clf, Xte, yte, masks=Mte)
+    row = {"model": kind, "accuracy": ev.accuracy, "macro_f1": ev.macro_f1,
+           "pointing": ev.pointing, "fit_s": t_fit, "epochs_run": len(clf.history_),
+           "n_train": int(len(ytr))}
+    if Mte is not None:
+        # the alternative explanation: Grad-CAM on the last feature map (CNN) / on the tokens (ViT)
+        keep = Mte.reshape(len(Mte), -1).any(1)
+        maps = clf.explain(Xte[keep], method="gradcam", target=yte[keep])
+        row["pointing_alt"] = pointing_score(maps, Mte[keep])
+    if cnn and Mte is not None and verbose:
+        for meth in ("gradcam", "layercam", "eigencam"):
+            for layer in (None, "blocks.2", "blocks.3", "blocks.4", "blocks.5"):
+                maps = clf.explain(Xte[keep], method=meth, layer=layer, target=yte[keep])
+                print(f"    pointing {meth} {layer}: {pointing_score(maps, Mte[keep]):.3f}")
+    return row, clf
+
+
+def cpu_timing(args, cfg, rows, epochs=(1, 1)):
+    """Seconds per epoch of the full configuration's CNN on this CPU (a reduced run).
+
+    Renders the mode task's training set at 128 px (cheap), crops it, and
+    fine-tunes EfficientNet-Lite0 at the full configuration's network size
+    (cost depends on the network input size, not on the render size) for
+    one frozen and one unfrozen epoch; the full schedule's time is
+    extrapolated from the unfrozen epoch time.
+    """
+    from gaikan.deep.classifier import Classifier
+
+    (Xtr, ytr, _, _), _ = synth_mode_data(cfg["n_train"], 0, 128, args.workers)
+    roi = roi_from_good(Xtr[ytr == "good"])
+    Xtr = crop(Xtr, roi)
+    H, W = Xtr.shape[1:]
+    h = int(round(args.cpu_timing_h / 32)) * 32
+    w = max(32, int(round(h * W / H / 32)) * 32)
+    for kind in ("effnet-raw", "effnet-ref"):
+        X = with_reference(Xtr, Xtr[ytr == "good"].mean(0)) if kind == "effnet-ref" else Xtr
+        clf = Classifier("efficientnet_lite0", image_size=(h, w), weights_file=args.weights,
+                         brightness=0.1, contrast=0.1, max_shift=0.03, patience=None,
+                         batch_size=cfg["batch"], random_state=0, num_threads=args.threads)
+        t0 = time.perf_counter()
+        clf.fine_tune(X, ytr, epochs=epochs[1], freeze_epochs=epochs[0])
+        total = time.perf_counter() - t0
+        per = [r["time"] for r in clf.history_]
+        print(f"  cpu timing {kind} {h}x{w}: {len(X)} images, frozen epoch {per[0]:.0f}s, "
+              f"unfrozen epoch {per[-1]:.0f}s (total {total:.0f}s incl. setup)", flush=True)
+        rows.append({"task": "cpu-timing", "model": kind, "accuracy": float("nan"),
+                     "macro_f1": float("nan"), "pointing": None, "fit_s": total,
+                     "epochs_run": len(per), "n_train": int(len(X)),
+                     "frozen_epoch_s": per[0], "unfrozen_epoch_s": per[-1],
+                     "input": f"{h}x{w}"})
+
+
+# --------------------------------------------------------------------------- main
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small data, few epochs (2-core CPU)")
+    ap.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
+                    help="processes rendering synthetic images")
+    ap.add_argument("--tasks", default="mode,pin,elpv")
+    ap.add_argument("--models", default="effnet-raw,effnet-ref,vit-raw,vit-soart")
+    ap.add_argument("--weights", default=None, help="EfficientNet-Lite0 weights file (offline)")
+    ap.add_argument("--elpv-npz", default=None, help="ELPV pre-resized npz (images, probs, types)")
+    ap.add_argument("--json", default=None, help="also write the rows as JSON here")
+    ap.add_argument("--cpu-timing", action="store_true",
+                    help="time one frozen + one unfrozen CNN epoch at the full size on this CPU")
+    ap.add_argument("--cpu-timing-h", type=int, default=384, help="network height for --cpu-timing")
+    ap.add_argument("--skip-signed", action="store_true", help="skip the 8-class mode± task")
+    ap.add_argument("--verbose", action="store_true", help="per-epoch history, CAM layer sweep")
+    ap.add_argument("--epochs-scale", type=float, default=1.0, help="multiply epoch counts")
+    args = ap.parse_args(argv)
+    if args.device == "cpu":
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.smoke:  # exercises every code path in seconds; numbers are meaningless
+        cfg = dict(size=64, n_train=8, n_test=1, pin_train=2, pin_test=1, cnn_h=64, vit_h=32,
+                   cnn_epochs=1, vit_epochs=1, batch=16, patience=2, cnn_lr=2e-3, vit_lr=2e-3,
+                   elpv_size=32, elpv_frac=0.02, elpv_epochs=1)
+    elif args.quick:
+        cfg = dict(size=128, n_train=40, n_test=15, pin_train=12, pin_test=4, cnn_h=128,
+                   vit_h=64, cnn_epochs=6, vit_epochs=15, batch=32, patience=4,
+                   cnn_lr=2e-3, vit_lr=2e-3, elpv_size=128, elpv_frac=0.25, elpv_epochs=4)
+    else:
+        cfg = dict(size=256, n_train=150, n_test=50, pin_train=60, pin_test=20, cnn_h=384,
+                   vit_h=128, cnn_epochs=20, vit_epochs=50, batch=32, patience=6,
+                   cnn_lr=2e-3, vit_lr=2e-3, elpv_size=160, elpv_frac=1.0, elpv_epochs=20)
+    for k in ("cnn_epochs", "vit_epochs", "elpv_epochs"):
+        cfg[k] = max(1, int(round(cfg[k] * args.epochs_scale)))
+    tasks = args.tasks.split(",")
+    models = args.models.split(",")
+    rows = []
+
+    def show(task, r):
+        rows.append({"task": task, **r})
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(rows, f, indent=1, default=float)
+        pf = r.get("pointing_alt")
+        print(f"  {task:6s} {r['model']:10s} acc {r['accuracy']:.4f}  F1 {r['macro_f1']:.4f}  "
+              f"pointing {r['pointing'] if r['pointing'] is None else round(r['pointing'], 3)}"
+              + (f" / {pf:.3f}" if pf is not None else "")
+              + f"  fit {r['fit_s']:.1f}s", flush=True)
+
+    if "mode" in tasks:
+        t0 = time.perf_counter()
+        (Xtr, ytr, ystr, _), (Xte, yte, yste, Mte) = synth_mode_data(
+            cfg["n_train"], cfg["n_test"], cfg["size"], args.workers)
+        print(f"rendered {len(Xtr) + len(Xte)} images in {time.perf_counter() - t0:.0f}s",
+              flush=True)
+        roi = roi_from_good(Xtr[ytr == "good"])
+        Xtr, Xte, Mte = crop(Xtr, roi), crop(Xte, roi), crop(Mte, roi)
+        good_crop = Xtr[ytr == "good"]
+        ref = good_crop.mean(0)
+        hw = Xtr.shape[1:]
+        for kind in models:
+            r, _ = fit_eval(kind, cfg, args, Xtr, ytr, Xte, yte, Mte, hw, ref, args.verbose)
+            show("mode", r)
+    if "pin" in tasks:
+        t0 = time.perf_counter()
+        (Ptr, ptr, _), (Pte, pte, PMte) = synth_pin_data(cfg["pin_train"], cfg["pin_test"],
+                                                         cfg["size"], args.workers)
+        print(f"rendered {len(Ptr) + len(Pte)} images in {time.perf_counter() - t0:.0f}s",
+              flush=True)
+        if "mode" not in tasks:
+            g, _, _, _ = render_many([("good", "train", i, cfg["size"], None)
+                                      for i in range(cfg["n_train"])], args.workers)
+            roi = roi_from_good(g)
+            good_crop = crop(g, roi)
+            ref = good_crop.mean(0)
+        Ptr, Pte, PMte = crop(Ptr, roi), crop(Pte, roi), crop(PMte, roi)
+        g = good_crop
+        for kind in models:
+            r, _ = fit_eval(kind, cfg, args, Ptr, ptr, Pte, pte, PMte, Ptr.shape[1:], ref,
+                            args.verbose, X_good=g)
+            show("pin", r)
+    if "mode" in tasks and not args.skip_signed:
+        for kind in [m for m in models if m == "effnet-ref"]:
+            r, _ = fit_eval(kind, cfg, args, Xtr, ystr, Xte, yste, Mte, hw, ref)
+            show("mode±", r)
+    if "elpv" in tasks:
+        from gaikan.deep.classifier import Classifier
+        from gaikan.deep.evaluate import classification_metrics
+
+        X, probs, types = load_elpv_arrays(cfg["elpv_size"], args.elpv_npz)
+        y = np.round(probs * 3).astype(int)  # 0..3 = probability 0, 1/3, 2/3, 1
+        tr, te = elpv_split(probs, types)
+        if cfg["elpv_frac"] < 1:
+            rng = np.random.default_rng(0)
+            tr = np.sort(rng.choice(tr, int(len(tr) * cfg["elpv_frac"]), replace=False))
+        clf = Classifier("efficientnet_lite0", image_size=cfg["elpv_size"], hflip=True,
+                         vflip=True, rot90=True, brightness=0.1, contrast=0.1, patience=5,
+                         batch_size=cfg["batch"], random_state=0, num_threads=args.threads,
+                         device=args.device, weights_file=args.weights)
+        t0 = time.perf_counter()
+        clf.fine_tune(X[tr], y[tr], epochs=cfg["elpv_epochs"], base_lr=2e-3)
+        t_fit = time.perf_counter() - t0
+        pred = clf.predict(X[te])
+        m = classification_metrics(y[te], pred, labels=[0, 1, 2, 3])
+        mb = classification_metrics(y[te] >= 2, pred >= 2)
+        r = {"model": "effnet-raw", "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
+             "pointing": None, "fit_s": t_fit, "epochs_run": len(clf.history_),
+             "n_train": int(len(tr)), "binary_accuracy": mb["accuracy"],
+             "binary_macro_f1": mb["macro_f1"], "n_test": int(len(te))}
+        show("elpv", r)
+        print(f"  elpv binary (p>=0.5): acc {mb['accuracy']:.4f}  F1 {mb['macro_f1']:.4f}",
+              flush=True)
+
+    if args.cpu_timing:
+        cpu_timing(args, cfg, rows)
+
+    dev = args.device
+    if dev.startswith("cuda"):
+        import torch
+
+        dev = torch.cuda.get_device_name(0)
+    else:
+        dev = f"cpu x{args.threads} threads"
+    print()
+    mode = 'smoke' if args.smoke else 'quick' if args.quick else 'full'
+    print(f"bench_classifier ({mode}; device: {dev})")
+    hdr = (f"{'task':7s}{'model':12s}{'train':>7s}{'epochs':>7s}{'accuracy':>10s}{'macroF1':>9s}"
+           f"{'pointing':>10s}{'pt-alt':>9s}{'fit s':>8s}")
+    print(hdr)
+    print("-" * len(hdr))
+    for r in rows:
+        pt = "-" if r["pointing"] is None else f"{r['pointing']:.3f}"
+        pf = "-" if r.get("pointing_alt") is None else f"{r['pointing_alt']:.3f}"
+        print(f"{r['task']:7s}{r['model']:12s}{r['n_train']:>7d}{r['epochs_run']:>7d}"
+              f"{r['accuracy']:>10.4f}{r['macro_f1']:>9.4f}{pt:>10s}{pf:>9s}{r['fit_s']:>8.1f}")
+    for r in rows:
+        if r["task"] == "elpv":
+            print(f"elpv binary (probability >= 0.5) from the 4-class model: accuracy "
+                  f"{r['binary_accuracy']:.4f}, macro-F1 {r['binary_macro_f1']:.4f}; "
+                  f"test {r['n_test']} cells (stratified 25 %, seed 0)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1, default=float)
+    return rows
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)
