@@ -565,7 +565,8 @@ def test_serves_a_deep_model_file(tmp_path, images):
     padim = pytest.importorskip("gaikan.deep.padim")
     good = np.stack([parts_image(s) for s in range(10)])
     path = tmp_path / "padim.gaikan"
-    padim.PaDiM(num_threads=1).fit(good).save(path)
+    # finer layers than the default stride-16 grid: these images are only 64 px
+    padim.PaDiM(num_threads=1, layers=(2, 3), feature_stride=8).fit(good).save(path)
     with LiveServer(create_app(str(path), workers=1)) as srv, \
             httpx.Client(base_url=srv.url, timeout=60) as c:
         assert c.get("/v1/model").json()["detector"] == "padim"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
+    "regularise_covariance",
     "fit_gaussians",
     "mahalanobis",
     "loo_mahalanobis",
@@ -22,7 +23,8 @@ __all__ = [
 ]
 
 
-def _regularise(cov: np.ndarray, reg_rel: float, reg_abs: float) -> np.ndarray:
+def regularise_covariance(cov: np.ndarray, reg_rel: float, reg_abs: float) -> np.ndarray:
+    """``Σ + (reg_rel·trace(Σ)/m + reg_abs)·I``, batched over leading axes."""
     m = cov.shape[-1]
     tr = np.trace(cov, axis1=-2, axis2=-1)
     lam = reg_rel * tr / m + reg_abs
@@ -64,7 +66,7 @@ def fit_gaussians(
     mean = f.mean(axis=0)
     dev = f - mean
     cov = np.einsum("npi,npj->pij", dev, dev) / (n - 1)
-    return mean, _whitener(_regularise(cov, reg_rel, reg_abs))
+    return mean, _whitener(regularise_covariance(cov, reg_rel, reg_abs))
 
 
 def mahalanobis(features: np.ndarray, mean: np.ndarray, whiten: np.ndarray) -> np.ndarray:
@@ -123,7 +125,7 @@ def loo_mahalanobis(
         d = dev[t0:t1]
         mean_t = (n * mean - f[t0:t1]) / (n - 1)
         cov_t = (scatter - (n / (n - 1)) * np.einsum("tpi,tpj->tpij", d, d)) / (n - 2)
-        wt = _whitener(_regularise(cov_t, reg_rel, reg_abs))
+        wt = _whitener(regularise_covariance(cov_t, reg_rel, reg_abs))
         z = np.einsum("tpij,tpj->tpi", wt, g[t0:t1] - mean_t)
         out[t0:t1] = np.einsum("tpi,tpi->tp", z, z) / m
     return out

@@ -1,0 +1,364 @@
+"""PatchCore: nearest-neighbour distance to a memory bank of good patches.
+
+PatchCore (Roth et al., 2022) keeps locally aggregated mid-level patch
+features of the good images in a memory bank, thinned by greedy coreset
+(k-center) subsampling, and scores each test patch by the distance to its
+nearest bank entry.  The image score is the largest patch distance,
+reweighted by how isolated that patch's nearest bank entry is among its
+own ``n_neighbors`` nearest bank entries.
+
+Fast seeded coreset
+-------------------
+Exact greedy k-center costs (kept) × (patches) distance evaluations — the
+reason reference implementations take minutes for 100 images.  Here the
+greedy distances are computed on a seeded Gaussian random projection to
+``projection_dim`` dimensions (Johnson–Lindenstrauss: distances are kept
+within a small relative error), and the greedy runs *blockwise*: the
+patches are split by a seeded permutation into blocks of about
+``coreset_block`` patches and every block is thinned by greedy k-center at
+the same ratio, all blocks advancing together in one batched matrix-vector
+product per step.  Cost: ratio × block × patches × projection_dim instead
+of ratio × patches² × dim.
+
+Preprocessing (the model's own, documented): images are resized to
+``image_size`` (default: kept) and fed as grey replicated to 3 channels;
+maps come back at the input resolution, bilinearly upsampled and then
+Gaussian-smoothed with ``map_sigma`` pixels (as in PatchCore).  The bank
+is stored in the model file (float16 by default), the backbone is not: it
+is re-created offline from its name on load.
+
+Threshold rule
+--------------
+Leave-one-out on the training images: a training image's patches are
+scored against the bank without the entries that came from that image
+(the coreset itself is not re-selected; its selection depends little on
+one image).  Because each such scoring costs as much as scoring a test
+image, it is done on a seeded subset of at most ``n_threshold_images``
+training images; ``train_scores_`` holds those scores.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .._optional import require
+from .features import gaussian_blur, upsample_maps
+from .padim import DeepFeatureDetector
+
+__all__ = ["PatchCore", "greedy_coreset"]
+
+
+def greedy_coreset(
+    features,
+    ratio: float,
+    *,
+    projection_dim: int = 64,
+    block: int = 2048,
+    random_state: int | None = 0,
+):
+    """Indices of a blockwise greedy k-center coreset.
+
+    Parameters
+    ----------
+    features : array-like or torch.Tensor, shape (N, d)
+    ratio : float
+        Fraction of patches to keep, in (0, 1].
+    projection_dim : int
+        Dimension of the seeded Gaussian random projection used for the
+        greedy distances (no projection when ≥ d).
+    block : int
+        Patches per greedy block.
+    random_state : int or None
+
+    Returns
+    -------
+    ndarray of int64, shape (K,)
+        Sorted, unique indices into ``features``; K ≈ ratio·N.
+    """
+    torch = require("torch", "deep")
+    x = torch.as_tensor(features)
+    n, d = x.shape
+    if not 0.0 < ratio <= 1.0:
+        raise ValueError(f"coreset ratio must be in (0, 1], got {ratio}")
+    if ratio >= 1.0 or n <= 1:
+        return np.arange(n)
+    rng = np.random.default_rng(random_state)
+    perm = torch.from_numpy(rng.permutation(n))
+    if projection_dim and projection_dim < d:
+        proj = torch.from_numpy(
+            (rng.standard_normal((d, projection_dim)) / np.sqrt(projection_dim)).astype(
+                np.float32
+            )
+        )
+    else:
+        proj = None
+    n_blocks = max(1, round(n / max(1, int(block))))
+    size = -(-n // n_blocks)  # blocks of `size`, the last ones padded
+    pad = n_blocks * size - n
+    # Pad with each block's own first element (a duplicate never wins the
+    # farthest-point step: it is at distance 0 from the first pick).
+    idx = torch.cat([perm, perm[:pad]]) if pad else perm
+    idx = idx.view(
+        size, n_blocks
+    ).T.contiguous()  # (B, size): interleaved ⇒ padding spread
+    if pad:
+        idx[n_blocks - pad :, -1] = idx[n_blocks - pad :, 0]
+    chunks = []
+    for i in range(0, n_blocks * size, 1 << 16):  # project in slices (bounds memory)
+        sl = idx.view(-1)[i : i + (1 << 16)]
+        v = x[sl].float()
+        chunks.append(v @ proj if proj is not None else v)
+    z = torch.cat(chunks).view(n_blocks, size, -1)
+    sq = (z * z).sum(-1)
+    k = max(1, int(np.ceil(ratio * size)))
+    rows = torch.arange(n_blocks)
+    cur = torch.zeros(
+        n_blocks, dtype=torch.long
+    )  # start: a random element (perm order)
+    mind = torch.full((n_blocks, size), float("inf"))
+    picks = torch.empty(n_blocks, k, dtype=torch.long)
+    for step in range(k):
+        picks[:, step] = cur
+        s = z[rows, cur]  # (B, p)
+        dist = (
+            sq
+            - 2.0 * torch.bmm(z, s[:, :, None])[..., 0]
+            + (s * s).sum(-1, keepdim=True)
+        )
+        torch.minimum(mind, dist, out=mind)
+        cur = mind.argmax(dim=1)
+    chosen = torch.gather(idx, 1, picks).reshape(-1).numpy()
+    return np.unique(chosen)
+
+
+class PatchCore(DeepFeatureDetector):
+    """PatchCore anomaly detector (memory bank + nearest neighbour).
+
+    Parameters
+    ----------
+    backbone : str
+        Backbone (default EfficientNet-Lite0, offline weights).
+    layers : sequence of int
+        Feature levels (default 3 and 4: strides 16 and 32, the best of a
+        sweep on ELPV — see docs/deep.md).
+    image_size : int or None
+        Square side images are resized to before the backbone (None: keep).
+    feature_stride : int
+        Stride of the patch grid relative to the resized image.
+    coreset_ratio : float
+        Fraction of training patches kept in the bank (1.0: all).
+    n_neighbors : int
+        Bank neighbours used to reweight the image score (0: no reweighting).
+    projection_dim : int
+        Random-projection dimension for the coreset's greedy distances.
+    coreset_block : int
+        Patches per greedy block (see :func:`greedy_coreset`).
+    map_sigma : float
+        Gaussian smoothing of the map at image resolution, in pixels.
+    bank_dtype : {"float16", "float32"}
+        Storage of the memory bank (in memory and in the model file).
+    n_threshold_images : int
+        Training images scored leave-one-out for the threshold.
+    threshold_quantile, threshold : see :class:`gaikan.BaseDetector`.
+    device, num_threads, batch_size, runtime, random_state, weights_file :
+        As for :class:`gaikan.deep.PaDiM`.
+
+    Attributes
+    ----------
+    bank_ : ndarray, shape (K, d)
+    """
+
+    kind = "patchcore"
+
+    def __init__(
+        self,
+        backbone: str = "efficientnet_lite0",
+        layers=(3, 4),
+        image_size: int | None = None,
+        feature_stride: int = 16,
+        coreset_ratio: float = 0.1,
+        n_neighbors: int = 9,
+        projection_dim: int = 64,
+        coreset_block: int = 2048,
+        map_sigma: float = 4.0,
+        bank_dtype: str = "float16",
+        n_threshold_images: int = 32,
+        threshold_quantile: float = 0.99,
+        threshold: float | None = None,
+        device: str = "cpu",
+        num_threads: int | None = None,
+        batch_size: int = 16,
+        runtime: str = "auto",
+        random_state: int = 0,
+        weights_file: str | None = None,
+    ) -> None:
+        self.backbone = backbone
+        self.layers = layers
+        self.image_size = image_size
+        self.feature_stride = feature_stride
+        self.coreset_ratio = coreset_ratio
+        self.n_neighbors = n_neighbors
+        self.projection_dim = projection_dim
+        self.coreset_block = coreset_block
+        self.map_sigma = map_sigma
+        self.bank_dtype = bank_dtype
+        self.n_threshold_images = n_threshold_images
+        self.threshold_quantile = threshold_quantile
+        self.threshold = threshold
+        self.device = device
+        self.num_threads = num_threads
+        self.batch_size = batch_size
+        self.runtime = runtime
+        self.random_state = random_state
+        self.weights_file = weights_file
+
+    # -- features -----------------------------------------------------------------
+    def _iter_embeddings(self, X: np.ndarray):
+        """Locally aware patch features: 3×3 mean of each layer, then embed."""
+        torch = require("torch", "deep")
+        from .features import embed, num_threads
+
+        F = torch.nn.functional
+        grid = self._grid_for(X.shape[1:])
+        for outs in self._extractor().iter_batches(X):
+            with num_threads(self._post_threads(outs[0].shape[0])):
+                outs = [
+                    F.avg_pool2d(o, 3, stride=1, padding=1, count_include_pad=False)
+                    for o in outs
+                ]
+                e = embed(outs, grid)
+            yield e
+
+    # -- fitting ----------------------------------------------------------------------
+    def _fit(self, X: np.ndarray) -> np.ndarray:
+        torch = require("torch", "deep")
+        from .features import num_threads
+
+        if self.bank_dtype not in ("float16", "float32"):
+            raise ValueError(
+                f"bank_dtype must be 'float16' or 'float32', got {self.bank_dtype!r}"
+            )
+        n = X.shape[0]
+        gh, gw = self._grid_for(X.shape[1:])
+        P = gh * gw
+        feats = None  # (n·P, C) float16, filled batch by batch (no concatenation copy)
+        i = 0
+        with num_threads(self.num_threads), torch.inference_mode():
+            for e in self._iter_embeddings(X):
+                b, c = e.shape[:2]
+                if feats is None:
+                    feats = torch.empty(n * P, c, dtype=torch.float16)
+                feats[i * P : (i + b) * P] = e.permute(0, 2, 3, 1).reshape(b * P, c)
+                i += b
+            keep = greedy_coreset(
+                feats,
+                float(self.coreset_ratio),
+                projection_dim=int(self.projection_dim),
+                block=int(self.coreset_block),
+                random_state=self.random_state,
+            )
+            dtype = torch.float16 if self.bank_dtype == "float16" else torch.float32
+            self.bank_ = feats[torch.from_numpy(keep)].to(dtype).numpy()
+            source = keep // P  # training image of each bank entry
+            # Leave-one-out scores of a seeded subset of training images.
+            rng = np.random.default_rng(self.random_state)
+            m = min(n, max(1, int(self.n_threshold_images)))
+            chosen = np.sort(rng.choice(n, size=m, replace=False))
+            loo = np.empty((m, gh, gw))
+            bank = self._bank_tensor()
+            for j, t in enumerate(chosen):
+                f = feats[t * P : (t + 1) * P].float()
+                mask = torch.from_numpy(source == t)
+                loo[j] = self._score_features(f[None], bank, exclude=mask)[0].reshape(
+                    gh, gw
+                )
+        return loo
+
+    # -- scoring --------------------------------------------------------------------------
+    def _bank_tensor(self):
+        torch = require("torch", "deep")
+        b = getattr(self, "_bank_t", None)
+        if b is None or b.shape[0] != self.bank_.shape[0]:
+            b = torch.from_numpy(np.asarray(self.bank_, dtype=np.float32))
+            self._bank_t = b
+            self._bank_sq = (b * b).sum(1)
+        return b
+
+    def _nearest(self, f, bank, exclude=None, k: int = 1):
+        """k smallest squared distances and indices of rows f (q, d) in the bank."""
+        torch = require("torch", "deep")
+        bsq = self._bank_sq
+        best_d, best_i = [], []
+        # distance blocks of at most ~16M entries (64 MB) bound the memory
+        step = max(256, (1 << 24) // max(1, f.shape[0]))
+        fsq = (f * f).sum(1, keepdim=True)
+        for s in range(0, bank.shape[0], step):
+            blk = bank[s : s + step]
+            d = torch.addmm(bsq[s : s + step][None], f, blk.T, alpha=-2.0).add_(fsq)
+            if exclude is not None:
+                d[:, exclude[s : s + step]] = float("inf")
+            kk = min(k, d.shape[1])
+            v, i = torch.topk(d, kk, dim=1, largest=False)
+            best_d.append(v)
+            best_i.append(i + s)
+        d = torch.cat(best_d, 1)
+        i = torch.cat(best_i, 1)
+        v, j = torch.topk(d, min(k, d.shape[1]), dim=1, largest=False)
+        return v.clamp_min(0.0), torch.gather(i, 1, j)
+
+    def _score_features(self, f, bank, exclude=None) -> np.ndarray:
+        """(b, P, d) patch features → (b, P) reweighted nearest distances."""
+        torch = require("torch", "deep")
+        b, P, d = f.shape
+        d2, idx = self._nearest(f.reshape(b * P, d), bank, exclude=exclude)
+        dist = d2[:, 0].sqrt().reshape(b, P)
+        nn = idx[:, 0].reshape(b, P)
+        k = int(self.n_neighbors)
+        if k > 0 and bank.shape[0] > 1:
+            star = dist.argmax(dim=1)  # most anomalous patch of each image
+            rows = torch.arange(b)
+            m_star = bank[nn[rows, star]]  # its nearest bank entry
+            # neighbours of m* in the bank (m* itself comes first, distance 0)
+            _, nb = self._nearest(m_star, bank, exclude=exclude, k=k + 1)
+            f_star = f[rows, star]  # (b, d)
+            dn = (
+                ((bank[nb] - f_star[:, None]) ** 2).sum(-1).clamp_min(0).sqrt()
+            )  # (b, k+1)
+            dn[:, 0] = dist[rows, star]
+            w = 1.0 - torch.softmax(dn, dim=1)[:, 0]
+            dist = dist * w[:, None]
+        return dist.numpy().astype(np.float64)
+
+    def _patch_scores(self, X: np.ndarray) -> np.ndarray:
+        torch = require("torch", "deep")
+        from .features import num_threads
+
+        gh, gw = self._grid_for(X.shape[1:])
+        bank = self._bank_tensor()
+        out = []
+        with num_threads(self.num_threads), torch.inference_mode():
+            for e in self._iter_embeddings(X):
+                b, c = e.shape[:2]
+                f = e.permute(0, 2, 3, 1).reshape(b, gh * gw, c)
+                out.append(self._score_features(f, bank).reshape(b, gh, gw))
+        return np.concatenate(out)
+
+    def _to_map(self, grid: np.ndarray) -> np.ndarray:
+        up = upsample_maps(grid, self.image_shape_)
+        if self.map_sigma and self.map_sigma > 0:
+            up = gaussian_blur(up, float(self.map_sigma)).numpy().astype(np.float64)
+        return up
+
+    # -- model file ---------------------------------------------------------------------------
+    def _get_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        return {"bank": np.asarray(self.bank_)}, {"backbone": self.backbone}
+
+    def _set_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        bank = np.asarray(arrays["bank"])
+        if bank.ndim != 2 or bank.dtype not in (np.float16, np.float32):
+            raise ValueError(
+                f"memory bank must be a float16/float32 (K, d) array, got {bank.dtype} {bank.shape}"
+            )
+        self.bank_ = bank

@@ -1,0 +1,311 @@
+"""PaDiM, PatchCore and SOARTDeep: detector contract, maths, model files, accuracy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("timm")
+
+import gaikan
+from gaikan.metrics import roc_auc
+
+pytestmark = pytest.mark.deep
+
+H = W = 64
+
+
+def _texture(rng, n):
+    """Good parts: a woven texture with small random shifts, noise and gain."""
+    yy, xx = np.mgrid[0:H, 0:W].astype(float)
+    out = np.empty((n, H, W))
+    for i in range(n):
+        dy, dx = rng.uniform(-1.5, 1.5, 2)
+        g = rng.uniform(0.9, 1.1)
+        t = np.sin((xx + dx) / 2.5) * np.sin((yy + dy) / 2.5)
+        out[i] = 128 + g * 50 * t + rng.normal(0, 6, (H, W))
+    return np.clip(out, 0, 255)
+
+
+def _plant(rng, imgs):
+    """Defects: a dark scratch or a bright blot at a random place."""
+    out = imgs.copy()
+    for i in range(out.shape[0]):
+        y, x = rng.integers(8, H - 20, 2)
+        if i % 2:
+            out[i, y : y + 12, x : x + 12] = 235.0
+        else:
+            for t in range(16):
+                out[i, y + t // 2 : y + t // 2 + 2, x + t] = 15.0
+    return out
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(42)
+    train = _texture(rng, 24)
+    good = _texture(rng, 10)
+    bad = _plant(rng, _texture(rng, 10))
+    test = np.concatenate([good, bad])
+    labels = np.r_[np.zeros(10), np.ones(10)]
+    return train, test, labels
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _padim(**kw):
+    from gaikan.deep import PaDiM
+
+    kw.setdefault("n_features", 24)
+    kw.setdefault("layers", (2, 3))  # stride 8 grid: fine enough for 64 px test images
+    kw.setdefault("feature_stride", 8)
+    return PaDiM(num_threads=1, **kw)
+
+
+def _patchcore(**kw):
+    from gaikan.deep import PatchCore
+
+    kw.setdefault("coreset_ratio", 0.25)
+    kw.setdefault("layers", (2, 3))
+    kw.setdefault("feature_stride", 8)
+    return PatchCore(num_threads=1, **kw)
+
+
+def _soart_deep(**kw):
+    from gaikan.deep import SOARTDeep
+
+    kw.setdefault("n_features", 24)
+    kw.setdefault("layers", (2, 3))
+    kw.setdefault("feature_stride", 8)
+    return SOARTDeep(num_threads=1, **kw)
+
+
+FACTORIES = {"padim": _padim, "patchcore": _patchcore, "soart-deep": _soart_deep}
+
+
+@pytest.fixture(scope="module", params=sorted(FACTORIES))
+def fitted(request, data):
+    train, _, _ = data
+    torch.set_num_threads(1)
+    return request.param, FACTORIES[request.param]().fit(train)
+
+
+# -- contract -----------------------------------------------------------------------
+def test_contract_shapes_and_directions(fitted, data):
+    kind, det = fitted
+    _, test, _ = data
+    assert det.kind == kind
+    grid = det.patch_scores(test[:3])
+    assert grid.shape == (3, *det.grid_shape_)
+    maps = det.anomaly_map(test[:3])
+    assert maps.shape == (3, H, W) and np.isfinite(maps).all()
+    s = det.anomaly_score(test[:3])
+    np.testing.assert_array_equal(det.score_samples(test[:3]), -s)
+    np.testing.assert_allclose(s, grid.reshape(3, -1).max(axis=1))
+    np.testing.assert_array_equal(
+        det.predict(test[:3]), np.where(s > det.threshold_, -1, 1)
+    )
+    res = det.detect(test[:3])
+    np.testing.assert_allclose(res.scores, s)
+    np.testing.assert_allclose(res.maps, maps)
+    assert np.isfinite(det.threshold_) and det.threshold_ > 0
+
+
+def test_wrong_image_size_is_a_clear_error(fitted):
+    _, det = fitted
+    with pytest.raises(ValueError, match="fitted on"):
+        det.anomaly_score(np.zeros((1, 32, 32)))
+
+
+def test_planted_defects_auroc_floor(fitted, data):
+    kind, det = fitted
+    _, test, labels = data
+    auc = roc_auc(labels, det.anomaly_score(test))
+    assert auc >= 0.9, (kind, auc)
+
+
+def test_maps_point_at_the_defect(fitted, data):
+    _, det = fitted
+    rng = np.random.default_rng(7)
+    img = _texture(rng, 1)
+    img[0, 40:52, 12:24] = 235.0
+    amap = det.anomaly_map(img)[0]
+    inside = amap[40:52, 12:24].mean()
+    far = amap[:24, 36:].mean()
+    assert inside > 2 * far
+
+
+def test_save_load_round_trip_gives_identical_scores(fitted, data, tmp_path):
+    kind, det = fitted
+    _, test, _ = data
+    path = tmp_path / f"{kind}.gaikan"
+    det.save(path)
+    back = gaikan.load(path)
+    assert type(back) is type(det)
+    assert back.threshold_ == det.threshold_
+    np.testing.assert_array_equal(
+        back.anomaly_score(test[:4]), det.anomaly_score(test[:4])
+    )
+    np.testing.assert_array_equal(back.anomaly_map(test[:2]), det.anomaly_map(test[:2]))
+
+
+def test_fit_is_seeded(fitted, data):
+    kind, det = fitted
+    train, test, _ = data
+    again = FACTORIES[kind]().fit(train)
+    np.testing.assert_array_equal(
+        again.anomaly_score(test[:4]), det.anomaly_score(test[:4])
+    )
+    assert again.threshold_ == det.threshold_
+
+
+# -- PaDiM is the MT method ------------------------------------------------------------
+def _padim_embedding(det, X):
+    from gaikan.deep.features import embed
+
+    parts = [
+        embed(o, det.grid_shape_)[:, det.channels_].numpy()
+        for o in det._extractor().iter_batches(X)
+    ]
+    e = np.concatenate(parts).astype(np.float64)
+    n, m = e.shape[:2]
+    return e.reshape(n, m, -1).transpose(0, 2, 1)  # (n, P, m)
+
+
+def test_padim_equals_core_mt_and_its_closed_form_loo(data):
+    from gaikan.deep.padim import loo_from_insample
+    from gaikan.taguchi import fit_gaussians, loo_mahalanobis, mahalanobis
+
+    train, test, _ = data
+    det = _padim(n_features=8, grid_sigma=0, reg_rel=1e-6, reg_abs=1e-12).fit(train)
+    f_train = _padim_embedding(det, train)
+    mean, whiten = fit_gaussians(f_train, 1e-6, 1e-12)
+    f_test = _padim_embedding(det, test[:4])
+    ref = mahalanobis(f_test, mean, whiten).reshape(4, *det.grid_shape_)
+    np.testing.assert_allclose(det.patch_scores(test[:4]), ref, rtol=2e-3, atol=1e-3)
+    # threshold: closed-form leave-one-out equals the core's explicit refits
+    insample = mahalanobis(f_train, mean, whiten)
+    n, _, m = f_train.shape
+    loo_ref = loo_mahalanobis(f_train, reg_rel=1e-6, reg_abs=1e-12)
+    # exact up to the ridge, held at its full-data value in the downdate
+    np.testing.assert_allclose(loo_from_insample(insample, n, m), loo_ref, rtol=2e-4)
+    # training features are kept as float16 during fit: ~1e-3 relative
+    np.testing.assert_allclose(det.train_scores_, loo_ref.max(axis=1), rtol=2e-2)
+
+
+def test_padim_channel_selection_follows_random_state():
+    a = _padim(random_state=0)
+    b = _padim(random_state=1)
+    fe_total = 24 + 40 + 112
+    ca, cb = a._select_channels(fe_total), b._select_channels(fe_total)
+    assert len(ca) == 24 and len(set(ca)) == 24
+    assert not np.array_equal(ca, cb)
+    np.testing.assert_array_equal(ca, _padim(random_state=0)._select_channels(fe_total))
+
+
+# -- PatchCore ----------------------------------------------------------------------------
+@pytest.mark.parametrize("block", [4096, 256])
+def test_greedy_coreset_keeps_rare_patches_and_is_seeded(block):
+    from gaikan.deep.patchcore import greedy_coreset
+
+    rng = np.random.default_rng(3)
+    common = rng.normal(0, 1, (2000, 32))
+    rare = rng.normal(0, 1, (5, 32)) + 40.0 * np.eye(32)[:5]  # five far-away patches
+    x = torch.from_numpy(np.concatenate([common, rare]).astype(np.float32))
+    keep = greedy_coreset(x, 0.05, projection_dim=16, block=block, random_state=0)
+    assert len(np.unique(keep)) == len(keep)
+    assert 0.05 * len(x) <= len(keep) <= 0.05 * len(x) + 2 * (len(x) // block + 1)
+    assert set(range(2000, 2005)) <= set(keep.tolist())
+    np.testing.assert_array_equal(
+        keep, greedy_coreset(x, 0.05, projection_dim=16, block=block, random_state=0)
+    )
+    assert not np.array_equal(
+        keep, greedy_coreset(x, 0.05, projection_dim=16, block=block, random_state=1)
+    )
+
+    # it covers the data better than a random subset of the same size
+    def radius(idx):
+        return (
+            torch.cdist(x, x[torch.from_numpy(np.asarray(idx))])
+            .min(dim=1)
+            .values.max()
+            .item()
+        )
+
+    rand = rng.choice(len(x), size=len(keep), replace=False)
+    assert radius(keep) < radius(rand)
+
+
+def test_patchcore_scores_are_nearest_bank_distances(data):
+    train, test, _ = data
+    det = _patchcore(n_neighbors=0, coreset_ratio=1.0, bank_dtype="float32").fit(
+        train[:8]
+    )
+    assert det.bank_.shape[0] == 8 * int(np.prod(det.grid_shape_))
+    feats = np.concatenate(
+        [
+            e.permute(0, 2, 3, 1).reshape(e.shape[0], -1, e.shape[1]).numpy()
+            for e in det._iter_embeddings(test[:2])
+        ]
+    )
+    ref = (
+        torch.cdist(torch.from_numpy(feats), torch.from_numpy(det.bank_))
+        .min(dim=2)
+        .values.numpy()
+    )
+    np.testing.assert_allclose(
+        det.patch_scores(test[:2]).reshape(2, -1), ref, rtol=1e-3, atol=1e-3
+    )
+    # the leave-one-out threshold scores exclude the image's own bank entries
+    assert (det.train_scores_ > 0).all()
+
+
+def test_patchcore_reweighting_only_lowers_scores(data):
+    train, test, _ = data
+    det = _patchcore().fit(train)
+    plain = _patchcore(n_neighbors=0)
+    plain.__dict__.update(
+        {k: v for k, v in det.__dict__.items() if k.endswith("_") or k.startswith("_")}
+    )
+    w = det.anomaly_score(test[:6]) / plain.anomaly_score(test[:6])
+    assert ((w > 0) & (w <= 1)).all()
+    assert (w < 1).any()
+
+
+# -- CLI ------------------------------------------------------------------------------------
+def test_cli_fit_and_inspect_with_a_deep_detector(data, tmp_path):
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from gaikan.cli import cli
+
+    train, test, _ = data
+    good = tmp_path / "good"
+    good.mkdir()
+    for i, img in enumerate(train[:8]):
+        Image.fromarray(img.astype(np.uint8)).save(good / f"g{i}.png")
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    for i, img in enumerate(test[8:12]):
+        Image.fromarray(img.astype(np.uint8)).save(parts / f"p{i}.png")
+    model = tmp_path / "m.gaikan"
+    runner = CliRunner()
+    args = ["fit", str(good), "-o", str(model), "--detector", "padim"]
+    args += ["--backbone", "efficientnet_lite0", "--size", "64", "-p", "layers=[2,3]"]
+    args += ["-p", "feature_stride=8", "-p", "n_features=16", "-p", "num_threads=1"]
+    res = runner.invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    det = gaikan.load(model)
+    assert det.kind == "padim" and det.backbone == "efficientnet_lite0"
+    assert tuple(det.layers) == (2, 3)
+    out = tmp_path / "out"
+    res = runner.invoke(cli, ["inspect", str(model), str(parts), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert (out / "results.csv").exists()
