@@ -42,6 +42,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .._optional import require
+from .._params import ParamsMixin
 from ..errors import ModelFileError, NotFittedError
 
 __all__ = [
@@ -219,7 +220,7 @@ def _suggest(lrs: np.ndarray, losses: np.ndarray) -> tuple[float, float, float]:
 # ---------------------------------------------------------------------------
 # the classifier
 # ---------------------------------------------------------------------------
-class Classifier:
+class Classifier(ParamsMixin):
     """Defect classifier: a pretrained timm CNN fine-tuned the fastai way.
 
     Parameters
@@ -338,29 +339,6 @@ class Classifier:
         self.device = device
         self.weights_file = weights_file
         self.model_kwargs = model_kwargs
-
-    # -- parameters ---------------------------------------------------------
-    @classmethod
-    def _param_names(cls) -> list[str]:
-        import inspect
-
-        return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """Constructor parameters (scikit-learn style)."""
-        return {k: getattr(self, k) for k in self._param_names()}
-
-    def set_params(self, **params: Any) -> Classifier:
-        valid = set(self._param_names())
-        for k, v in params.items():
-            if k not in valid:
-                raise ValueError(f"{type(self).__name__} has no parameter {k!r}")
-            setattr(self, k, v)
-        return self
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({args})"
 
     # -- model construction -------------------------------------------------
     def _timm_name(self) -> str:

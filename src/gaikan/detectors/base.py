@@ -26,12 +26,12 @@ would be optimistic and flag far more.  ``set_threshold`` overrides it.
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
 import numpy as np
 
+from .._params import ParamsMixin
 from ..errors import NotFittedError
 from ..patches import fold, grid_shape
 
@@ -96,7 +96,7 @@ class Detection:
         return self.scores > self.threshold
 
 
-class BaseDetector:
+class BaseDetector(ParamsMixin):
     """Base class: validation, thresholds, the contract methods, model files.
 
     Subclasses implement ``_fit(X) -> loo_grid``, ``_patch_scores(X)``,
@@ -108,29 +108,6 @@ class BaseDetector:
     kind: ClassVar[str] = ""
     #: Images scored per chunk (bounds memory).
     _chunk: ClassVar[int] = 32
-
-    # -- parameters -------------------------------------------------------
-    @classmethod
-    def _param_names(cls) -> list[str]:
-        sig = inspect.signature(cls.__init__)
-        return [p for p in sig.parameters if p != "self"]
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """Constructor parameters, as scikit-learn's ``get_params``."""
-        return {k: getattr(self, k) for k in self._param_names()}
-
-    def set_params(self, **params: Any) -> "BaseDetector":
-        """Set constructor parameters; unknown names are an error."""
-        valid = set(self._param_names())
-        for k, v in params.items():
-            if k not in valid:
-                raise ValueError(f"{type(self).__name__} has no parameter {k!r}")
-            setattr(self, k, v)
-        return self
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({args})"
 
     # -- fitting ----------------------------------------------------------
     def fit(self, X: Any, y: Any = None) -> "BaseDetector":
