@@ -127,3 +127,11 @@ def test_bench_on_mvtec_folder(folders):
     assert len(lines) == 3 and "map_baseline=median" in lines[2]
     auc = float(lines[0].split()[3])
     assert auc >= 0.9
+
+
+def test_split_top_keeps_nested_brackets():
+    from gaikan.cli.core import _split_top
+
+    assert _split_top('padim,padim[layers=[2,3];k=8],v[p={"a":1,"b":2}]', ",") == [
+        "padim", "padim[layers=[2,3];k=8]", 'v[p={"a":1,"b":2}]']
+    assert _split_top("layers=[2,3];k=8", ";") == ["layers=[2,3]", "k=8"]

@@ -61,6 +61,23 @@ def _parse_params(items: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
+def _split_top(text: str, sep: str) -> list[str]:
+    """Split on ``sep`` outside brackets and braces: "a[x=[1,2]],b" → ["a[x=[1,2]]", "b"]."""
+    parts, depth, cur = [], 0, []
+    for ch in text:
+        if ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
+        if ch == sep and depth == 0:
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    parts.append("".join(cur))
+    return [p for p in parts if p.strip()]
+
+
 def _fail(msg: str, code: int = 2) -> None:
     click.echo(f"error: {msg}", err=True)
     raise SystemExit(code)
@@ -475,7 +492,7 @@ def bench(dataset, detectors, size, kernel, stride, params, seed, batch_size, js
             _fail(f"-p {key}: use DETECTOR.KEY=VALUE")
         per_det.setdefault(det, {})[name] = val
     plan = []
-    for entry in re.findall(r"[^,\[]+(?:\[[^\]]*\])?", detectors):
+    for entry in _split_top(detectors, ","):
         m = re.fullmatch(r"\s*([\w-]+)\s*(?:\[(.*)\])?\s*", entry)
         if not m:
             _fail(f"--detectors: cannot parse {entry!r}")
@@ -486,7 +503,7 @@ def bench(dataset, detectors, size, kernel, stride, params, seed, batch_size, js
             _fail(str(exc))
         p = dict(per_det.get(kind, {}))
         if inline:
-            p.update(_parse_params(tuple(x.strip() for x in inline.split(";") if x.strip())))
+            p.update(_parse_params(tuple(x.strip() for x in _split_top(inline, ";") if x.strip())))
         for k, v in (("kernel", kernel), ("stride", stride)):
             if v is not None and k in names:
                 p.setdefault(k, v)
