@@ -309,3 +309,20 @@ def test_cli_fit_and_inspect_with_a_deep_detector(data, tmp_path):
     res = runner.invoke(cli, ["inspect", str(model), str(parts), "-o", str(out)])
     assert res.exit_code == 0, res.output
     assert (out / "results.csv").exists()
+
+
+def test_padim_threshold_is_sane_with_few_images():
+    """Regression: with fewer images than feature items the closed-form LOO
+    needs full-precision features (float16 gave thresholds of 1e8)."""
+    from conftest import plant_defect, structured_images
+
+    from gaikan.deep.padim import PaDiM
+
+    good = structured_images(10, size=64, seed=0)
+    test = structured_images(10, size=64, seed=5)
+    bad, _ = plant_defect(structured_images(10, size=64, seed=6), box=8)
+    det = PaDiM(num_threads=1).fit(good)
+    s_good, s_bad = det.anomaly_score(test), det.anomaly_score(bad)
+    assert det.threshold_ < 10 * s_good.max()
+    assert det.threshold_ < np.median(s_bad)
+    assert (det.predict(bad) == -1).mean() >= 0.8

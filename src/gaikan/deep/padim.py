@@ -33,7 +33,7 @@ Gaussian fitted without it is ::
     m·D²_loo = (n − 2) · c² · h / (1 − c·h),   c = n / (n − 1)
 
 so exact LOO scores cost one extra scoring pass over the training
-features (kept in memory as float16 during ``fit``), not n refits.  The
+features (kept in memory as float32 during ``fit``), not n refits.  The
 ridge is held at its full-data value in the downdate (relative change
 1/n).  Grid smoothing is applied to LOO grids just as to test grids.
 """
@@ -318,7 +318,10 @@ class PaDiM(DeepFeatureDetector):
         sel = torch.from_numpy(self.channels_)
         gh, gw = self._grid_for(X.shape[1:])
         P, m = gh * gw, len(self.channels_)
-        keep = np.empty((n, P, m), dtype=np.float16)  # for the LOO pass
+        # for the LOO pass; float32, not float16: with fewer images than
+        # items, 1 − c·h in the closed form is ~1e-3 and float16 features
+        # (3 digits) turned it into noise (thresholds of 1e8 at n = 10)
+        keep = np.empty((n, P, m), dtype=np.float32)
         shift = None
         s1 = torch.zeros(P, m, dtype=torch.float64)
         s2 = torch.zeros(P, m, m, dtype=torch.float32)
@@ -329,7 +332,7 @@ class PaDiM(DeepFeatureDetector):
                 f = (
                     e[:, sel].reshape(b, m, P).permute(2, 0, 1).contiguous()
                 )  # (P, b, m)
-                keep[i : i + b] = f.permute(1, 0, 2).to(torch.float16).numpy()
+                keep[i : i + b] = f.permute(1, 0, 2).numpy()
                 if shift is None:
                     # features are shifted by a reference mean so that
                     # float32 sums of squares lose no precision
@@ -354,7 +357,7 @@ class PaDiM(DeepFeatureDetector):
             self.mean_ = (shift[:, 0].double() + mean_d).float().numpy()
             self.whiten_ = whiten
             insample = np.concatenate(
-                [self._d2(keep[j : j + 64].astype(np.float32)) for j in range(0, n, 64)]
+                [self._d2(keep[j : j + 64]) for j in range(0, n, 64)]
             )
         del keep
         loo = loo_from_insample(insample, n, m).reshape(n, gh, gw)
