@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from .._optional import require
-from ..detectors.base import MIN_UNIT_SPACE, BaseDetector, check_images
+from ..detectors.base import BaseDetector
 from ..taguchi.mt import regularise_covariance
 from .features import FeatureExtractor, embed, gaussian_blur, upsample_maps
 
@@ -75,16 +75,6 @@ def loo_from_insample(d2: np.ndarray, n: int, m: int) -> np.ndarray:
     # clip guards float32 rounding at the boundary.
     ch = np.minimum(c * h, 1.0 - 1e-9)
     return (n - 2.0) * c * c * h / (1.0 - ch) / m
-
-
-def _images32(X: Any) -> np.ndarray:
-    """:func:`gaikan.detectors.base.check_images`, but float32 (n, H, W)."""
-    if isinstance(X, np.ndarray) and X.ndim == 3 and X.size and X.dtype.kind in "uif":
-        x = X.astype(np.float32, copy=False)
-        if x.dtype.kind == "f" and not np.isfinite(x).all():
-            raise ValueError("X contains NaN or infinite values")
-        return x
-    return check_images(X).astype(np.float32)
 
 
 def whitener(cov: np.ndarray) -> np.ndarray:
@@ -121,32 +111,9 @@ class DeepFeatureDetector(BaseDetector):
     #: Batch of images per call of ``_patch_scores`` (bounds memory).
     _chunk = 64
 
-    def fit(self, X: Any, y: Any = None) -> DeepFeatureDetector:
-        """Fit on good images (n, H, W), grey 0–255, n ≥ 5.
-
-        As :meth:`gaikan.BaseDetector.fit`, with two differences: images
-        are kept in float32 (the backbone's precision; half the memory of
-        float64 for 900 training images), and ``_fit`` may return
-        leave-one-out grids for a subset of the training images only
-        (PatchCore), so ``train_scores_`` has that subset's length.
-        """
-        X = _images32(X)
-        if X.shape[0] < MIN_UNIT_SPACE:
-            raise ValueError(
-                f"a unit space needs at least {MIN_UNIT_SPACE} good images, got {X.shape[0]}"
-            )
-        q = float(self.threshold_quantile)
-        if not 0.0 < q <= 1.0:
-            raise ValueError(f"threshold_quantile must be in (0, 1], got {q}")
-        self.image_shape_ = (int(X.shape[1]), int(X.shape[2]))
-        self.n_train_ = int(X.shape[0])
-        loo_grid = np.asarray(self._fit(X))
-        self.train_scores_ = loo_grid.reshape(loo_grid.shape[0], -1).max(axis=1)
-        if self.threshold is not None:
-            self.set_threshold(float(self.threshold))
-        else:
-            self.set_threshold(float(np.quantile(self.train_scores_, q)))
-        return self
+    #: Images are kept in float32 (the backbone's precision; half the memory
+    #: of float64 for 900 training images).
+    _input_dtype = np.float32
 
     # -- feature extraction -------------------------------------------------
     def _extractor(self) -> FeatureExtractor:

@@ -41,8 +41,8 @@ __all__ = ["BaseDetector", "Detection", "check_images", "MIN_UNIT_SPACE"]
 MIN_UNIT_SPACE = 5
 
 
-def check_images(X: Any, name: str = "X") -> np.ndarray:
-    """Validate a batch of grey images and return it as float64 (n, H, W).
+def check_images(X: Any, name: str = "X", dtype: type = np.float64) -> np.ndarray:
+    """Validate a batch of grey images and return it as ``dtype`` (n, H, W).
 
     Raises
     ------
@@ -67,7 +67,7 @@ def check_images(X: Any, name: str = "X") -> np.ndarray:
         raise ValueError(f"{name} must have shape (n, H, W), got {arr.shape}{hint}")
     if arr.shape[0] == 0 or arr.shape[1] == 0 or arr.shape[2] == 0:
         raise ValueError(f"{name} is empty: shape {arr.shape}")
-    arr = arr.astype(np.float64, copy=False)
+    arr = arr.astype(dtype, copy=False)
     if not np.isfinite(arr).all():
         raise ValueError(f"{name} contains NaN or infinite values")
     return arr
@@ -108,6 +108,8 @@ class BaseDetector(ParamsMixin):
     kind: ClassVar[str] = ""
     #: Images scored per chunk (bounds memory).
     _chunk: ClassVar[int] = 32
+    #: Precision images are validated into (deep detectors use float32).
+    _input_dtype: ClassVar[type] = np.float64
 
     # -- fitting ----------------------------------------------------------
     def fit(self, X: Any, y: Any = None) -> "BaseDetector":
@@ -123,7 +125,7 @@ class BaseDetector(ParamsMixin):
         -------
         self
         """
-        X = check_images(X)
+        X = check_images(X, dtype=self._input_dtype)
         if X.shape[0] < MIN_UNIT_SPACE:
             raise ValueError(
                 f"a unit space needs at least {MIN_UNIT_SPACE} good images, got {X.shape[0]}"
@@ -133,8 +135,10 @@ class BaseDetector(ParamsMixin):
             raise ValueError(f"threshold_quantile must be in (0, 1], got {q}")
         self.image_shape_ = (int(X.shape[1]), int(X.shape[2]))
         self.n_train_ = int(X.shape[0])
-        loo_grid = self._fit(X)
-        self.train_scores_ = np.asarray(loo_grid).reshape(X.shape[0], -1).max(axis=1)
+        # _fit may return leave-one-out grids for a subset of the images only
+        # (PatchCore), so train_scores_ has that subset's length.
+        loo_grid = np.asarray(self._fit(X))
+        self.train_scores_ = loo_grid.reshape(loo_grid.shape[0], -1).max(axis=1)
         fixed = getattr(self, "threshold", None)
         if fixed is not None:
             self.set_threshold(float(fixed))
@@ -156,7 +160,7 @@ class BaseDetector(ParamsMixin):
 
     def _check_input(self, X: Any) -> np.ndarray:
         self._check_fitted()
-        X = check_images(X)
+        X = check_images(X, dtype=self._input_dtype)
         if tuple(X.shape[1:]) != tuple(self.image_shape_):
             h, w = self.image_shape_
             raise ValueError(
