@@ -350,6 +350,8 @@ def inspect(model, images, output, threshold, no_overlays, batch_size, strict, f
         records = run(det, files, out, overlays=not no_overlays,
                       batch_size=max(1, batch_size), progress=bar.update)
     errors = [r for r in records if r.error]
+    n_ok = len(records) - len(errors)
+    flagged = [r for r in records if r.verdict == "defect"] if not is_classifier else []
     if is_classifier:
         write_classes_csv(out / "results.csv", records)
         report = write_report(out, records, threshold=None, model=f"{model} ({det!r})",
@@ -357,25 +359,15 @@ def inspect(model, images, output, threshold, no_overlays, batch_size, strict, f
         for r in records:
             if r.score is not None:
                 click.echo(f"{r.file}\t{r.verdict}\t{r.score:.3f}")
-        click.echo(f"{len(records) - len(errors)} classified, {len(errors)} unreadable → "
-                   f"{out / 'results.csv'}, {report}")
-        if len(records) == len(errors):
-            _fail("none of the images could be classified")
-        if errors and strict:
-            _fail(f"{len(errors)} unreadable image(s) and --strict is set")
-        return
-    write_results_csv(out / "results.csv", records)
-    report = write_report(out, records, threshold=det.threshold_, model=f"{model} ({det!r})")
-    flagged = [r for r in records if r.verdict == "defect"]
-    for r in errors:
-        click.echo(f"skipped: {r.error}", err=True)
-    n_scored = len(records) - len(errors)
-    click.echo(f"{n_scored} inspected, {len(flagged)} flagged, {len(errors)} unreadable → "
-               f"{out / 'results.csv'}, {report}")
-    if n_scored == 0:
+        summary = f"{n_ok} classified"
+    else:
+        write_results_csv(out / "results.csv", records)
+        report = write_report(out, records, threshold=det.threshold_, model=f"{model} ({det!r})")
+        summary = f"{n_ok} inspected, {len(flagged)} flagged"
+    click.echo(f"{summary}, {len(errors)} unreadable → {out / 'results.csv'}, {report}")
+    _report_errors([(r.file, r.error) for r in errors], strict)
+    if n_ok == 0:
         _fail("none of the images could be scored")
-    if errors and strict:
-        _fail(f"{len(errors)} unreadable image(s) and --strict is set")
     if flagged and fail_on_defect:
         raise SystemExit(1)
 
@@ -395,7 +387,7 @@ def demo(output, dataset, seed):
     shipped by the elpv-dataset package.  Writes OUTPUT/report.html.
     """
     from ..detectors import SOARTC
-    from ..io import find_images
+    from ..io import find_images, load_images
     from ..report import write_report
 
     out = Path(output)
@@ -406,8 +398,6 @@ def demo(output, dataset, seed):
     else:
         data_dir, det = _demo_connectors(out, seed), SOARTC(kernel=8, stride=4, map_baseline="median")
     train_dir, test_dir = data_dir / "train" / "good", data_dir / "test"
-    from ..io import load_images
-
     files = find_images([train_dir])
     with _progress(len(files), "loading good images") as bar:
         batch = load_images(files, progress=bar.update)

@@ -62,11 +62,13 @@ class SOART3Map(BaseDetector):
         loo = loo_mahalanobis(feats, soart3(q, loo_ref, self.eps))
         return loo.reshape(n, *self.grid_shape_)
 
+    def _stage1(self, X: np.ndarray) -> np.ndarray:
+        return soart3(extract(X, self.kernel, self.stride), self._mean_patches()[None], self.eps)
+
     def soart_image(self, X: Any) -> np.ndarray:
         """SOART image: (log β, log η, log γ) per patch, shape (n, nh, nw, 3)."""
         X = self._check_input(X)
-        f = soart3(extract(X, self.kernel, self.stride), self._mean_patches()[None], self.eps)
-        return f.reshape(X.shape[0], *self.grid_shape_, 3)
+        return self._stage1(X).reshape(X.shape[0], *self.grid_shape_, 3)
 
     def _mean_patches(self) -> np.ndarray:
         if getattr(self, "_mp", None) is None:
@@ -74,7 +76,7 @@ class SOART3Map(BaseDetector):
         return self._mp
 
     def _patch_scores(self, X: np.ndarray) -> np.ndarray:
-        f = soart3(extract(X, self.kernel, self.stride), self._mean_patches()[None], self.eps)
+        f = self._stage1(X)
         return mahalanobis(f, self.mean_, self.whiten_).reshape(X.shape[0], *self.grid_shape_)
 
     def _get_state(self):

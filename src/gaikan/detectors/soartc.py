@@ -145,16 +145,17 @@ class SOARTC(BaseDetector):
         loo = loo_mahalanobis(feats, loo_feats)
         return loo.reshape(X.shape[0], *self.grid_shape_)
 
+    def _stage1(self, X: np.ndarray) -> np.ndarray:
+        q, dt = self._patches(X)
+        return soartc_features(q, self.sbar_, self.eps, backend=self.backend, gram_dtype=dt)
+
     def features(self, X: Any) -> np.ndarray:
         """Stage-1 features (log β, log η, log γ) per patch, shape (n, nh, nw, 3)."""
         X = self._check_input(X)
-        q, dt = self._patches(X)
-        f = soartc_features(q, self.sbar_, self.eps, backend=self.backend, gram_dtype=dt)
-        return f.reshape(X.shape[0], *self.grid_shape_, 3)
+        return self._stage1(X).reshape(X.shape[0], *self.grid_shape_, 3)
 
     def _patch_scores(self, X: np.ndarray) -> np.ndarray:
-        q, dt = self._patches(X)
-        f = soartc_features(q, self.sbar_, self.eps, backend=self.backend, gram_dtype=dt)
+        f = self._stage1(X)
         return mahalanobis(f, self.mean_, self.whiten_).reshape(X.shape[0], *self.grid_shape_)
 
     def _get_state(self):

@@ -168,7 +168,8 @@ class VariantDetector(BaseDetector):
         return loo[:, None]
 
     def _grids(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        grids = np.stack([m.patch_scores(X) for m in self.members_])  # (g, n, nh, nw)
+        # X is validated once by the caller; members score it directly
+        grids = np.stack([m._chunked(X) for m in self.members_])  # (g, n, nh, nw)
         scores = grids.reshape(grids.shape[0], grids.shape[1], -1).max(-1)
         best = np.argmin(scores, axis=0)
         return grids[best, np.arange(X.shape[0])], best
