@@ -1,31 +1,46 @@
 """Benchmark: transfer-learning defect classifiers with explanations.
 
-One command, one table::
+One command, one table (everything on the CPU unless ``--device cuda``)::
 
-    python benchmarks/bench_classifier.py            # full (use a GPU: --device cuda)
-    python benchmarks/bench_classifier.py --quick    # reduced, minutes on 2 CPU cores
+    python benchmarks/bench_classifier.py --cache bench-out/cache   # full, ~1 h on 2 cores
+    python benchmarks/bench_classifier.py --quick                   # reduced, minutes
 
 Experiments
 -----------
 Synthetic connectors (``gaikan.synth.render_sample``, layout ``mixed``,
-``oblique`` view, seed 0; training images from the generator's ``train``
-split, test images from its ``test`` split, so no image is shared):
+``oblique`` view, 256 px, seed 0; training images from the generator's
+``train`` split, test images from its ``test`` split, so no image is
+shared):
 
-- ``mode``: {good, missing, pushed, shifted, tilt_x, tilt_y} (6 classes);
+- ``mode``: {good, missing, pushed, shifted, tilt_x, tilt_y} (6 classes),
+  150 training images per class (20 % of them for validation), 50 test;
 - ``mode±``: the same images with the tilt sign (8 classes);
 - ``pin``: position of the defective pin (27 classes), random defect mode
-  per image.
+  per image, 40 training / 20 test images per pin.
 
 Images are cropped to the part's bounding box (computed from the mean
-*good training* image; a fixed ROI, as on a line) before anything else.
-Models: EfficientNet-Lite0 (offline ImageNet weights) fine-tuned on the raw
-crop; a small ViT from scratch on the raw crop; the same ViT on the SOART3
-image of the crop (unit space: the good training images).  Pointing score:
-share of defective test images whose explanation maximum lies in the exact
-defect mask (explaining the true class).  Column ``pointing``: the default
-explanation (LayerCAM at stride 16, ``blocks.4``, for the CNN; attention
-rollout for the ViTs); column ``pt-alt``: Grad-CAM on the last feature map
-(CNN) or on the last token grid (ViT).
+*good training* image; a fixed ROI, as on a line): 250×120 pixels.
+
+Models:
+
+- ``effnet-raw``: EfficientNet-Lite0 (offline ImageNet weights) fine-tuned
+  on the whole crop, at 256×128;
+- ``effnet-ref``: the same with ``reference=True`` (image, mean good image,
+  difference) — used for the pin task;
+- ``effnet-focus``: ``reference=True, focus=64``: a 64-pixel window around
+  the largest difference from the mean good image, at 128² (the defect
+  type; a window carries no position, so the pin task uses effnet-ref);
+- ``vit-raw`` / ``vit-soart``: a small ViT from scratch on the raw crop /
+  on its SOART3 image (unit space: the good training images).
+
+Pointing score: share of defective test images whose explanation maximum
+lies in the exact defect mask (explaining the true class).  ``pointing``:
+the model's default explanation (integrated gradients for the reference
+models, LayerCAM at stride 16 for effnet-raw, attention rollout for the
+ViTs); ``pt-LCAM``: LayerCAM at stride 16 (CNNs; pasted back into the
+frame for the focus model); ``pt-GCAM``: Grad-CAM on the last feature map
+/ token grid; ``pt-IG``: integrated gradients from the mean good image
+(CNNs).
 
 ELPV (real solar cells, ``elpv-dataset``): 4 classes (defect probability 0,
 ⅓, ⅔, 1), stratified (class × cell type) 75/25 split with seed 0, images
@@ -33,7 +48,8 @@ resized to 160²; flips and 90° rotations as augmentation.  Also reported:
 the binary accuracy (probability ≥ 0.5 = defective) derived from the
 4-class prediction, the quantity of Deitsch et al.'s 88.4 %.
 
-Times are wall-clock ``fine_tune`` times (data rendering excluded).
+Times are wall-clock ``fine_tune`` times (data rendering excluded; rendered
+images are kept in ``--cache`` between runs).
 """
 
 from __future__ import annotations
@@ -47,6 +63,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
+FOCUS_NET = 128  # network size of the focus window (full run)
 MODES = ("good", "missing", "pushed", "shifted", "tilt_x", "tilt_y")
 DEFECTS = MODES[1:]
 
@@ -67,7 +84,29 @@ def _render(args):
     return img, mask, defect + sign, (f"r{pin_lab['row']}c{pin_lab['col']}" if pin_lab else "none")
 
 
+CACHE_DIR = None  # set by --cache: rendered arrays are kept as .npz keyed by the job list
+
+
 def render_many(jobs, workers):
+    path = None
+    if CACHE_DIR:
+        import hashlib
+
+        key = hashlib.sha1(repr(jobs).encode()).hexdigest()[:16]
+        path = os.path.join(CACHE_DIR, f"render-{key}.npz")
+        if os.path.exists(path):
+            d = np.load(path, allow_pickle=False)
+            return d["X"].astype(np.float64), d["M"], d["y"], d["p"]
+    out = _render_all(jobs, workers)
+    if path:
+        os.makedirs(CACHE_DIR, exist_ok=True)
+        X = out[0]
+        exact = X.min() >= 0 and X.max() <= 255 and np.array_equal(X, np.round(X))
+        np.savez(path, X=X.astype(np.uint8) if exact else X, M=out[1], y=out[2], p=out[3])
+    return out
+
+
+def _render_all(jobs, workers):
     if workers <= 1:
         out = [_render(j) for j in jobs]
     else:
@@ -147,12 +186,17 @@ def make_model(kind, cfg, args, crop_hw):
     common = dict(batch_size=cfg["batch"], random_state=0, num_threads=args.threads,
                   device=args.device)
     H, W = crop_hw
+    if kind == "effnet-focus":
+        return Classifier("efficientnet_lite0", image_size=cfg["focus_net"],
+                          weights_file=args.weights, reference=True, focus=cfg["focus"],
+                          brightness=0.1, contrast=0.1, max_shift=0.03,
+                          patience=cfg["patience"], **common)
     if kind in ("effnet-raw", "effnet-ref"):
         h = int(round(cfg["cnn_h"] / 32)) * 32
         w = max(32, int(round(h * W / H / 32)) * 32)
         return Classifier("efficientnet_lite0", image_size=(h, w), weights_file=args.weights,
-                          brightness=0.1, contrast=0.1, max_shift=0.03,
-                          patience=cfg["patience"], **common)
+                          reference=kind == "effnet-ref", brightness=0.1, contrast=0.1,
+                          max_shift=0.03, patience=cfg["patience"], **common)
     if kind == "vit-raw":
         h = cfg["vit_h"]
         w = max(8, int(round(h * W / H / 8)) * 8)
@@ -167,25 +211,16 @@ def make_model(kind, cfg, args, crop_hw):
     raise ValueError(kind)
 
 
-def with_reference(X, ref):
-    """RGB input (image, mean good image, 128 + difference): a reference-aware CNN input."""
-    d = np.clip(128.0 + (X - ref[None]), 0, 255)
-    return np.stack([X, np.broadcast_to(ref, X.shape), d], -1)
-
-
-def fit_eval(kind, cfg, args, Xtr, ytr, Xte, yte, Mte, crop_hw, ref=None, verbose=False,
-             X_good=None):
+def fit_eval(kind, cfg, args, Xtr, ytr, Xte, yte, Mte, crop_hw, verbose=False, X_good=None):
     from gaikan.deep.evaluate import evaluate, pointing_score
 
-    if kind == "effnet-ref":
-        Xtr, Xte = with_reference(Xtr, ref), with_reference(Xte, ref)
     clf = make_model(kind, cfg, args, crop_hw)
     cnn = kind.startswith("effnet")
     ep = cfg["cnn_epochs"] if cnn else cfg["vit_epochs"]
     t0 = time.perf_counter()
-    extra = {"X_good": X_good} if kind == "vit-soart" and X_good is not None else {}
+    extra = {"X_good": X_good} if X_good is not None else {}
     clf.fine_tune(Xtr, ytr, epochs=ep, base_lr=cfg["cnn_lr"] if cnn else cfg["vit_lr"],
-                  freeze_epochs=1 if cnn else 0, **extra)
+                  freeze_epochs=1 if cnn else 0, lr_mult=cfg["lr_mult"] if cnn else 1.0, **extra)
     t_fit = time.perf_counter() - t0
     if verbose:
         for h in clf.history_:
@@ -199,47 +234,21 @@ def fit_eval(kind, cfg, args, Xtr, ytr, Xte, yte, Mte, crop_hw, ref=None, verbos
         keep = Mte.reshape(len(Mte), -1).any(1)
         maps = clf.explain(Xte[keep], method="gradcam", target=yte[keep])
         row["pointing_alt"] = pointing_score(maps, Mte[keep])
+        if cnn:
+            maps = clf.explain(Xte[keep], method="layercam", layer=clf._resolve_layer("auto"),
+                               target=yte[keep])
+            row["pointing_lcam"] = pointing_score(maps, Mte[keep])
+            if clf.reference:  # the default explanation already is IG
+                row["pointing_ig"] = row["pointing"]
+            else:
+                maps = clf.explain(Xte[keep], method="ig", target=yte[keep])
+                row["pointing_ig"] = pointing_score(maps, Mte[keep])
     if cnn and Mte is not None and verbose:
         for meth in ("gradcam", "layercam", "eigencam"):
             for layer in (None, "blocks.2", "blocks.3", "blocks.4", "blocks.5"):
                 maps = clf.explain(Xte[keep], method=meth, layer=layer, target=yte[keep])
                 print(f"    pointing {meth} {layer}: {pointing_score(maps, Mte[keep]):.3f}")
     return row, clf
-
-
-def cpu_timing(args, cfg, rows, epochs=(1, 1)):
-    """Seconds per epoch of the full configuration's CNN on this CPU (a reduced run).
-
-    Renders the mode task's training set at 128 px (cheap), crops it, and
-    fine-tunes EfficientNet-Lite0 at the full configuration's network size
-    (cost depends on the network input size, not on the render size) for
-    one frozen and one unfrozen epoch; the full schedule's time is
-    extrapolated from the unfrozen epoch time.
-    """
-    from gaikan.deep.classifier import Classifier
-
-    (Xtr, ytr, _, _), _ = synth_mode_data(cfg["n_train"], 0, 128, args.workers)
-    roi = roi_from_good(Xtr[ytr == "good"])
-    Xtr = crop(Xtr, roi)
-    H, W = Xtr.shape[1:]
-    h = int(round(args.cpu_timing_h / 32)) * 32
-    w = max(32, int(round(h * W / H / 32)) * 32)
-    for kind in ("effnet-raw", "effnet-ref"):
-        X = with_reference(Xtr, Xtr[ytr == "good"].mean(0)) if kind == "effnet-ref" else Xtr
-        clf = Classifier("efficientnet_lite0", image_size=(h, w), weights_file=args.weights,
-                         brightness=0.1, contrast=0.1, max_shift=0.03, patience=None,
-                         batch_size=cfg["batch"], random_state=0, num_threads=args.threads)
-        t0 = time.perf_counter()
-        clf.fine_tune(X, ytr, epochs=epochs[1], freeze_epochs=epochs[0])
-        total = time.perf_counter() - t0
-        per = [r["time"] for r in clf.history_]
-        print(f"  cpu timing {kind} {h}x{w}: {len(X)} images, frozen epoch {per[0]:.0f}s, "
-              f"unfrozen epoch {per[-1]:.0f}s (total {total:.0f}s incl. setup)", flush=True)
-        rows.append({"task": "cpu-timing", "model": kind, "accuracy": float("nan"),
-                     "macro_f1": float("nan"), "pointing": None, "fit_s": total,
-                     "epochs_run": len(per), "n_train": int(len(X)),
-                     "frozen_epoch_s": per[0], "unfrozen_epoch_s": per[-1],
-                     "input": f"{h}x{w}"})
 
 
 # --------------------------------------------------------------------------- main
@@ -252,33 +261,39 @@ def main(argv=None):
     ap.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
                     help="processes rendering synthetic images")
     ap.add_argument("--tasks", default="mode,pin,elpv")
-    ap.add_argument("--models", default="effnet-raw,effnet-ref,vit-raw,vit-soart")
+    ap.add_argument("--models", default="effnet-raw,effnet-focus,vit-raw,vit-soart",
+                    help="for the pin task effnet-focus becomes effnet-ref (a window has no position)")
     ap.add_argument("--weights", default=None, help="EfficientNet-Lite0 weights file (offline)")
     ap.add_argument("--elpv-npz", default=None, help="ELPV pre-resized npz (images, probs, types)")
     ap.add_argument("--json", default=None, help="also write the rows as JSON here")
-    ap.add_argument("--cpu-timing", action="store_true",
-                    help="time one frozen + one unfrozen CNN epoch at the full size on this CPU")
-    ap.add_argument("--cpu-timing-h", type=int, default=384, help="network height for --cpu-timing")
+    ap.add_argument("--cache", default=None,
+                    help="folder keeping rendered synthetic images between runs")
+    ap.add_argument("--render-only", action="store_true", help="render (into --cache) and stop")
     ap.add_argument("--skip-signed", action="store_true", help="skip the 8-class mode± task")
     ap.add_argument("--verbose", action="store_true", help="per-epoch history, CAM layer sweep")
     ap.add_argument("--epochs-scale", type=float, default=1.0, help="multiply epoch counts")
     args = ap.parse_args(argv)
+    global CACHE_DIR
+    CACHE_DIR = args.cache
     if args.device == "cpu":
         import torch
 
         torch.set_num_threads(args.threads)
     if args.smoke:  # exercises every code path in seconds; numbers are meaningless
         cfg = dict(size=64, n_train=8, n_test=1, pin_train=2, pin_test=1, cnn_h=64, vit_h=32,
-                   cnn_epochs=1, vit_epochs=1, batch=16, patience=2, cnn_lr=2e-3, vit_lr=2e-3,
-                   elpv_size=32, elpv_frac=0.02, elpv_epochs=1)
+                   focus=16, focus_net=32, cnn_epochs=1, vit_epochs=1, batch=16, patience=2,
+                   cnn_lr=2e-3, vit_lr=2e-3, elpv_size=32, elpv_frac=0.02, elpv_epochs=1,
+                   lr_mult=10)
     elif args.quick:
         cfg = dict(size=128, n_train=40, n_test=15, pin_train=12, pin_test=4, cnn_h=128,
-                   vit_h=64, cnn_epochs=6, vit_epochs=15, batch=32, patience=4,
-                   cnn_lr=2e-3, vit_lr=2e-3, elpv_size=128, elpv_frac=0.25, elpv_epochs=4)
-    else:
-        cfg = dict(size=256, n_train=150, n_test=50, pin_train=60, pin_test=20, cnn_h=384,
-                   vit_h=128, cnn_epochs=20, vit_epochs=50, batch=32, patience=6,
-                   cnn_lr=2e-3, vit_lr=2e-3, elpv_size=160, elpv_frac=1.0, elpv_epochs=20)
+                   vit_h=64, focus=32, focus_net=64, cnn_epochs=6, vit_epochs=15, batch=32,
+                   patience=4, cnn_lr=2e-3, vit_lr=2e-3, elpv_size=128, elpv_frac=0.25,
+                   elpv_epochs=4, lr_mult=10)
+    else:  # sized for 2 CPU cores (about an hour in all)
+        cfg = dict(size=256, n_train=150, n_test=50, pin_train=40, pin_test=20, cnn_h=256,
+                   vit_h=128, focus=64, focus_net=FOCUS_NET, cnn_epochs=14, vit_epochs=40,
+                   batch=32, patience=6, cnn_lr=2e-3, vit_lr=2e-3, elpv_size=160,
+                   elpv_frac=1.0, elpv_epochs=12, lr_mult=10)
     for k in ("cnn_epochs", "vit_epochs", "elpv_epochs"):
         cfg[k] = max(1, int(round(cfg[k] * args.epochs_scale)))
     tasks = args.tasks.split(",")
@@ -296,6 +311,10 @@ def main(argv=None):
               + (f" / {pf:.3f}" if pf is not None else "")
               + f"  fit {r['fit_s']:.1f}s", flush=True)
 
+    if args.render_only:
+        synth_mode_data(cfg["n_train"], cfg["n_test"], cfg["size"], args.workers)
+        synth_pin_data(cfg["pin_train"], cfg["pin_test"], cfg["size"], args.workers)
+        return rows
     if "mode" in tasks:
         t0 = time.perf_counter()
         (Xtr, ytr, ystr, _), (Xte, yte, yste, Mte) = synth_mode_data(
@@ -305,10 +324,9 @@ def main(argv=None):
         roi = roi_from_good(Xtr[ytr == "good"])
         Xtr, Xte, Mte = crop(Xtr, roi), crop(Xte, roi), crop(Mte, roi)
         good_crop = Xtr[ytr == "good"]
-        ref = good_crop.mean(0)
         hw = Xtr.shape[1:]
         for kind in models:
-            r, _ = fit_eval(kind, cfg, args, Xtr, ytr, Xte, yte, Mte, hw, ref, args.verbose)
+            r, _ = fit_eval(kind, cfg, args, Xtr, ytr, Xte, yte, Mte, hw, args.verbose)
             show("mode", r)
     if "pin" in tasks:
         t0 = time.perf_counter()
@@ -321,16 +339,16 @@ def main(argv=None):
                                       for i in range(cfg["n_train"])], args.workers)
             roi = roi_from_good(g)
             good_crop = crop(g, roi)
-            ref = good_crop.mean(0)
         Ptr, Pte, PMte = crop(Ptr, roi), crop(Pte, roi), crop(PMte, roi)
         g = good_crop
-        for kind in models:
-            r, _ = fit_eval(kind, cfg, args, Ptr, ptr, Pte, pte, PMte, Ptr.shape[1:], ref,
+        pin_models = list(dict.fromkeys("effnet-ref" if m == "effnet-focus" else m for m in models))
+        for kind in pin_models:
+            r, _ = fit_eval(kind, cfg, args, Ptr, ptr, Pte, pte, PMte, Ptr.shape[1:],
                             args.verbose, X_good=g)
             show("pin", r)
     if "mode" in tasks and not args.skip_signed:
-        for kind in [m for m in models if m == "effnet-ref"]:
-            r, _ = fit_eval(kind, cfg, args, Xtr, ystr, Xte, yste, Mte, hw, ref)
+        for kind in [m for m in models if m in ("effnet-ref", "effnet-focus")]:
+            r, _ = fit_eval(kind, cfg, args, Xtr, ystr, Xte, yste, Mte, hw)
             show("mode±", r)
     if "elpv" in tasks:
         from gaikan.deep.classifier import Classifier
@@ -347,7 +365,7 @@ def main(argv=None):
                          batch_size=cfg["batch"], random_state=0, num_threads=args.threads,
                          device=args.device, weights_file=args.weights)
         t0 = time.perf_counter()
-        clf.fine_tune(X[tr], y[tr], epochs=cfg["elpv_epochs"], base_lr=2e-3)
+        clf.fine_tune(X[tr], y[tr], epochs=cfg["elpv_epochs"], base_lr=2e-3, lr_mult=cfg["lr_mult"])
         t_fit = time.perf_counter() - t0
         pred = clf.predict(X[te])
         m = classification_metrics(y[te], pred, labels=[0, 1, 2, 3])
@@ -360,9 +378,6 @@ def main(argv=None):
         print(f"  elpv binary (p>=0.5): acc {mb['accuracy']:.4f}  F1 {mb['macro_f1']:.4f}",
               flush=True)
 
-    if args.cpu_timing:
-        cpu_timing(args, cfg, rows)
-
     dev = args.device
     if dev.startswith("cuda"):
         import torch
@@ -373,15 +388,19 @@ def main(argv=None):
     print()
     mode = 'smoke' if args.smoke else 'quick' if args.quick else 'full'
     print(f"bench_classifier ({mode}; device: {dev})")
-    hdr = (f"{'task':7s}{'model':12s}{'train':>7s}{'epochs':>7s}{'accuracy':>10s}{'macroF1':>9s}"
-           f"{'pointing':>10s}{'pt-alt':>9s}{'fit s':>8s}")
+    hdr = (f"{'task':7s}{'model':14s}{'train':>7s}{'epochs':>7s}{'accuracy':>10s}{'macroF1':>9s}"
+           f"{'pointing':>10s}{'pt-LCAM':>9s}{'pt-GCAM':>9s}{'pt-IG':>8s}{'fit s':>8s}"
+           f"{'s/epoch':>9s}")
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
         pt = "-" if r["pointing"] is None else f"{r['pointing']:.3f}"
         pf = "-" if r.get("pointing_alt") is None else f"{r['pointing_alt']:.3f}"
-        print(f"{r['task']:7s}{r['model']:12s}{r['n_train']:>7d}{r['epochs_run']:>7d}"
-              f"{r['accuracy']:>10.4f}{r['macro_f1']:>9.4f}{pt:>10s}{pf:>9s}{r['fit_s']:>8.1f}")
+        pi = "-" if r.get("pointing_ig") is None else f"{r['pointing_ig']:.3f}"
+        pl = "-" if r.get("pointing_lcam") is None else f"{r['pointing_lcam']:.3f}"
+        print(f"{r['task']:7s}{r['model']:14s}{r['n_train']:>7d}{r['epochs_run']:>7d}"
+              f"{r['accuracy']:>10.4f}{r['macro_f1']:>9.4f}{pt:>10s}{pl:>9s}{pf:>9s}{pi:>8s}"
+              f"{r['fit_s']:>8.1f}{r['fit_s'] / max(r['epochs_run'], 1):>9.1f}")
     for r in rows:
         if r["task"] == "elpv":
             print(f"elpv binary (probability >= 0.5) from the 4-class model: accuracy "

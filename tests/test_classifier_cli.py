@@ -65,6 +65,26 @@ def test_train_vit_soart(tmp_path):
     assert clf.input == "soart" and clf.predict_proba(np.zeros((2, 32, 32))).shape == (2, 2)
 
 
+def test_train_reference_focus(tmp_path):
+    from gaikan.cli import cli
+    from gaikan.deep.classifier import Classifier
+
+    data = image_folder(tmp_path / "data", n=20)
+    out = tmp_path / "f.gaikan"
+    res = CliRunner().invoke(
+        cli, ["train", str(data), "-o", str(out), "--backbone", "test_efficientnet",
+              "--no-pretrained", "--epochs", "1", "--size", "32", "--focus", "16", "--net-size",
+              "32", "--threads", "1", "--quiet"],
+    )
+    assert res.exit_code == 0, res.output
+    clf = Classifier.load(out)
+    assert clf.reference and clf.focus == 16 and clf.reference_.shape == (32, 32)
+    assert clf._size() == (32, 32)
+    res = CliRunner().invoke(
+        cli, ["train", str(data), "-o", str(out), "--backbone", "vit-raw", "--reference"])
+    assert res.exit_code != 0 and "CNN backbones" in res.output
+
+
 def test_train_errors(tmp_path):
     from gaikan.cli import cli
 

@@ -125,8 +125,9 @@ def write_train_report(out_dir: Path, clf, X_valid, y_valid, lr_plot=None, error
 @click.option("--epochs", default=5, show_default=True, help="Epochs with the body unfrozen.")
 @click.option("--base-lr", default=2e-3, show_default=True, type=float)
 @click.option("--freeze-epochs", default=1, show_default=True, help="Head-only epochs first.")
-@click.option("--lr-mult", default=100.0, show_default=True, type=float,
-              help="Head rate / stem rate (discriminative learning rates).")
+@click.option("--lr-mult", default=None, type=float,
+              help="Head rate / stem rate (discriminative learning rates); default 100 for "
+                   "pretrained backbones, 1 from scratch; try 10 for images far from photos.")
 @click.option("--lr-find", "lr_find", is_flag=True, help="Run the LR finder and use its suggestion.")
 @click.option("--batch-size", default=32, show_default=True)
 @click.option("--size", default=128, show_default=True, help="Images are loaded at size×size.")
@@ -135,6 +136,15 @@ def write_train_report(out_dir: Path, clf, X_valid, y_valid, lr_plot=None, error
 @click.option("--hflip", is_flag=True, help="Augment with horizontal flips (symmetric parts only).")
 @click.option("--vflip", is_flag=True, help="Augment with vertical flips (symmetric parts only).")
 @click.option("--rot90", is_flag=True, help="Augment with 90° rotations (symmetric parts only).")
+@click.option("--reference", is_flag=True,
+              help="Show the network each image next to the mean good image and their difference "
+                   "(grey images of one fixed view; needs a 'good' class or --good-class).")
+@click.option("--focus", default=None, type=int,
+              help="With --reference: classify a FOCUS-pixel window around the largest "
+                   "difference from the good parts, at --net-size (small defects).")
+@click.option("--good-class", default=None, help="Class folder of the good parts (default: good).")
+@click.option("--net-size", default=None, type=int,
+              help="Network input size (default: --size).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--threads", default=None, type=int, help="torch CPU threads.")
 @click.option("--device", default="cpu", show_default=True)
@@ -142,8 +152,8 @@ def write_train_report(out_dir: Path, clf, X_valid, y_valid, lr_plot=None, error
               default=None, help="Write an HTML report (curves, confusion matrix) here.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(data_dir, output, backbone, pretrained, epochs, base_lr, freeze_epochs, lr_mult,
-          lr_find, batch_size, size, valid_frac, patience, hflip, vflip, rot90, seed, threads,
-          device, report_dir, quiet):
+          lr_find, batch_size, size, valid_frac, patience, hflip, vflip, rot90, reference, focus,
+          good_class, net_size, seed, threads, device, report_dir, quiet):
     """Fine-tune a defect classifier on DATA_DIR (one sub-folder per class).
 
     Example: gaikan train parts/ -o parts.gaikan --epochs 5 --report report/
@@ -168,11 +178,14 @@ def train(data_dir, output, backbone, pretrained, epochs, base_lr, freeze_epochs
                + ", ".join(f"{c} ({n})" for c, n in zip(labels.tolist(), counts.tolist())))
     common = dict(batch_size=batch_size, valid_frac=valid_frac, patience=patience, hflip=hflip,
                   vflip=vflip, rot90=rot90, random_state=seed, num_threads=threads,
-                  device=device)
+                  device=device, good_class=good_class)
     if backbone in VIT_BACKBONES:
+        if reference or focus:
+            raise click.ClickException("--reference/--focus are for CNN backbones")
         clf = ViTClassifier(VIT_BACKBONES[backbone], **common)
     else:
-        clf = Classifier(backbone, pretrained=pretrained, image_size=size, **common)
+        clf = Classifier(backbone, pretrained=pretrained, image_size=net_size or size,
+                         reference=reference or focus is not None, focus=focus, **common)
     lr_plot = None
     try:
         if lr_find:

@@ -261,8 +261,38 @@ class Classifier(ParamsMixin):
         training images ("precise BN", Wu & Johnson 2021).  With few steps
         per epoch the exponential running averages lag far behind the
         weights and evaluation-mode predictions collapse; 0 turns it off.
-    cam_method : str, default "layercam"
-        Explanation used by :meth:`explain` when it is given no method.
+    reference : bool, default False
+        Feed the network a reference-aware input instead of the bare grey
+        image: the three channels (image, mean good image, 0.5 + image −
+        mean good image).  The mean good image (``reference_``) comes from
+        the training images of ``good_class`` or from ``X_good`` given to
+        :meth:`fine_tune`; every image must then have the training size
+        (crop parts to a fixed ROI first).  On the synthetic connectors it
+        is the difference between ~89 % and ≥ 99 % defect-mode accuracy: a
+        pin that is slightly shorter is hard to see, but easy to see next
+        to a good pin.
+    focus : int or None, default None
+        With ``reference=True``: feed the network only a ``focus × focus``
+        window (image pixels) centred on the largest difference from the
+        reference (``|image − reference|`` smoothed by a Gaussian of
+        ``focus_sigma`` pixels), resized to ``image_size``.  A two-stage
+        read, as an inspector does: find where the part differs, then look
+        closely there.  Small-defect *types* (a shifted vs. a tilted pin)
+        need resolution that a whole-image input cannot afford on a CPU;
+        a 64-pixel window at 128² costs half a 256×128 whole image and
+        shows the pin at 2× its size.  Not for tasks that need the defect's
+        position (use the whole image there).  Maps from :meth:`explain`
+        are pasted back into the full frame (zero outside the window).
+    focus_sigma : float, default 5.0
+    good_class : label or None, default None
+        Class of the good parts (the reference and the integrated-gradients
+        baseline); None: ``"good"`` when it is a class.
+    cam_method : str, default "auto"
+        Explanation used by :meth:`explain` when it is given no method;
+        "auto": integrated gradients (``"ig"``) for a ``reference`` model —
+        they point at the defective pin 86–96 % of the time on the
+        synthetic connectors, against 62–85 % for LayerCAM —, else
+        LayerCAM at ``cam_layer``.
     cam_layer : str or None, default "auto"
         Its layer: ``"auto"`` = the stage at stride 16 (timm's
         ``feature_info``; ``blocks.4`` for EfficientNet-Lite), finer than
@@ -284,6 +314,9 @@ class Classifier(ParamsMixin):
 
     kind: ClassVar[str] = "classifier"
     _chunk: ClassVar[int] = 64
+    #: Train and predict in channels-last memory format (CPU convolutions,
+    #: depthwise ones above all, run 2–3× faster; same results to float error).
+    _channels_last: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -306,7 +339,11 @@ class Classifier(ParamsMixin):
         n_groups: int = 3,
         label_smoothing: float = 0.0,
         precise_bn: int = 256,
-        cam_method: str = "layercam",
+        reference: bool = False,
+        focus: int | None = None,
+        focus_sigma: float = 5.0,
+        good_class: Any = None,
+        cam_method: str = "auto",
         cam_layer: str | None = "auto",
         random_state: int = 0,
         num_threads: int | None = None,
@@ -332,6 +369,10 @@ class Classifier(ParamsMixin):
         self.n_groups = n_groups
         self.label_smoothing = label_smoothing
         self.precise_bn = precise_bn
+        self.reference = reference
+        self.focus = focus
+        self.focus_sigma = focus_sigma
+        self.good_class = good_class
         self.cam_method = cam_method
         self.cam_layer = cam_layer
         self.random_state = random_state
@@ -419,28 +460,110 @@ class Classifier(ParamsMixin):
             return X[:, None] / 255.0
         return np.moveaxis(X, -1, 1) / 255.0
 
+    def _with_reference(self, t):
+        """(n, 1, H, W) grey tensor in 0–1 → (image, reference, 0.5 + difference)."""
+        torch = require("torch", "deep")
+        ref = torch.as_tensor(self.reference_ / 255.0, dtype=t.dtype, device=t.device)
+        ref = ref.expand(t.shape[0], 1, *ref.shape)
+        return torch.cat([t, ref, 0.5 + (t - ref)], 1)
+
+    def _good_images(self, X: np.ndarray, y_idx: np.ndarray) -> np.ndarray:
+        """Good training images: ``X_good`` given to fit, else class ``good_class``/"good", else X."""
+        if getattr(self, "_X_good", None) is not None:
+            return self._check_X(self._X_good, "X_good")
+        good = self.good_class
+        if good is None and "good" in self.classes_.tolist():
+            good = "good"
+        if good is not None:
+            hit = np.flatnonzero(self.classes_ == np.asarray(good, self.classes_.dtype))
+            if hit.size == 0:
+                raise ValueError(f"good_class {good!r} is not among the classes "
+                                 f"{self.classes_.tolist()}")
+            return X[y_idx == int(hit[0])]
+        return X
+
     def _fit_input(self, X: np.ndarray, y_idx: np.ndarray) -> None:
-        """Fit input statistics (subclasses: SOART unit space)."""
+        """Fit input statistics: the mean good image (reference / IG baseline)."""
+        good = self._good_images(X, y_idx)
+        if self.reference and X.ndim != 3:
+            raise ValueError("reference=True needs grey images (n, H, W)")
+        if self.focus is not None and (not self.reference or int(self.focus) < 8):
+            raise ValueError("focus needs reference=True and a window of at least 8 pixels")
+        if good.shape[1:] != X.shape[1:]:
+            raise ValueError(f"X_good images have shape {good.shape[1:]}, X has {X.shape[1:]}")
+        self.reference_ = good.mean(0).astype(np.float32)
+
+    def _check_reference_shape(self, X: np.ndarray) -> None:
+        ref = getattr(self, "reference_", None)
+        if self.reference and ref is not None and X.shape[1:] != ref.shape:
+            raise ValueError(
+                f"images are {X.shape[1]}×{X.shape[2]} but this model compares them with a "
+                f"{ref.shape[0]}×{ref.shape[1]} reference; crop/resize them as in training"
+            )
 
     def _encode(self, X: np.ndarray):
         """Images → normalised network tensor (n, c, h, w) at ``image_size``."""
         torch = require("torch", "deep")
-        F = torch.nn.functional
         out = []
         mean = torch.tensor(self.input_mean_, dtype=torch.float32).view(1, -1, 1, 1)
         std = torch.tensor(self.input_std_, dtype=torch.float32).view(1, -1, 1, 1)
+        self._check_reference_shape(X)
         for s in range(0, X.shape[0], 256):
-            t = torch.from_numpy(np.ascontiguousarray(self._raw_channels(X[s : s + 256]), np.float32))
-            if tuple(t.shape[-2:]) != self._size():
-                t = F.interpolate(t, size=self._size(), mode="bilinear", align_corners=False,
-                                  antialias=True)
-            c = t.shape[1]
-            t = (t - mean[:, :c]) / std[:, :c]
-            out.append(t)
+            Xc = X[s : s + 256]
+            t = torch.from_numpy(np.ascontiguousarray(self._raw_channels(Xc), np.float32))
+            out.append(self._encode_tensor(t, mean, std, boxes=self._focus_boxes(Xc)))
         return torch.cat(out)
 
+    def _focus_boxes(self, X: np.ndarray) -> np.ndarray | None:
+        """(n, 4) windows (r0, c0, h, w) around the largest smoothed reference difference."""
+        if not getattr(self, "focus", None):
+            return None
+        from scipy.ndimage import gaussian_filter
+
+        n, H, W = X.shape[:3]
+        fh, fw = min(int(self.focus), H), min(int(self.focus), W)
+        d = np.abs(X.astype(np.float32) - self.reference_[None])
+        d = gaussian_filter(d, sigma=(0, self.focus_sigma, self.focus_sigma), mode="nearest")
+        r, c = np.unravel_index(d.reshape(n, -1).argmax(1), (H, W))
+        r0 = np.clip(r - fh // 2, 0, H - fh)
+        c0 = np.clip(c - fw // 2, 0, W - fw)
+        return np.stack([r0, c0, np.full(n, fh), np.full(n, fw)], 1)
+
+    def _paste(self, maps: np.ndarray, boxes: np.ndarray, hw) -> np.ndarray:
+        """Window maps (n, h, w) back into zero frames (n, H, W) (focus mode)."""
+        torch = require("torch", "deep")
+        out = np.zeros((len(maps), *hw))
+        for i, (r0, c0, fh, fw) in enumerate(boxes):
+            m = torch.as_tensor(maps[i][None, None], dtype=torch.float32)
+            m = torch.nn.functional.interpolate(m, size=(int(fh), int(fw)), mode="bilinear",
+                                                align_corners=False)[0, 0].numpy()
+            out[i, r0 : r0 + fh, c0 : c0 + fw] = m
+        return out
+
+    def _encode_tensor(self, t, mean=None, std=None, boxes=None):
+        """(n, c, H, W) in 0–1 → normalised network input (differentiable)."""
+        torch = require("torch", "deep")
+        F = torch.nn.functional
+        if mean is None:
+            mean = torch.tensor(self.input_mean_, dtype=torch.float32).view(1, -1, 1, 1)
+            std = torch.tensor(self.input_std_, dtype=torch.float32).view(1, -1, 1, 1)
+        if self.reference:
+            t = self._with_reference(t)
+        if boxes is not None:
+            t = torch.stack([t[i, :, r0 : r0 + fh, c0 : c0 + fw]
+                             for i, (r0, c0, fh, fw) in enumerate(boxes.tolist())])
+        if tuple(t.shape[-2:]) != self._size():
+            t = F.interpolate(t, size=self._size(), mode="bilinear", align_corners=False,
+                              antialias=True)
+        c = t.shape[1]
+        return (t - mean[:, :c].to(t.device)) / std[:, :c].to(t.device)
+
     def _expand(self, xb):
-        return xb.expand(-1, 3, -1, -1) if xb.shape[1] == 1 and self.in_chans_ == 3 else xb
+        xb = xb.expand(-1, 3, -1, -1) if xb.shape[1] == 1 and self.in_chans_ == 3 else xb
+        if self._channels_last and xb.ndim == 4:
+            torch = require("torch", "deep")
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        return xb
 
     def _augment(self, xb, gen):
         torch = require("torch", "deep")
@@ -554,7 +677,13 @@ class Classifier(ParamsMixin):
         self.input_mean_, self.input_std_ = mean, std
         self._fit_input(Xt, yt)
         self.in_chans_ = int(getattr(model, "in_chans", 3) or 3)
-        self.model_ = model.to(self.device)
+        self.model_ = self._to_device(model)
+
+    def _to_device(self, model):
+        if self._channels_last:
+            torch = require("torch", "deep")
+            model = model.to(memory_format=torch.channels_last)
+        return model.to(self.device)
 
     def fine_tune(
         self,
@@ -563,12 +692,13 @@ class Classifier(ParamsMixin):
         epochs: int = 5,
         base_lr: float = 2e-3,
         freeze_epochs: int = 1,
-        lr_mult: float = 100.0,
+        lr_mult: float | None = None,
         pct_start: float = 0.3,
         div: float = 5.0,
         *,
         X_valid: Any = None,
         y_valid: Any = None,
+        X_good: Any = None,
         progress: bool | Callable[[dict], None] = False,
     ) -> Classifier:
         """Fine-tune on labelled images (fastai's recipe, see module doc).
@@ -585,12 +715,21 @@ class Classifier(ParamsMixin):
             Peak rate of the head; the frozen stage uses it as is.
         freeze_epochs : int
             Epochs of the frozen stage (0 skips it).
-        lr_mult : float
-            Ratio between the head's and the stem's peak rate.
+        lr_mult : float or None
+            Ratio between the head's and the stem's peak rate.  None: 100
+            (fastai's ``slice(lr/100, lr)``) for a pretrained body, 1 for a
+            network trained from scratch (nothing to protect).  On images
+            far from ImageNet — synthetic parts, difference channels — 10
+            learns markedly faster (connectors: 98 % vs 96 % in the same
+            epochs).
         pct_start, div : float
             One-cycle parameters of the unfrozen stage.
         X_valid, y_valid : optional
             Explicit validation set (else ``valid_frac`` of X).
+        X_good : array-like, optional
+            Images of good parts for the reference (and a SOART ViT's unit
+            space) when the classes hold none, e.g. a task that classifies
+            only defective parts.
         progress : bool or callable
             True: a tqdm bar with loss/metrics per epoch; a callable gets a
             dict per epoch.
@@ -603,7 +742,11 @@ class Classifier(ParamsMixin):
         Xt, yt, Xv, yv = self._prepare_fit(X, y, X_valid, y_valid)
         t0 = time.perf_counter()
         with _torch_context(self.num_threads, self.random_state, self.device):
-            self._setup(Xt, yt)
+            self._X_good = X_good
+            try:
+                self._setup(Xt, yt)
+            finally:
+                self._X_good = None
             xt, xv = self._encode(Xt), self._encode(Xv) if len(Xv) else None
             yt_t = torch.as_tensor(yt, dtype=torch.long)
             yv_t = torch.as_tensor(yv, dtype=torch.long) if len(Xv) else None
@@ -624,6 +767,8 @@ class Classifier(ParamsMixin):
                 lrs = np.r_[np.full(k - 1, base_lr / 10), base_lr]
                 stages.append(("frozen", freeze_epochs, lrs, 0.99, 25.0))
             if epochs > 0:
+                if lr_mult is None:
+                    lr_mult = 100.0 if self.pretrained else 1.0
                 lrs = discriminative_lrs(base_lr, lr_mult, len(groups))
                 stages.append(("unfrozen", epochs, lrs, pct_start, div))
             try:
@@ -852,7 +997,7 @@ class Classifier(ParamsMixin):
 
     # -- explanations ---------------------------------------------------------
     #: Methods :meth:`explain` accepts.
-    methods: ClassVar[tuple[str, ...]] = ("gradcam", "layercam", "eigencam")
+    methods: ClassVar[tuple[str, ...]] = ("gradcam", "layercam", "eigencam", "ig")
     #: Method used when :meth:`explain` gets none.
     default_method: ClassVar[str] = "gradcam"
 
@@ -868,11 +1013,16 @@ class Classifier(ParamsMixin):
         Parameters
         ----------
         X : array-like, shape (n, H, W) or (n, H, W, 3)
-        method : {"gradcam", "layercam", "eigencam"}, optional
-            Default: ``cam_method`` at ``cam_layer`` (LayerCAM at stride 16).
+        method : {"gradcam", "layercam", "eigencam", "ig"}, optional
+            Default: ``cam_method`` ("auto": IG for a reference model, else
+            LayerCAM at ``cam_layer``, stride 16).
             Grad-CAM (Selvaraju et al. 2017), LayerCAM (Jiang et al. 2021;
-            finer, element-wise gradients) or EigenCAM (Muhammad & Yeasin
-            2020; gradient-free, first principal component).
+            finer, element-wise gradients), EigenCAM (Muhammad & Yeasin
+            2020; gradient-free, first principal component) or "ig":
+            integrated gradients (Sundararajan et al. 2017) from the mean
+            good image to the image, i.e. which pixels' *differences from
+            a good part* raised the class score — pixel-sharp, see
+            :meth:`integrated_gradients`.
         target : label or None
             Class to explain (default: the predicted class of each image).
         layer : str or None
@@ -890,9 +1040,13 @@ class Classifier(ParamsMixin):
         X = self._check_X(X)
         if method is None:
             method = getattr(self, "cam_method", None) or self.default_method
+            if method == "auto":
+                method = "ig" if getattr(self, "reference", False) else "layercam"
             layer = self._resolve_layer(getattr(self, "cam_layer", None))
         if method not in self.methods:
             raise ValueError(f"unknown method {method!r}; choose from {', '.join(self.methods)}")
+        if method == "ig":
+            return self.integrated_gradients(X, target=target)
         maps = []
         tgt_all = self._target_idx(target, X.shape[0])
         with _torch_context(self.num_threads, None, self.device):
@@ -901,8 +1055,98 @@ class Classifier(ParamsMixin):
                 x = self._expand(self._encode(Xc)).to(self.device)
                 tgt = None if tgt_all is None else tgt_all[s : s + 32]
                 m = cam.explain_model(self.model_, x, method=method, target=tgt, layer=layer)
-                maps.append(self._to_input_maps(m, Xc.shape[1:3]))
+                boxes = self._focus_boxes(Xc)
+                if boxes is not None:
+                    maps.append(self._paste(m.cpu().numpy(), boxes, Xc.shape[1:3]))
+                else:
+                    maps.append(self._to_input_maps(m, Xc.shape[1:3]))
         return np.concatenate(maps)
+
+    def integrated_gradients(self, X: Any, target: Any = None, steps: int = 8,
+                             smooth: float = 1.5, part: str = "positive",
+                             normalize: bool = True) -> np.ndarray:
+        """Integrated gradients against the mean good image, (n, H, W) in [0, 1].
+
+        Attribution of pixel p: ``(x_p − r_p) · mean_α ∂f_c/∂x_p`` along the
+        straight path ``r + α(x − r)`` (midpoint rule, ``steps`` points),
+        with ``r = reference_`` the mean good training image and ``f_c`` the
+        class logit.  By IG's completeness the attributions sum to
+        ``f_c(x) − f_c(r)``: the map splits *how much more class-c the
+        image is than a good part* over the pixels that differ from one.
+        It lives at the image's own resolution (no upsampled feature grid),
+        so it can point at one pin.
+
+        Parameters
+        ----------
+        X : array-like, shape (n, H, W) or (n, H, W, 3), the training size
+        target : label or None
+            Class to explain (default: the predicted class).
+        steps : int
+            Path points (cost: ``steps`` forward/backward passes per image).
+        smooth : float
+            Gaussian sigma in pixels against single-pixel speckle (0: none).
+        part : {"positive", "abs", "signed"}
+            Keep the evidence *for* the class (default), its magnitude, or
+            the signed attributions.
+        normalize : bool
+            Scale each map to a maximum of 1 (False: raw attributions in
+            logit units; with ``part="signed", smooth=0`` they sum to
+            ``f_c(x) − f_c(r)`` up to the quadrature error).
+
+        Returns
+        -------
+        ndarray, shape (n, H, W), float64
+        """
+        if part not in ("positive", "abs", "signed"):
+            raise ValueError("part must be 'positive', 'abs' or 'signed'")
+        torch = require("torch", "deep")
+        self._check_fitted()
+        X = self._check_X(X)
+        ref = getattr(self, "reference_", None)
+        if ref is None or ref.shape != X.shape[1:]:
+            raise ValueError(
+                "integrated gradients need the images at the training size "
+                f"{None if ref is None else ref.shape}; got {X.shape[1:]}"
+            )
+        tgt_all = self._target_idx(target, X.shape[0])
+        alphas = (np.arange(steps) + 0.5) / steps
+        out = []
+        with _torch_context(self.num_threads, None, self.device):
+            self.model_.eval()
+            base = torch.from_numpy(self._raw_channels(ref[None].astype(np.float32))).to(self.device)
+            for s in range(0, X.shape[0], 16):
+                x = torch.from_numpy(np.ascontiguousarray(
+                    self._raw_channels(X[s : s + 16]), np.float32)).to(self.device)
+                # the window is fixed by the image (|x_α − r| = α|x − r| peaks in the same place)
+                boxes = self._focus_boxes(X[s : s + 16])
+                if tgt_all is None:
+                    with torch.no_grad():
+                        tgt = self.model_(self._expand(self._encode_tensor(x, boxes=boxes))).argmax(1)
+                else:
+                    tgt = torch.as_tensor(tgt_all[s : s + 16], device=self.device)
+                grad = torch.zeros_like(x)
+                for a in alphas:
+                    xa = (base + float(a) * (x - base)).requires_grad_(True)
+                    with torch.enable_grad():
+                        logits = self.model_(self._expand(self._encode_tensor(xa, boxes=boxes)))
+                        score = logits.gather(1, tgt.view(-1, 1).long()).sum()
+                        (g,) = torch.autograd.grad(score, xa)
+                    grad += g
+                attr = ((x - base) * grad / steps).sum(1)
+                if part == "positive":
+                    attr = attr.clamp_min(0)
+                elif part == "abs":
+                    attr = attr.abs()
+                out.append(attr.detach().cpu().numpy().astype(np.float64))
+        maps = np.concatenate(out)
+        if smooth > 0:
+            from scipy.ndimage import gaussian_filter
+
+            maps = gaussian_filter(maps, sigma=(0, smooth, smooth), mode="nearest")
+        if not normalize:
+            return maps
+        hi = maps.reshape(len(maps), -1).max(1)
+        return maps / np.where(hi > 0, hi, 1.0)[:, None, None]
 
     def _resolve_layer(self, layer: str | None) -> str | None:
         """``"auto"`` → the stride-16 stage from timm's ``feature_info`` (else None)."""
@@ -936,10 +1180,14 @@ class Classifier(ParamsMixin):
 
     # -- model files ----------------------------------------------------------
     def _extra_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        return {}, {}
+        ref = getattr(self, "reference_", None)
+        return ({"reference": np.asarray(ref, np.float32)} if ref is not None else {}), {}
 
     def _set_extra_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-        pass
+        if "reference" in arrays:
+            self.reference_ = np.asarray(arrays["reference"], np.float32)
+        elif self.reference:
+            raise ModelFileError("reference=True but the model file holds no reference image")
 
     def to_modelfile(self):
         """The fitted classifier as a :class:`gaikan.modelfile.ModelFile`."""
@@ -1004,7 +1252,7 @@ class Classifier(ParamsMixin):
                 raise ModelFileError("model file has no weights.safetensors member")
             model = obj._rebuild(obj.arch_, int(obj.classes_.size))
             model.load_state_dict(st_load(blob), strict=True)
-            obj.model_ = model.to(obj.device).eval()
+            obj.model_ = obj._to_device(model).eval()
         except ModelFileError:
             raise
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:

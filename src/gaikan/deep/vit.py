@@ -63,6 +63,7 @@ class ViTClassifier(Classifier):
     """
 
     kind: ClassVar[str] = "vit-classifier"
+    _channels_last: ClassVar[bool] = False
     methods: ClassVar[tuple[str, ...]] = ("rollout", "gradcam", "layercam", "eigencam")
     default_method: ClassVar[str] = "rollout"
 
@@ -116,6 +117,7 @@ class ViTClassifier(Classifier):
             drop_rate=drop_rate,
             n_groups=n_groups,
             label_smoothing=label_smoothing,
+            good_class=good_class,
             random_state=random_state,
             num_threads=num_threads,
             device=device,
@@ -130,7 +132,6 @@ class ViTClassifier(Classifier):
         self.soart_kernel = soart_kernel
         self.soart_stride = soart_stride
         self.soart_norm = soart_norm
-        self.good_class = good_class
 
     # Classifier reads these; a ViT has no pretrained backbone.
     backbone = "vit"
@@ -195,16 +196,7 @@ class ViTClassifier(Classifier):
 
             if X.ndim == 4:
                 raise ValueError("SOART input needs grey images (n, H, W)")
-            good = self.good_class
-            if good is None and "good" in self.classes_.tolist():
-                good = "good"
-            if getattr(self, "_X_good", None) is not None:
-                Xg = self._check_X(self._X_good, "X_good")
-            elif good is not None:
-                gi = int(np.flatnonzero(self.classes_ == np.asarray(good, self.classes_.dtype))[0])
-                Xg = X[y_idx == gi]
-            else:
-                Xg = X
+            Xg = self._good_images(X, y_idx)
             self.soart_ = SOART3Map(kernel=self.soart_kernel, stride=self.soart_stride).fit(Xg)
         # standardise on the training set (a from-scratch ViT has no preset)
         sample = self._raw_channels(X[: min(len(X), 512)]).astype(np.float64)
@@ -219,16 +211,6 @@ class ViTClassifier(Classifier):
 
     def _expand(self, xb):
         return xb
-
-    def fine_tune(self, X: Any, y: Any, *args: Any, X_good: Any = None, **kw: Any):
-        """:meth:`Classifier.fine_tune`, plus ``X_good``: images of good parts
-        for the SOART unit space when the classes hold none (e.g. a task that
-        classifies only defective parts)."""
-        self._X_good = X_good
-        try:
-            return super().fine_tune(X, y, *args, **kw)
-        finally:
-            self._X_good = None
 
     # -- explanations --------------------------------------------------------
     def explain(self, X: Any, method: str | None = None, target: Any = None,

@@ -1,0 +1,182 @@
+"""Reference-aware classifier input and integrated-gradients explanations."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("timm")
+pytest.importorskip("safetensors")
+
+from gaikan.deep.classifier import Classifier
+from gaikan.deep.evaluate import pointing_score
+
+pytestmark = pytest.mark.deep
+
+CLASSES = ("bright", "dark", "good")
+
+
+def parts(n, seed, size=32, box=7, delta=90.0):
+    """A fixed 'part' pattern plus noise; 'bright'/'dark' get a square somewhere."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    part = 100 + 25 * np.sin(xx / 3.0) * np.cos(yy / 4.0)  # same for every part
+    X = part + rng.normal(0, 6, (n, size, size))
+    y = np.array([CLASSES[i % 3] for i in range(n)])
+    masks = np.zeros(X.shape, bool)
+    for i in np.flatnonzero(y != "good"):
+        r, c = rng.integers(1, size - box - 1, 2)
+        X[i, r:r + box, c:c + box] += delta if y[i] == "bright" else -delta
+        masks[i, r:r + box, c:c + box] = True
+    return np.clip(np.rint(X), 0, 255), y, masks
+
+
+def tiny(**kw):
+    params = dict(pretrained=False, image_size=48, batch_size=16, num_threads=1, brightness=0.0,
+                  contrast=0.0, random_state=0)
+    params.update(kw)
+    return Classifier("test_efficientnet", **params)
+
+
+@pytest.fixture(scope="module")
+def data():
+    X, y, _ = parts(150, 0)
+    Xt, yt, mt = parts(60, 1)
+    return X, y, Xt, yt, mt
+
+
+@pytest.fixture(scope="module")
+def ref_model(data):
+    X, y, *_ = data
+    return tiny(reference=True).fine_tune(X, y, epochs=6, base_lr=1e-2)
+
+
+def test_reference_is_mean_good_training_image(ref_model, data):
+    X, y, *_ = data
+    train = np.setdiff1d(np.arange(len(X)), ref_model.valid_idx_)
+    good = train[y[train] == "good"]
+    np.testing.assert_allclose(ref_model.reference_, X[good].mean(0), rtol=1e-6)
+    # the network input: (image, reference, 0.5 + image − reference), then normalised
+    t = ref_model._encode(X[:1])
+    assert t.shape == (1, 3, 48, 48)
+    mean = torch.tensor(ref_model.input_mean_).view(3, 1, 1)
+    std = torch.tensor(ref_model.input_std_).view(3, 1, 1)
+    raw = (t[0] * std + mean).numpy()
+    # channel 2 − channel 0 + channel 1 = 0.5 holds pixel-wise (resizing is linear)
+    np.testing.assert_allclose(raw[2] - raw[0] + raw[1], 0.5, atol=1e-5)
+
+
+def test_reference_model_learns_and_round_trips(ref_model, data, tmp_path):
+    _, _, Xt, yt, _ = data
+    assert ref_model.score(Xt, yt) >= 0.9
+    path = tmp_path / "ref.gaikan"
+    ref_model.save(path)
+    back = Classifier.load(path)
+    assert back.reference is True
+    np.testing.assert_array_equal(back.reference_, ref_model.reference_)
+    np.testing.assert_allclose(back.predict_proba(Xt), ref_model.predict_proba(Xt), atol=1e-6)
+
+
+def test_reference_checks_inputs(ref_model, data):
+    X, y, *_ = data
+    with pytest.raises(ValueError, match="crop/resize"):
+        ref_model.predict(np.zeros((2, 40, 32)))
+    with pytest.raises(ValueError, match="grey"):
+        tiny(reference=True).fine_tune(np.repeat(X[..., None], 3, -1), y, epochs=1)
+    with pytest.raises(ValueError, match="good_class"):
+        tiny(reference=True, good_class="ok").fine_tune(X, y, epochs=1)
+    # classes without a good one: the reference comes from X_good
+    d = y != "good"
+    clf = tiny(reference=True).fine_tune(X[d], y[d], epochs=1, freeze_epochs=0,
+                                         X_good=X[~d][:10])
+    np.testing.assert_allclose(clf.reference_, X[~d][:10].mean(0), rtol=1e-6)
+
+
+def test_integrated_gradients_completeness(ref_model, data):
+    """IG's axiom: attributions sum to f_c(x) − f_c(reference)."""
+    Xt = data[2]
+    x = Xt[:4]
+    tgt = np.array(["bright", "dark", "good", "bright"])
+    attr = ref_model.integrated_gradients(x, target=tgt, steps=128, smooth=0, part="signed",
+                                          normalize=False)
+    assert attr.shape == (4, 32, 32)
+    with torch.no_grad():
+        ref_model.model_.eval()
+        lx = ref_model.model_(ref_model._expand(ref_model._encode(x))).numpy()
+        lr = ref_model.model_(ref_model._expand(ref_model._encode(ref_model.reference_[None]))).numpy()
+    idx = np.searchsorted(ref_model.classes_, tgt)
+    want = lx[np.arange(4), idx] - lr[0, idx]
+    np.testing.assert_allclose(attr.reshape(4, -1).sum(1), want, rtol=0.05, atol=0.05)
+
+
+def test_integrated_gradients_point_at_the_defect(ref_model, data):
+    _, _, Xt, yt, mt = data
+    d = yt != "good"
+    maps = ref_model.explain(Xt[d], method="ig", target=ref_model.predict(Xt[d]))
+    assert maps.shape == (int(d.sum()), 32, 32)
+    assert maps.min() >= 0 and np.allclose(maps.reshape(len(maps), -1).max(1), 1.0)
+    # a 7×7 square of 32×32: chance ≈ 5 %
+    assert pointing_score(maps, mt[d]) >= 0.9
+    # "auto": IG is the default explanation of a reference model
+    np.testing.assert_allclose(ref_model.explain(Xt[d][:3]), maps[:3], atol=1e-4)
+    with pytest.raises(ValueError, match="training size"):
+        ref_model.integrated_gradients(np.zeros((1, 30, 32)))
+    with pytest.raises(ValueError, match="part"):
+        ref_model.integrated_gradients(Xt[:1], part="both")
+
+
+def test_plain_model_also_explains_with_ig(data):
+    """Without reference input the baseline is still the mean good image."""
+    X, y, Xt, yt, mt = data
+    clf = tiny().fine_tune(X, y, epochs=6, base_lr=1e-2)
+    assert clf.reference_.shape == (32, 32)
+    d = yt != "good"
+    assert pointing_score(clf.explain(Xt[d], method="ig", target=yt[d]), mt[d]) >= 0.8
+
+
+# --------------------------------------------------------------------------- focus windows
+@pytest.fixture(scope="module")
+def focus_model(data):
+    X, y, *_ = data
+    return tiny(reference=True, focus=16, focus_sigma=2.0).fine_tune(X, y, epochs=6, base_lr=1e-2)
+
+
+def test_focus_window_sits_on_the_defect(focus_model, data):
+    _, _, Xt, yt, mt = data
+    d = yt != "good"
+    boxes = focus_model._focus_boxes(Xt[d])
+    assert boxes.shape == (int(d.sum()), 4)
+    assert np.all(boxes[:, 2:] == 16)
+    assert np.all((boxes[:, :2] >= 0) & (boxes[:, :2] <= 32 - 16))
+    # the whole 7×7 defect lies inside the 16×16 window
+    for (r0, c0, h, w), m in zip(boxes, mt[d]):
+        rr, cc = np.nonzero(m)
+        assert r0 <= rr.min() and rr.max() < r0 + h and c0 <= cc.min() and cc.max() < c0 + w
+
+
+def test_focus_model_learns_explains_and_round_trips(focus_model, data, tmp_path):
+    _, _, Xt, yt, mt = data
+    assert focus_model.score(Xt, yt) >= 0.9
+    d = yt != "good"
+    boxes = focus_model._focus_boxes(Xt[d])
+    for method in ("ig", "gradcam"):
+        maps = focus_model.explain(Xt[d], method=method, target=yt[d])
+        assert maps.shape == (int(d.sum()), 32, 32)
+        for m, (r0, c0, h, w) in zip(maps, boxes):
+            outside = m.copy()
+            outside[r0:r0 + h, c0:c0 + w] = 0
+            if method == "gradcam":  # pasted into the frame: nothing outside the window
+                assert not outside.any()
+            else:  # IG: pixels outside the window get no gradient; smoothing bleeds ≤ a few px
+                assert outside.max() < 0.05
+    assert pointing_score(focus_model.explain(Xt[d], method="ig", target=yt[d]), mt[d]) >= 0.9
+    path = tmp_path / "focus.gaikan"
+    focus_model.save(path)
+    back = Classifier.load(path)
+    assert back.focus == 16
+    np.testing.assert_allclose(back.predict_proba(Xt), focus_model.predict_proba(Xt), atol=1e-6)
+
+
+def test_focus_needs_reference(data):
+    X, y, *_ = data
+    with pytest.raises(ValueError, match="focus needs reference"):
+        tiny(focus=16).fine_tune(X, y, epochs=1)
