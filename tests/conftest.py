@@ -35,3 +35,13 @@ def test_set():
     good = structured_images(20, seed=5)
     bad, masks = plant_defect(structured_images(20, seed=6))
     return good, bad, masks
+
+
+def tiny_classifier(**kw):
+    """A from-scratch toy EfficientNet classifier for fast tests (no augmentation)."""
+    from gaikan.deep.classifier import Classifier
+
+    params = {"pretrained": False, "image_size": 48, "batch_size": 16, "num_threads": 1,
+              "brightness": 0.0, "contrast": 0.0, "random_state": 0}
+    params.update(kw)
+    return Classifier("test_efficientnet", **params)

@@ -13,7 +13,8 @@ pytest.importorskip("timm")
 pytestmark = pytest.mark.deep
 
 
-def test_inspect_classifier_model(tmp_path):
+@pytest.mark.parametrize("kw", [{}, {"reference": True, "focus": 16}], ids=["plain", "focus"])
+def test_inspect_classifier_model(tmp_path, kw):
     from gaikan.cli import cli
     from gaikan.deep.classifier import Classifier
 
@@ -22,7 +23,7 @@ def test_inspect_classifier_model(tmp_path):
     y = np.array(["good", "scratch"] * 20)
     X[1::2, 10:14, 3:29] += 100
     clf = Classifier("test_efficientnet", pretrained=False, image_size=32, batch_size=16,
-                     num_threads=1, random_state=0)
+                     num_threads=1, random_state=0, **kw)
     clf.fine_tune(X.clip(0, 255), y, epochs=3, base_lr=0.01)
     clf.save(tmp_path / "clf.gaikan")
     for i, cls in enumerate(["good", "scratch"]):

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from conftest import tiny_classifier
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("timm")
@@ -30,11 +31,7 @@ def parts(n, seed, size=32, box=7, delta=90.0):
     return np.clip(np.rint(X), 0, 255), y, masks
 
 
-def tiny(**kw):
-    params = dict(pretrained=False, image_size=48, batch_size=16, num_threads=1, brightness=0.0,
-                  contrast=0.0, random_state=0)
-    params.update(kw)
-    return Classifier("test_efficientnet", **params)
+tiny = tiny_classifier
 
 
 @pytest.fixture(scope="module")
