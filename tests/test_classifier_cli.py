@@ -83,6 +83,9 @@ def test_train_reference_focus(tmp_path):
     res = CliRunner().invoke(
         cli, ["train", str(data), "-o", str(out), "--backbone", "vit-raw", "--reference"])
     assert res.exit_code != 0 and "CNN backbones" in res.output
+    res = CliRunner().invoke(
+        cli, ["train", str(data), "-o", str(out), "--focus", "0"])
+    assert res.exit_code == 2 and "--focus" in res.output
 
 
 def test_train_errors(tmp_path):

@@ -139,9 +139,9 @@ def write_train_report(out_dir: Path, clf, X_valid, y_valid, lr_plot=None, error
 @click.option("--reference", is_flag=True,
               help="Show the network each image next to the mean good image and their difference "
                    "(grey images of one fixed view; needs a 'good' class or --good-class).")
-@click.option("--focus", default=None, type=int,
-              help="With --reference: classify a FOCUS-pixel window around the largest "
-                   "difference from the good parts, at --net-size (small defects).")
+@click.option("--focus", default=None, type=click.IntRange(min=8),
+              help="Classify a FOCUS-pixel window around the largest difference from the good "
+                   "parts, at --net-size (small defects); implies --reference.")
 @click.option("--good-class", default=None, help="Class folder of the good parts (default: good).")
 @click.option("--net-size", default=None, type=int,
               help="Network input size (default: --size).")
@@ -180,8 +180,8 @@ def train(data_dir, output, backbone, pretrained, epochs, base_lr, freeze_epochs
                   vflip=vflip, rot90=rot90, random_state=seed, num_threads=threads,
                   device=device, good_class=good_class)
     if backbone in VIT_BACKBONES:
-        if reference or focus:
-            raise click.ClickException("--reference/--focus are for CNN backbones")
+        if reference or focus is not None or net_size is not None:
+            raise click.ClickException("--reference/--focus/--net-size are for CNN backbones")
         clf = ViTClassifier(VIT_BACKBONES[backbone], **common)
     else:
         clf = Classifier(backbone, pretrained=pretrained, image_size=net_size or size,

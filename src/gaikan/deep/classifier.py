@@ -475,18 +475,22 @@ class Classifier(ParamsMixin):
         if good is None and "good" in self.classes_.tolist():
             good = "good"
         if good is not None:
-            hit = np.flatnonzero(self.classes_ == np.asarray(good, self.classes_.dtype))
-            if hit.size == 0:
-                raise ValueError(f"good_class {good!r} is not among the classes "
-                                 f"{self.classes_.tolist()}")
-            return X[y_idx == int(hit[0])]
+            labels = self.classes_.tolist()
+            good = good.item() if hasattr(good, "item") else good
+            if good not in labels:
+                raise ValueError(f"good_class {good!r} is not among the classes {labels}")
+            return X[y_idx == labels.index(good)]
         return X
 
     def _fit_input(self, X: np.ndarray, y_idx: np.ndarray) -> None:
         """Fit input statistics: the mean good image (reference / IG baseline)."""
-        good = self._good_images(X, y_idx)
         if self.reference and X.ndim != 3:
             raise ValueError("reference=True needs grey images (n, H, W)")
+        if (self.reference and getattr(self, "_X_good", None) is None and self.good_class is None
+                and "good" not in self.classes_.tolist()):
+            raise ValueError("reference=True needs good images: name their class with "
+                             "good_class= (CLI --good-class) or pass X_good= to fine_tune")
+        good = self._good_images(X, y_idx)
         if self.focus is not None and (not self.reference or int(self.focus) < 8):
             raise ValueError("focus needs reference=True and a window of at least 8 pixels")
         if good.shape[1:] != X.shape[1:]:
@@ -495,6 +499,8 @@ class Classifier(ParamsMixin):
 
     def _check_reference_shape(self, X: np.ndarray) -> None:
         ref = getattr(self, "reference_", None)
+        if self.reference and X.ndim != 3:
+            raise ValueError("this model compares grey images with a reference: pass (n, H, W)")
         if self.reference and ref is not None and X.shape[1:] != ref.shape:
             raise ValueError(
                 f"images are {X.shape[1]}×{X.shape[2]} but this model compares them with a "
@@ -536,8 +542,10 @@ class Classifier(ParamsMixin):
         for i, (r0, c0, fh, fw) in enumerate(boxes):
             m = torch.as_tensor(maps[i][None, None], dtype=torch.float32)
             m = torch.nn.functional.interpolate(m, size=(int(fh), int(fw)), mode="bilinear",
-                                                align_corners=False)[0, 0].numpy()
-            out[i, r0 : r0 + fh, c0 : c0 + fw] = m
+                                                align_corners=False, antialias=True)[0, 0].numpy()
+            hi = m.max()
+            # scale again after resizing: downsampling can shave the maximum off
+            out[i, r0 : r0 + fh, c0 : c0 + fw] = m / hi if hi > 0 else 0.0
         return out
 
     def _encode_tensor(self, t, mean=None, std=None, boxes=None):
@@ -593,12 +601,21 @@ class Classifier(ParamsMixin):
             xb = F.grid_sample(xb, grid, mode="bilinear", padding_mode="border", align_corners=False)
         if self.contrast > 0 or self.brightness > 0:
             c = 1 + (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * self.contrast
-            # amplitudes are on the 0–1 scale; the tensor is normalised by std
-            b = (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * self.brightness / float(
-                np.mean(self.input_std_)
-            )
-            mu = xb.mean(dim=(1, 2, 3), keepdim=True)
-            xb = (xb - mu) * c + mu + b
+            b = (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * self.brightness  # 0–1 scale
+            if getattr(self, "reference", False) and xb.shape[1] == 3:
+                # only the camera image varies: jitter channel 0, keep the stored
+                # reference, rebuild the difference channel from the two
+                m = torch.tensor(self.input_mean_, dtype=xb.dtype).view(1, 3, 1, 1)
+                sd = torch.tensor(self.input_std_, dtype=xb.dtype).view(1, 3, 1, 1)
+                raw = xb * sd + m
+                img, ref = raw[:, :1], raw[:, 1:2]
+                mu = img.mean(dim=(1, 2, 3), keepdim=True)
+                img = (img - mu) * c + mu + b
+                xb = (torch.cat([img, ref, 0.5 + img - ref], 1) - m) / sd
+            else:
+                b = b / float(np.mean(self.input_std_))  # the tensor is normalised by std
+                mu = xb.mean(dim=(1, 2, 3), keepdim=True)
+                xb = (xb - mu) * c + mu + b
         return xb
 
     # -- layer groups ---------------------------------------------------------
@@ -914,6 +931,7 @@ class Classifier(ParamsMixin):
         num_it: int = 100,
         beta: float = 0.98,
         stop_div: float = 4.0,
+        X_good: Any = None,
     ) -> LRFindResult:
         """Exponential learning-rate sweep (Smith, 2015) on the head-unfrozen net.
 
@@ -930,7 +948,11 @@ class Classifier(ParamsMixin):
         torch = require("torch", "deep")
         Xt, yt, _, _ = self._prepare_fit(X, y)
         with _torch_context(self.num_threads, self.random_state, self.device):
-            self._setup(Xt, yt)
+            self._X_good = X_good  # the reference, as fine_tune(X_good=) would build it
+            try:
+                self._setup(Xt, yt)
+            finally:
+                self._X_good = None
             xt = self._encode(Xt)
             yt_t = torch.as_tensor(yt, dtype=torch.long)
             groups = self._layer_groups(self.model_)
@@ -1096,14 +1118,20 @@ class Classifier(ParamsMixin):
         Returns
         -------
         ndarray, shape (n, H, W), float64
+            In [0, 1] unless ``part="signed"`` or ``normalize=False``.
         """
         if part not in ("positive", "abs", "signed"):
             raise ValueError("part must be 'positive', 'abs' or 'signed'")
+        if int(steps) < 1:
+            raise ValueError("steps must be at least 1")
         torch = require("torch", "deep")
         self._check_fitted()
         X = self._check_X(X)
         ref = getattr(self, "reference_", None)
-        if ref is None or ref.shape != X.shape[1:]:
+        if ref is None:
+            raise ValueError("this model has no reference image (a model file written before "
+                             "gaikan stored one): retrain it, or use method='layercam'")
+        if ref.shape != X.shape[1:]:
             raise ValueError(
                 "integrated gradients need the images at the training size "
                 f"{None if ref is None else ref.shape}; got {X.shape[1:]}"
@@ -1214,7 +1242,9 @@ class Classifier(ParamsMixin):
             "extra": extra,
         }
         state = {k: v.detach().cpu().contiguous() for k, v in self.model_.state_dict().items()}
-        params = json.loads(json.dumps(self.get_params()))
+        # numpy scalars (e.g. good_class=y[0]) become plain JSON numbers/strings
+        params = json.loads(json.dumps(self.get_params(),
+                                       default=lambda o: o.item() if hasattr(o, "item") else str(o)))
         return ModelFile(kind=self.kind, params=params, meta=meta, arrays=arrays,
                          blobs={"weights.safetensors": st_save(state)})
 
