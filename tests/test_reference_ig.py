@@ -177,3 +177,69 @@ def test_focus_needs_reference(data):
     X, y, *_ = data
     with pytest.raises(ValueError, match="focus needs reference"):
         tiny(focus=16).fine_tune(X, y, epochs=1)
+
+
+# --------------------------------------------------------------------------- review regressions
+def test_photometric_jitter_only_moves_the_camera_image(ref_model, data):
+    X = data[0]
+    x = ref_model._encode(X[:6])
+    aug = tiny(reference=True, brightness=0.2, contrast=0.2)
+    aug.reference, aug.input_mean_, aug.input_std_ = True, ref_model.input_mean_, ref_model.input_std_
+    out = aug._augment(x, torch.Generator().manual_seed(0))
+    m = torch.tensor(ref_model.input_mean_).view(1, 3, 1, 1)
+    sd = torch.tensor(ref_model.input_std_).view(1, 3, 1, 1)
+    raw_in, raw_out = x * sd + m, out * sd + m
+    assert not torch.allclose(raw_out[:, 0], raw_in[:, 0], atol=1e-3)  # the image moved
+    torch.testing.assert_close(raw_out[:, 1], raw_in[:, 1])  # the stored reference did not
+    torch.testing.assert_close(raw_out[:, 2], 0.5 + raw_out[:, 0] - raw_out[:, 1])
+
+
+def test_reference_needs_a_good_class(data):
+    X, y, *_ = data
+    y2 = np.where(y == "good", "ok", y)
+    with pytest.raises(ValueError, match="needs good images"):
+        tiny(reference=True).fine_tune(X, y2, epochs=1)
+    clf = tiny(reference=True, good_class=np.str_("ok")).fine_tune(X, y2, epochs=1, freeze_epochs=0)
+    assert clf.reference_.shape == (32, 32)
+    with pytest.raises(ValueError, match="not among the classes"):
+        tiny(reference=True, good_class="okay").fine_tune(X, y2, epochs=1)
+
+
+def test_lr_mult_default_follows_pretraining(data, monkeypatch):
+    import gaikan.deep.classifier as mod
+
+    seen = []
+    real = mod.discriminative_lrs
+    monkeypatch.setattr(mod, "discriminative_lrs",
+                        lambda lr, mult, k: seen.append(mult) or real(lr, mult, k))
+    X, y, *_ = data
+    tiny().fine_tune(X[:30], y[:30], epochs=1, freeze_epochs=0)
+    tiny().fine_tune(X[:30], y[:30], epochs=1, freeze_epochs=0, lr_mult=10)
+    assert seen == [1.0, 10]
+
+
+def test_channels_last_gives_the_same_predictions(ref_model, data):
+    Xt = data[2]
+    want = ref_model.predict_proba(Xt[:8])
+    plain = Classifier.from_modelfile(ref_model.to_modelfile())
+    plain._channels_last = False  # instance override: contiguous weights and inputs
+    plain.model_ = plain.model_.to(memory_format=torch.contiguous_format)
+    assert plain.model_.conv_stem.weight.is_contiguous()
+    np.testing.assert_allclose(plain.predict_proba(Xt[:8]), want, atol=1e-5)
+
+
+def test_model_file_from_before_reference_loads(data):
+    """Files written before reference/focus existed lack those params and arrays."""
+    X, y, Xt, *_ = data
+    old = tiny().fine_tune(X[:30], y[:30], epochs=1, freeze_epochs=0)
+    mf = old.to_modelfile()
+    for k in ("reference", "focus", "focus_sigma", "good_class"):
+        mf.params.pop(k)
+    mf.params["cam_method"] = "layercam"
+    mf.arrays.clear()
+    back = Classifier.from_modelfile(mf)
+    assert back.reference is False and getattr(back, "reference_", None) is None
+    np.testing.assert_array_equal(back.predict_proba(Xt), old.predict_proba(Xt))
+    assert back.explain(Xt[:2]).shape == (2, 32, 32)  # LayerCAM
+    with pytest.raises(ValueError, match="no reference image"):
+        back.integrated_gradients(Xt[:1])
