@@ -45,3 +45,17 @@ def tiny_classifier(**kw):
               "brightness": 0.0, "contrast": 0.0, "random_state": 0}
     params.update(kw)
     return Classifier("test_efficientnet", **params)
+
+
+def plant_classes(X, y, rng, box, delta, margin):
+    """Squares of ±delta ('bright' / 'dark' labels) at random places; good images untouched.
+
+    Returns the 8-bit-rounded images, the labels and the defect masks.
+    """
+    masks = np.zeros(X.shape, bool)
+    size = X.shape[1]
+    for i in np.flatnonzero(y != "good"):
+        r, c = rng.integers(margin, size - box - margin, 2)
+        X[i, r:r + box, c:c + box] += delta if y[i] == "bright" else -delta
+        masks[i, r:r + box, c:c + box] = True
+    return np.clip(np.rint(X), 0, 255), y, masks

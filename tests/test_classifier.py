@@ -7,7 +7,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from conftest import tiny_classifier
+from conftest import plant_classes, tiny_classifier
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("timm")
@@ -31,14 +31,7 @@ def planted(n, size=32, seed=0, box=7, delta=90.0):
     rng = np.random.default_rng(seed)
     X = rng.normal(110, 12, (n, size, size))
     y = np.array([CLASSES[i % 3] for i in range(n)])
-    masks = np.zeros(X.shape, bool)
-    for i in range(n):
-        if y[i] == "good":
-            continue
-        r, c = rng.integers(2, size - box - 2, 2)
-        X[i, r:r + box, c:c + box] += delta if y[i] == "bright" else -delta
-        masks[i, r:r + box, c:c + box] = True
-    return np.clip(np.rint(X), 0, 255), y, masks
+    return plant_classes(X, y, rng, box, delta, margin=2)
 
 
 tiny = tiny_classifier

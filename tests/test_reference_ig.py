@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import tiny_classifier
+from conftest import plant_classes, tiny_classifier
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("timm")
@@ -23,12 +23,7 @@ def parts(n, seed, size=32, box=7, delta=90.0):
     part = 100 + 25 * np.sin(xx / 3.0) * np.cos(yy / 4.0)  # same for every part
     X = part + rng.normal(0, 6, (n, size, size))
     y = np.array([CLASSES[i % 3] for i in range(n)])
-    masks = np.zeros(X.shape, bool)
-    for i in np.flatnonzero(y != "good"):
-        r, c = rng.integers(1, size - box - 1, 2)
-        X[i, r:r + box, c:c + box] += delta if y[i] == "bright" else -delta
-        masks[i, r:r + box, c:c + box] = True
-    return np.clip(np.rint(X), 0, 255), y, masks
+    return plant_classes(X, y, rng, box, delta, margin=1)
 
 
 tiny = tiny_classifier
