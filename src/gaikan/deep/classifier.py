@@ -467,10 +467,11 @@ class Classifier(ParamsMixin):
         ref = ref.expand(t.shape[0], 1, *ref.shape)
         return torch.cat([t, ref, 0.5 + (t - ref)], 1)
 
-    def _good_images(self, X: np.ndarray, y_idx: np.ndarray) -> np.ndarray:
-        """Good training images: ``X_good`` given to fit, else class ``good_class``/"good", else X."""
-        if getattr(self, "_X_good", None) is not None:
-            return self._check_X(self._X_good, "X_good")
+    def _good_images(self, X: np.ndarray, y_idx: np.ndarray, X_good: Any = None) -> np.ndarray:
+        """Good training images: ``X_good`` given to fit, else class ``good_class``/"good", else X
+        (refused for ``reference=True``: a mean over defective parts is no reference)."""
+        if X_good is not None:
+            return self._check_X(X_good, "X_good")
         good = self.good_class
         if good is None and "good" in self.classes_.tolist():
             good = "good"
@@ -480,17 +481,16 @@ class Classifier(ParamsMixin):
             if good not in labels:
                 raise ValueError(f"good_class {good!r} is not among the classes {labels}")
             return X[y_idx == labels.index(good)]
+        if self.reference:
+            raise ValueError("reference=True needs good images: name their class with "
+                             "good_class= (CLI --good-class) or pass X_good= to fine_tune")
         return X
 
-    def _fit_input(self, X: np.ndarray, y_idx: np.ndarray) -> None:
+    def _fit_input(self, X: np.ndarray, y_idx: np.ndarray, X_good: Any = None) -> None:
         """Fit input statistics: the mean good image (reference / IG baseline)."""
         if self.reference and X.ndim != 3:
             raise ValueError("reference=True needs grey images (n, H, W)")
-        if (self.reference and getattr(self, "_X_good", None) is None and self.good_class is None
-                and "good" not in self.classes_.tolist()):
-            raise ValueError("reference=True needs good images: name their class with "
-                             "good_class= (CLI --good-class) or pass X_good= to fine_tune")
-        good = self._good_images(X, y_idx)
+        good = self._good_images(X, y_idx, X_good)
         if self.focus is not None and (not self.reference or int(self.focus) < 8):
             raise ValueError("focus needs reference=True and a window of at least 8 pixels")
         if good.shape[1:] != X.shape[1:]:
@@ -507,8 +507,10 @@ class Classifier(ParamsMixin):
                 f"{ref.shape[0]}×{ref.shape[1]} reference; crop/resize them as in training"
             )
 
-    def _encode(self, X: np.ndarray):
-        """Images → normalised network tensor (n, c, h, w) at ``image_size``."""
+    def _encode(self, X: np.ndarray, boxes: np.ndarray | None = None):
+        """Images → normalised network tensor (n, c, h, w) at ``image_size``.
+
+        ``boxes``: focus windows of X when the caller already has them."""
         torch = require("torch", "deep")
         out = []
         mean = torch.tensor(self.input_mean_, dtype=torch.float32).view(1, -1, 1, 1)
@@ -517,7 +519,8 @@ class Classifier(ParamsMixin):
         for s in range(0, X.shape[0], 256):
             Xc = X[s : s + 256]
             t = torch.from_numpy(np.ascontiguousarray(self._raw_channels(Xc), np.float32))
-            out.append(self._encode_tensor(t, mean, std, boxes=self._focus_boxes(Xc)))
+            bc = self._focus_boxes(Xc) if boxes is None else boxes[s : s + 256]
+            out.append(self._encode_tensor(t, mean, std, boxes=bc))
         return torch.cat(out)
 
     def _focus_boxes(self, X: np.ndarray) -> np.ndarray | None:
@@ -687,12 +690,12 @@ class Classifier(ParamsMixin):
             self.valid_idx_ = va
         return Xt, yt, Xv, yvi
 
-    def _setup(self, Xt: np.ndarray, yt: np.ndarray) -> None:
+    def _setup(self, Xt: np.ndarray, yt: np.ndarray, X_good: Any = None) -> None:
         n_classes = int(self.classes_.size)
         model, arch, mean, std = self._create_model(n_classes, self.pretrained)
         self.arch_ = arch
         self.input_mean_, self.input_std_ = mean, std
-        self._fit_input(Xt, yt)
+        self._fit_input(Xt, yt, X_good)
         self.in_chans_ = int(getattr(model, "in_chans", 3) or 3)
         self.model_ = self._to_device(model)
 
@@ -759,11 +762,7 @@ class Classifier(ParamsMixin):
         Xt, yt, Xv, yv = self._prepare_fit(X, y, X_valid, y_valid)
         t0 = time.perf_counter()
         with _torch_context(self.num_threads, self.random_state, self.device):
-            self._X_good = X_good
-            try:
-                self._setup(Xt, yt)
-            finally:
-                self._X_good = None
+            self._setup(Xt, yt, X_good)
             xt, xv = self._encode(Xt), self._encode(Xv) if len(Xv) else None
             yt_t = torch.as_tensor(yt, dtype=torch.long)
             yv_t = torch.as_tensor(yv, dtype=torch.long) if len(Xv) else None
@@ -948,11 +947,7 @@ class Classifier(ParamsMixin):
         torch = require("torch", "deep")
         Xt, yt, _, _ = self._prepare_fit(X, y)
         with _torch_context(self.num_threads, self.random_state, self.device):
-            self._X_good = X_good  # the reference, as fine_tune(X_good=) would build it
-            try:
-                self._setup(Xt, yt)
-            finally:
-                self._X_good = None
+            self._setup(Xt, yt, X_good)  # the reference, as fine_tune(X_good=) builds it
             xt = self._encode(Xt)
             yt_t = torch.as_tensor(yt, dtype=torch.long)
             groups = self._layer_groups(self.model_)
@@ -1074,10 +1069,10 @@ class Classifier(ParamsMixin):
         with _torch_context(self.num_threads, None, self.device):
             for s in range(0, X.shape[0], 32):
                 Xc = X[s : s + 32]
-                x = self._expand(self._encode(Xc)).to(self.device)
+                boxes = self._focus_boxes(Xc)
+                x = self._expand(self._encode(Xc, boxes)).to(self.device)
                 tgt = None if tgt_all is None else tgt_all[s : s + 32]
                 m = cam.explain_model(self.model_, x, method=method, target=tgt, layer=layer)
-                boxes = self._focus_boxes(Xc)
                 if boxes is not None:
                     maps.append(self._paste(m.cpu().numpy(), boxes, Xc.shape[1:3]))
                 else:
@@ -1134,7 +1129,7 @@ class Classifier(ParamsMixin):
         if ref.shape != X.shape[1:]:
             raise ValueError(
                 "integrated gradients need the images at the training size "
-                f"{None if ref is None else ref.shape}; got {X.shape[1:]}"
+                f"{ref.shape}; got {X.shape[1:]}"
             )
         tgt_all = self._target_idx(target, X.shape[0])
         alphas = (np.arange(steps) + 0.5) / steps

@@ -189,14 +189,14 @@ class ViTClassifier(Classifier):
             raise ValueError("soart_norm must be 'unit' or 'global'")
         return np.moveaxis(f.astype(np.float32), -1, 1)
 
-    def _fit_input(self, X: np.ndarray, y_idx: np.ndarray) -> None:
+    def _fit_input(self, X: np.ndarray, y_idx: np.ndarray, X_good: Any = None) -> None:
         """Fit the SOART unit space, then per-channel input statistics."""
         if self.input == "soart":
             from ..detectors.soart3map import SOART3Map
 
             if X.ndim == 4:
                 raise ValueError("SOART input needs grey images (n, H, W)")
-            Xg = self._good_images(X, y_idx)
+            Xg = self._good_images(X, y_idx, X_good)
             self.soart_ = SOART3Map(kernel=self.soart_kernel, stride=self.soart_stride).fit(Xg)
         # standardise on the training set (a from-scratch ViT has no preset)
         sample = self._raw_channels(X[: min(len(X), 512)]).astype(np.float64)
@@ -205,8 +205,8 @@ class ViTClassifier(Classifier):
         self.input_mean_ = [float(v) for v in mean]
         self.input_std_ = [float(v) for v in std]
 
-    def _encode(self, X: np.ndarray):
-        t = super()._encode(X)
+    def _encode(self, X: np.ndarray, boxes: np.ndarray | None = None):
+        t = super()._encode(X, boxes)
         return t.clamp(-10, 10)  # SOART logs can be extreme; keep the tokens sane
 
     def _expand(self, xb):
