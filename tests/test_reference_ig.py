@@ -63,7 +63,7 @@ def test_reference_model_learns_and_round_trips(ref_model, data, tmp_path):
     path = tmp_path / "ref.gaikan"
     ref_model.save(path)
     back = Classifier.load(path)
-    assert back.reference is True
+    assert back.reference is True and back.good_class_ == "good"
     np.testing.assert_array_equal(back.reference_, ref_model.reference_)
     np.testing.assert_allclose(back.predict_proba(Xt), ref_model.predict_proba(Xt), atol=1e-6)
 
@@ -196,6 +196,8 @@ def test_reference_needs_a_good_class(data):
         tiny(reference=True).fine_tune(X, y2, epochs=1)
     clf = tiny(reference=True, good_class=np.str_("ok")).fine_tune(X, y2, epochs=1, freeze_epochs=0)
     assert clf.reference_.shape == (32, 32)
+    assert clf.good_class_ == "ok"
+    assert tiny().fine_tune(X, y2, epochs=1, freeze_epochs=0).good_class_ is None  # all defect types
     with pytest.raises(ValueError, match="not among the classes"):
         tiny(reference=True, good_class="okay").fine_tune(X, y2, epochs=1)
 

@@ -27,6 +27,10 @@ __all__ = ["COMMANDS", "serve"]
 def serve(model, host, port, workers, token, max_upload_mb, max_pixels, max_files, log_level):
     """Serve MODEL as an inspection station: web UI at / and REST API under /v1.
 
+    MODEL is a saved anomaly detector (gaikan fit: OK/NG by its threshold)
+    or a saved classifier (gaikan train: the predicted class, OK when it is
+    the good class).
+
     \b
     Endpoints: POST /v1/inspect (multipart field 'files'), GET /v1/model,
     GET /healthz, GET /metrics (Prometheus).  See docs/service.md.

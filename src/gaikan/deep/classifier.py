@@ -467,20 +467,31 @@ class Classifier(ParamsMixin):
         ref = ref.expand(t.shape[0], 1, *ref.shape)
         return torch.cat([t, ref, 0.5 + (t - ref)], 1)
 
+    @property
+    def good_class_(self) -> Any:
+        """The fitted good class: ``good_class`` when it is a class, else a class
+        named ``"good"``, else None (the classes are all defect types)."""
+        labels = self.classes_.tolist()
+        good = self.good_class
+        good = good.item() if hasattr(good, "item") else good
+        if good is not None and good in labels:
+            return good
+        return "good" if "good" in labels else None
+
     def _good_images(self, X: np.ndarray, y_idx: np.ndarray, X_good: Any = None) -> np.ndarray:
         """Good training images: ``X_good`` given to fit, else class ``good_class``/"good", else X
         (refused for ``reference=True``: a mean over defective parts is no reference)."""
         if X_good is not None:
             return self._check_X(X_good, "X_good")
         good = self.good_class
-        if good is None and "good" in self.classes_.tolist():
-            good = "good"
         if good is not None:
-            labels = self.classes_.tolist()
             good = good.item() if hasattr(good, "item") else good
-            if good not in labels:
-                raise ValueError(f"good_class {good!r} is not among the classes {labels}")
-            return X[y_idx == labels.index(good)]
+            if good not in self.classes_.tolist():
+                raise ValueError(f"good_class {good!r} is not among the classes "
+                                 f"{self.classes_.tolist()}")
+        good = self.good_class_
+        if good is not None:
+            return X[y_idx == self.classes_.tolist().index(good)]
         if self.reference:
             raise ValueError("reference=True needs good images: name their class with "
                              "good_class= (CLI --good-class) or pass X_good= to fine_tune")

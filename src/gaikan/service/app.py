@@ -5,6 +5,13 @@ Design notes
 - The model is loaded once and shared read-only by every request; scoring
   (multipart parsing, decoding, ``detect``, overlay encoding) runs in a
   thread pool because numpy and gaikan's numba kernels release the GIL.
+- Two kinds of model are served: fitted anomaly detectors (``detect``,
+  ``image_shape_``, ``threshold_``) and fitted classifiers
+  (``predict_proba``, ``explain``, ``classes_``).  The service only calls
+  their public methods.  A classifier's calls are serialised by a lock:
+  its explanations hook into the shared network, so two concurrent
+  ``explain`` calls could read each other's activations (torch still uses
+  its own threads inside one call).
 - Request bodies are read into memory with a hard size cap and parsed with
   python-multipart's streaming parser, so nothing from a request is ever
   written to disk and client filenames are only labels, never paths.
@@ -178,7 +185,7 @@ class Metrics:
                 ("gaikan_images_inspected_total", "Images scored.", self.images),
                 ("gaikan_image_errors_total", "Uploaded files rejected with a per-file error.",
                  self.image_errors),
-                ("gaikan_defects_found_total", "Images scored above the model threshold.",
+                ("gaikan_defects_found_total", "Images judged 'defect'.",
                  self.defects),
                 ("gaikan_internal_errors_total", "Bugs caught by the catch-all handler.",
                  self.internal_errors),
@@ -383,8 +390,75 @@ def overlay_scale(amap: np.ndarray, threshold: float) -> tuple[float, float]:
     return lo, hi
 
 
+#: Score above which a classifier's part is rather not good (score = 1 − P(good)).
+CLASSIFIER_THRESHOLD = 0.5
+
+
+def _is_detector(model: Any) -> bool:
+    return all(hasattr(model, a) for a in ("detect", "image_shape_", "threshold_"))
+
+
+def _is_classifier(model: Any) -> bool:
+    return all(hasattr(model, a) for a in ("predict_proba", "explain", "classes_"))
+
+
+def good_class_of(clf: Any) -> str | None:
+    """The label of a classifier's good class, as a string, or None.
+
+    The classifier's fitted ``good_class_`` (else its ``good_class``
+    parameter) when that is one of ``classes_``; else the
+    class named ``"good"`` (the classifier's own default); else the first
+    class whose name is a usual good-folder name (``ok``, ``normal``,
+    ``pass``, any case, as :data:`gaikan.io.GOOD_NAMES`); else None: the
+    classifier only knows defect types.
+    """
+    from ..io import GOOD_NAMES
+
+    labels = [str(c) for c in np.asarray(clf.classes_).tolist()]
+    good = getattr(clf, "good_class_", None)  # the classifier's own rule, when it has one
+    if good is None:
+        good = getattr(clf, "good_class", None)
+    if good is not None:
+        good = str(good.item() if hasattr(good, "item") else good)
+        if good in labels:
+            return good
+    if "good" in labels:
+        return "good"
+    return next((lab for lab in labels if lab.strip().lower() in GOOD_NAMES), None)
+
+
+def _classifier_shape(clf: Any) -> tuple[int, int]:
+    """(H, W) the classifier was trained at, else its network input size."""
+    from ..io import normalize_size
+
+    shape = getattr(clf, "input_shape_", None)
+    if shape is not None and len(shape) >= 2:
+        return int(shape[0]), int(shape[1])
+    size = normalize_size(getattr(clf, "image_size", None))
+    if size is None:
+        raise TypeError(f"this {type(clf).__name__} knows no image size (input_shape_ or "
+                        "image_size)")
+    return size
+
+
 class Inspector:
-    """The model plus everything a request needs to score images."""
+    """The model plus everything a request needs to score images.
+
+    For an anomaly detector, ``score`` is the detector's image score and
+    ``verdict`` is "defect" when ``score > threshold_``.
+
+    For a classifier, every result also carries ``class`` (the predicted
+    label), ``confidence`` (its probability) and ``probabilities``; the map
+    is ``explain`` of the predicted class (in [0, 1], higher = where the
+    network looked).  With a good class (see :func:`good_class_of`) the
+    verdict is "ok" exactly when the predicted class is the good class, the
+    score is ``1 − P(good)`` (higher = worse) and the reported threshold is
+    0.5 (with two classes ``score > 0.5`` is the same as "defect"; with
+    more, a good class that wins with less than half the probability is
+    still "ok").  Without a good class every class is a defect type: the
+    verdict is always "defect", the score is the confidence and the
+    threshold is None.
+    """
 
     def __init__(self, detector: Any, config: ServiceConfig, metrics: Metrics,
                  overlays: OverlayStore, model_name: str | None) -> None:
@@ -392,21 +466,40 @@ class Inspector:
         self.config = config
         self.metrics = metrics
         self.overlays = overlays
-        self.shape = tuple(int(v) for v in detector.image_shape_)
-        self.threshold = float(detector.threshold_)
         self.model_name = model_name
+        self.is_classifier = not _is_detector(detector)
+        self.threshold: float | None
+        if self.is_classifier:
+            self.classes = [str(c) for c in np.asarray(detector.classes_).tolist()]
+            self.good_class = good_class_of(detector)
+            self._good_idx = (self.classes.index(self.good_class)
+                              if self.good_class is not None else None)
+            self.shape = _classifier_shape(detector)
+            self.threshold = CLASSIFIER_THRESHOLD if self.good_class is not None else None
+            self._lock = threading.Lock()
+        else:
+            self.classes, self.good_class, self._good_idx = None, None, None
+            self.shape = tuple(int(v) for v in detector.image_shape_)
+            self.threshold = float(detector.threshold_)
+
+    @property
+    def kind(self) -> str:
+        return "classifier" if self.is_classifier else "detector"
 
     def model_info(self) -> dict[str, Any]:
         from ..modelfile import FORMAT_VERSION
 
         det = self.det
         params = det.get_params() if hasattr(det, "get_params") else {}
+        extra = {"classes": self.classes, "good_class": self.good_class} if self.is_classifier else {}
         return _jsonable({
+            "kind": self.kind,
             "detector": getattr(det, "kind", "") or type(det).__name__.lower(),
             "class": type(det).__name__,
             "params": params,
             "image_shape": list(self.shape),
             "threshold": self.threshold,
+            **extra,
             "n_train": getattr(det, "n_train_", None),
             "format_version": FORMAT_VERSION,
             "gaikan_version": __version__,
@@ -454,18 +547,20 @@ class Inspector:
             images.append(np.asarray(img, dtype=np.float64))
             slots.append(i)
         defects = 0
-        for i, img, score, amap in (self._score(images, slots, results) if images else ()):
+        for i, img, outcome in (self._score(images, slots, results) if images else ()):
             label = results[i]["file"]
-            if score is None:
+            if outcome is None:
                 internal += 1
                 continue
+            score, amap, extra = outcome
             if not (math.isfinite(score) and np.isfinite(amap).all()):
                 log.warning("non-finite score or map for %r", label)
                 results[i]["error"] = (f"{label}: the model gave no finite score for this image "
                                        "(a blank or saturated frame?); check the camera")
                 continue
             try:
-                defects += self._describe(results[i], img, score, amap, inline, overlay, alpha)
+                defects += self._describe(results[i], img, score, amap, extra, inline, overlay,
+                                          alpha)
             except Exception:
                 log.exception("describing %r failed", label)
                 internal += 1
@@ -481,41 +576,72 @@ class Inspector:
             "elapsed_ms": round((time.perf_counter() - t0) * 1000.0, 3),
         }
 
+    def _run_model(self, X: np.ndarray) -> list[tuple[float, np.ndarray, dict[str, Any]]]:
+        """One model pass over a stack: per image (score, map, extra result fields)."""
+        if not self.is_classifier:
+            det = self.det.detect(X)
+            return [(float(det.scores[j]), np.asarray(det.maps[j]), {}) for j in range(len(X))]
+        clf = self.det
+        with self._lock:
+            proba = np.asarray(clf.predict_proba(X), dtype=np.float64)
+            best = proba.argmax(axis=1)
+            maps = np.asarray(clf.explain(X, target=np.asarray(clf.classes_)[best]))
+        if proba.shape != (len(X), len(self.classes)) or maps.shape[0] != len(X):
+            raise ValueError(f"the classifier answered shapes {proba.shape} and {maps.shape} "
+                             f"for {len(X)} images")
+        out = []
+        for pr, c, amap in zip(proba, best, maps):
+            conf = float(pr[c])
+            if self._good_idx is None:
+                score, verdict = conf, "defect"
+            else:
+                score = 1.0 - float(pr[self._good_idx])
+                verdict = "ok" if int(c) == self._good_idx else "defect"
+            if not np.isfinite(pr).all():
+                score = float("nan")
+            out.append((score, amap, {
+                "verdict": verdict,
+                "class": self.classes[int(c)],
+                "confidence": conf,
+                "probabilities": {lab: float(p) for lab, p in zip(self.classes, pr)},
+            }))
+        return out
+
     def _score(self, images: list[np.ndarray], slots: list[int], results: list[dict]):
-        """Yield (slot, image, score, map); one batch pass, per image on failure."""
+        """Yield (slot, image, (score, map, extra) or None); one batch pass, per image on failure."""
         try:
-            det = self.det.detect(np.stack(images))
-            batch = [(float(det.scores[j]), np.asarray(det.maps[j])) for j in range(len(slots))]
+            batch = self._run_model(np.stack(images))
         except Exception:
             log.exception("batch scoring failed; retrying image by image")
             batch = None
         if batch is not None:
-            for (score, amap), img, i in zip(batch, images, slots):
-                yield i, img, score, amap
+            for outcome, img, i in zip(batch, images, slots):
+                yield i, img, outcome
             return
         for img, i in zip(images, slots):
             try:
-                det = self.det.detect(img[None])
-                score, amap = float(det.scores[0]), np.asarray(det.maps[0])
+                outcome = self._run_model(img[None])[0]
             except Exception:
                 log.exception("scoring %r failed", results[i]["file"])
                 results[i]["error"] = f"{results[i]['file']}: internal error while scoring"
-                yield i, img, None, None
+                yield i, img, None
                 continue
-            yield i, img, score, amap
+            yield i, img, outcome
 
     def _describe(self, res: dict[str, Any], img: np.ndarray, score: float, amap: np.ndarray,
-                  inline: bool, overlay: bool, alpha: float) -> int:
+                  extra: dict[str, Any], inline: bool, overlay: bool, alpha: float) -> int:
         from ..report import overlay_png
 
         amap = np.asarray(amap, dtype=np.float64)
         flat = int(np.argmax(amap))
         row, col = divmod(flat, amap.shape[1])
-        is_defect = bool(score > self.threshold)
+        extra = dict(extra)
+        verdict = extra.pop("verdict", None) or ("defect" if score > self.threshold else "ok")
         res.update({
             "score": score,
             "threshold": self.threshold,
-            "verdict": "defect" if is_defect else "ok",
+            "verdict": verdict,
+            **extra,
             "map": {
                 "max": float(amap.reshape(-1)[flat]),
                 "mean": float(amap.mean()),
@@ -524,7 +650,9 @@ class Inspector:
             },
         })
         if overlay:
-            vmin, vmax = overlay_scale(amap, self.threshold)
+            # classifier maps are scaled to [0, 1] by explain (as in gaikan inspect)
+            vmin, vmax = ((0.0, 1.0) if self.is_classifier
+                          else overlay_scale(amap, self.threshold))
             png = overlay_png(img, amap, vmin=vmin, vmax=vmax, alpha=alpha)
             res["overlay_scale"] = [vmin, vmax]
             if inline:
@@ -532,25 +660,29 @@ class Inspector:
             else:
                 key = self.overlays.put(png)
                 res["overlay_url"] = f"/v1/overlays/{key}.png" if key else None
-        return int(is_defect)
+        return int(verdict == "defect")
 
 
 # ---------------------------------------------------------------------------
 # the app
 # ---------------------------------------------------------------------------
-def _load_detector(model: Any) -> tuple[Any, str | None]:
+def _load_model(model: Any) -> tuple[Any, str | None]:
+    """A model file or a fitted model → (anomaly detector or classifier, file name)."""
     name = None
     if isinstance(model, (str, os.PathLike)):
         from .. import load
 
         name = Path(model).name
         model = load(model)
-    if not (hasattr(model, "detect") and hasattr(model, "image_shape_")
-            and hasattr(model, "threshold_")):
-        what = f"{name} holds a {type(model).__name__}" if name else "create_app got no detector"
-        raise TypeError(f"{what}: the station serves fitted anomaly detectors (SOARTC, PaDiM, "
-                        "…; anything with detect(), image_shape_ and threshold_)")
-    return model, name
+    if _is_detector(model) or _is_classifier(model):
+        return model, name
+    what = f"{name} holds a {type(model).__name__}" if name else (
+        f"create_app got a {type(model).__name__}")
+    if hasattr(model, "predict_proba") and hasattr(model, "explain"):
+        raise TypeError(f"{what} that is not fitted (no classes_): fit it or load a saved model")
+    raise TypeError(f"{what}: the station serves fitted anomaly detectors (SOARTC, PaDiM, …; "
+                    "anything with detect(), image_shape_ and threshold_) and fitted classifiers "
+                    "(gaikan train; predict_proba(), explain() and classes_)")
 
 
 def _default_workers() -> int:
@@ -641,10 +773,14 @@ def create_app(
 
     Parameters
     ----------
-    model_path_or_detector : str, os.PathLike or fitted detector
-        A gaikan model file (any kind :func:`gaikan.load` opens) or an
-        already fitted detector (anything with ``detect``, ``image_shape_``
-        and ``threshold_``).  It is shared read-only by all requests.
+    model_path_or_detector : str, os.PathLike, fitted detector or fitted classifier
+        A gaikan model file (any kind :func:`gaikan.load` opens), an
+        already fitted anomaly detector (anything with ``detect``,
+        ``image_shape_`` and ``threshold_``) or an already fitted
+        classifier (:class:`gaikan.deep.classifier.Classifier`: anything
+        with ``predict_proba``, ``explain`` and ``classes_``; its results
+        carry the class, see :class:`Inspector` for its verdict and score).
+        It is shared read-only by all requests.
     token : str, optional
         Shared bearer token.  When set, every ``/v1/*`` and ``/metrics``
         call needs ``Authorization: Bearer <token>`` (else 401); ``/``, the
@@ -673,7 +809,7 @@ def create_app(
                          "(it travels in an HTTP header)")
     if max_upload_bytes <= 0 or max_pixels <= 0 or max_files <= 0:
         raise ValueError("max_upload_bytes, max_pixels and max_files must be positive")
-    detector, model_name = _load_detector(model_path_or_detector)
+    detector, model_name = _load_model(model_path_or_detector)
     nworkers = int(workers) if workers else _default_workers()
     if nworkers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
@@ -694,9 +830,17 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Any):
-        log.info("serving %s (%s, image %dx%d, threshold %.6g) with %d scoring threads",
-                 model_name or "in-memory model", type(detector).__name__, *inspector.shape,
-                 inspector.threshold, nworkers)
+        if inspector.is_classifier:
+            log.info("serving %s (%s, image %dx%d, classes %s, good class %r) with %d scoring "
+                     "threads", model_name or "in-memory model", type(detector).__name__,
+                     *inspector.shape, ", ".join(inspector.classes), inspector.good_class, nworkers)
+            if inspector.good_class is None:
+                log.warning("the classifier has no good class (good_class, or a class named "
+                            "good/ok/normal/pass): every image will be judged 'defect'")
+        else:
+            log.info("serving %s (%s, image %dx%d, threshold %.6g) with %d scoring threads",
+                     model_name or "in-memory model", type(detector).__name__, *inspector.shape,
+                     inspector.threshold, nworkers)
         try:
             yield
         finally:
@@ -756,14 +900,16 @@ def create_app(
 
     @app.get("/metrics")
     async def prometheus() -> Response:
-        gauges: dict[str, tuple[str, float]] = {
-            "gaikan_model_threshold": ("Image-score threshold of the served model.",
-                                       inspector.threshold),
+        gauges: dict[str, tuple[str, float]] = {}
+        if inspector.threshold is not None:  # None: a classifier without a good class
+            gauges["gaikan_model_threshold"] = ("Image-score threshold of the served model.",
+                                                inspector.threshold)
+        gauges.update({
             "gaikan_overlay_cache_entries": ("Overlay PNGs held in memory.", len(overlays)),
             "gaikan_overlay_cache_bytes": ("Bytes of overlay PNGs held in memory.",
                                            overlays.nbytes),
             "gaikan_scoring_threads": ("Size of the scoring thread pool.", nworkers),
-        }
+        })
         rss = _rss_bytes()
         if rss is not None:
             gauges["process_resident_memory_bytes"] = ("Resident memory size in bytes.", rss)

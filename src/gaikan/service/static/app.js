@@ -9,9 +9,11 @@
 
   const state = {
     model: null,         // GET /v1/model
+    classifier: false,   // a classifier model: verdicts come from the server (the class)
     modelThreshold: null,
     threshold: null,     // current (slider) threshold
-    results: [],         // {id, file, objectUrl, score, verdict, map, overlayUrl, overlayBlob, error, card}
+    results: [],         // {id, file, objectUrl, score, verdict, cls, confidence, probabilities,
+                         //  map, overlayUrl, overlayBlob, error, card}
     selected: null,
     token: sessionStorage.getItem(TOKEN_KEY),
     nextId: 1,
@@ -91,7 +93,12 @@
   function verdictOf(r) {
     if (r.error) return "error";
     if (r.score === null || r.score === undefined) return "pending";
+    if (state.classifier) return r.verdict === "ok" ? "ok" : "defect";
     return r.score > state.threshold ? "defect" : "ok";
+  }
+
+  function pct(p) {
+    return isFinite(p) ? Math.round(100 * p) + "%" : "–";
   }
 
   function relabel() {
@@ -140,7 +147,8 @@
     card.dataset.verdict = v;
     const badge = card.querySelector(".badge");
     badge.className = "badge " + v;
-    badge.textContent = BADGE[v];
+    badge.textContent = state.classifier && r.cls !== undefined && (v === "ok" || v === "defect")
+      ? `${r.cls} ${pct(r.confidence)}` : BADGE[v];
     const score = card.querySelector(".score");
     score.textContent = r.error ? "error" : (r.score === null ? "inspecting…" : "score " + fmt(r.score));
     card.title = r.error ? r.error : r.file;
@@ -210,8 +218,17 @@
     if (r.score === null) { add("Status", "inspecting…"); return; }
     const v = verdictOf(r);
     add("Verdict", v === "defect" ? "NG (defect)" : "OK", "verdict-" + v);
-    add("Score", fmt(r.score));
-    add("Threshold", fmt(state.threshold) + (state.threshold === state.modelThreshold ? " (model)" : ""));
+    if (state.classifier) {
+      add("Class", r.cls, "verdict-" + v);
+      add("Confidence", `${pct(r.confidence)} (${fmt(r.confidence)})`);
+      add("Probabilities", Object.entries(r.probabilities || {})
+        .sort((a, b) => b[1] - a[1]).map(([k, p]) => `${k} ${pct(p)}`).join(" · "));
+      add("Score", fmt(r.score) + (state.model.good_class !== null
+        ? ` (1 − P(${state.model.good_class}))` : " (confidence)"));
+    } else {
+      add("Score", fmt(r.score));
+      add("Threshold", fmt(state.threshold) + (state.threshold === state.modelThreshold ? " (model)" : ""));
+    }
     add("Map max / mean", fmt(r.map.max) + " / " + fmt(r.map.mean));
     add("Hottest point", `row ${r.map.argmax.row}, col ${r.map.argmax.col}`);
     const [h, w] = r.map.shape;
@@ -274,6 +291,10 @@
           if (!r) return;
           if (res.error) { r.error = res.error; return; }
           r.score = res.score;
+          r.verdict = res.verdict;
+          r.cls = res.class;
+          r.confidence = res.confidence;
+          r.probabilities = res.probabilities;
           r.map = res.map;
           r.overlayUrl = res.overlay_url || null;
           if (res.overlay) r.overlayBlob = res.overlay;
@@ -301,16 +322,25 @@
   }
 
   function downloadCsv() {
-    const head = ["file", "verdict", "score", "threshold", "model_verdict", "model_threshold",
-                  "map_max", "map_mean", "argmax_row", "argmax_col", "error"];
+    const head = state.classifier
+      ? ["file", "verdict", "class", "confidence", "score", "map_max", "map_mean",
+         "argmax_row", "argmax_col", "error"]
+      : ["file", "verdict", "score", "threshold", "model_verdict", "model_threshold",
+         "map_max", "map_mean", "argmax_row", "argmax_col", "error"];
     const rows = [head.join(",")];
     for (const r of state.results) {
       const v = verdictOf(r);
       if (v === "pending") continue;
       const m = r.map || { argmax: {} };
-      const modelV = r.error ? "" : (r.score > state.modelThreshold ? "defect" : "ok");
-      rows.push([r.file, v, r.score, state.threshold, modelV, state.modelThreshold,
-                 m.max, m.mean, m.argmax.row, m.argmax.col, r.error].map(csvField).join(","));
+      const tail = [m.max, m.mean, m.argmax.row, m.argmax.col, r.error];
+      let row;
+      if (state.classifier) {
+        row = [r.file, v, r.cls, r.confidence, r.score].concat(tail);
+      } else {
+        const modelV = r.error ? "" : (r.score > state.modelThreshold ? "defect" : "ok");
+        row = [r.file, v, r.score, state.threshold, modelV, state.modelThreshold].concat(tail);
+      }
+      rows.push(row.map(csvField).join(","));
     }
     const blob = new Blob([rows.join("\r\n") + "\r\n"], { type: "text/csv" });
     const a = document.createElement("a");
@@ -328,16 +358,23 @@
       if (!resp.ok) throw new Error(await errorText(resp));
       const m = await resp.json();
       state.model = m;
+      state.classifier = m.kind === "classifier";
       state.modelThreshold = m.threshold;
       state.threshold = m.threshold;
       const [h, w] = m.image_shape;
-      $("model-info").textContent =
-        `${m.detector} · ${h}×${w} px · threshold ${fmt(m.threshold)} · ` +
-        `${m.n_train ?? "?"} good images` + (m.model_file ? ` · ${m.model_file}` : "");
+      $("model-info").textContent = state.classifier
+        ? `classifier · ${h}×${w} px · classes ${m.classes.join(", ")} · ` +
+          (m.good_class !== null ? `OK = ${m.good_class}` : "no good class: every part NG") +
+          (m.model_file ? ` · ${m.model_file}` : "")
+        : `${m.detector} · ${h}×${w} px · threshold ${fmt(m.threshold)} · ` +
+          `${m.n_train ?? "?"} good images` + (m.model_file ? ` · ${m.model_file}` : "");
+      // The threshold slider re-labels anomaly scores; a classifier's verdict is its class.
+      $("threshold-box").hidden = state.classifier;
+      $("threshold-reset").hidden = state.classifier;
       const slider = $("threshold");
       slider.value = String(SLIDER_MAX / 2);
-      slider.disabled = false;
-      $("threshold-reset").disabled = false;
+      slider.disabled = state.classifier;
+      $("threshold-reset").disabled = state.classifier;
       document.body.dataset.ready = "1";
       relabel();
     } catch (e) {
