@@ -80,8 +80,9 @@ class LiveServer:
         self.sock.close()
 
 
-@pytest.fixture
-def browser(tmp_path):
+def chromium_driver(tmp_path):
+    """Headless chromium with its browser log kept (a generator: yields the driver,
+    quits it afterwards); skips the test when chromium does not start."""
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
@@ -100,6 +101,11 @@ def browser(tmp_path):
         yield driver
     finally:
         driver.quit()
+
+
+@pytest.fixture
+def browser(tmp_path):
+    yield from chromium_driver(tmp_path)
 
 
 DROP_JS = """

@@ -304,26 +304,7 @@ def test_gaikan_serve_accepts_a_classifier_file(model_file, parts, monkeypatch):
 def chromium(tmp_path):
     """Headless chromium as in test_browser.py (skipped where that module skips)."""
     tb = pytest.importorskip("test_browser")  # its import skips without chromium/selenium
-    from selenium import webdriver
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = tb.CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--window-size=1400,1000",
-                 f"--user-data-dir={tmp_path / 'chromium-profile'}"):
-        opts.add_argument(flag)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    try:
-        driver = webdriver.Chrome(options=opts,
-                                  service=webdriver.ChromeService(executable_path=tb.CHROMEDRIVER))
-    except Exception as exc:  # noqa: BLE001 - a broken install is a skip, not a gaikan bug
-        pytest.skip(f"chromium did not start: {str(exc).splitlines()[0]}")
-    driver.set_page_load_timeout(30)
-    try:
-        yield driver
-    finally:
-        driver.quit()
+    yield from tb.chromium_driver(tmp_path)
 
 
 @pytest.mark.browser

@@ -206,6 +206,11 @@ class LRFindResult:
         return fig
 
 
+def _plain(value: Any) -> Any:
+    """A numpy scalar (``good_class=y[0]``) as the plain label ``classes_.tolist()`` holds."""
+    return value.item() if hasattr(value, "item") else value
+
+
 def _suggest(lrs: np.ndarray, losses: np.ndarray) -> tuple[float, float, float]:
     i_min = int(np.argmin(losses))
     lr_min = float(lrs[i_min] / 10)
@@ -469,13 +474,12 @@ class Classifier(ParamsMixin):
 
     @property
     def good_class_(self) -> Any:
-        """The fitted good class: ``good_class`` when it is a class, else a class
-        named ``"good"``, else None (the classes are all defect types)."""
+        """The fitted good class: ``good_class`` when given (None when it is no
+        class), else a class named ``"good"``, else None (all defect types)."""
         labels = self.classes_.tolist()
-        good = self.good_class
-        good = good.item() if hasattr(good, "item") else good
-        if good is not None and good in labels:
-            return good
+        good = _plain(self.good_class)
+        if good is not None:
+            return good if good in labels else None
         return "good" if "good" in labels else None
 
     def _good_images(self, X: np.ndarray, y_idx: np.ndarray, X_good: Any = None) -> np.ndarray:
@@ -483,13 +487,10 @@ class Classifier(ParamsMixin):
         (refused for ``reference=True``: a mean over defective parts is no reference)."""
         if X_good is not None:
             return self._check_X(X_good, "X_good")
-        good = self.good_class
-        if good is not None:
-            good = good.item() if hasattr(good, "item") else good
-            if good not in self.classes_.tolist():
-                raise ValueError(f"good_class {good!r} is not among the classes "
-                                 f"{self.classes_.tolist()}")
         good = self.good_class_
+        if good is None and self.good_class is not None:
+            raise ValueError(f"good_class {_plain(self.good_class)!r} is not among the classes "
+                             f"{self.classes_.tolist()}")
         if good is not None:
             return X[y_idx == self.classes_.tolist().index(good)]
         if self.reference:
