@@ -29,7 +29,7 @@ import numpy as np
 
 from .errors import ModelFileError
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "ModelFile", "write_model", "read_model"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "ModelFile", "ModelFileMixin", "write_model", "read_model"]
 
 FORMAT = "gaikan-model"
 FORMAT_VERSION = 1
@@ -178,3 +178,20 @@ def read_model(path: str | os.PathLike) -> ModelFile:
     return ModelFile(kind=kind, params=params, meta=meta, arrays=arrays, blobs=data,
                      format_version=version)
 
+
+class ModelFileMixin:
+    """``save`` / ``load`` for a class with ``kind``, ``to_modelfile()`` and
+    ``from_modelfile(mf)`` (the classifiers; detectors load through the
+    registry instead)."""
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write a gaikan model file (zip of JSON, npz and safetensors; no pickle)."""
+        write_model(path, self.to_modelfile())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike):
+        """Read a model file written by :meth:`save`; refuses another kind of model."""
+        mf = read_model(path)
+        if mf.kind != cls.kind:
+            raise ModelFileError(f"{path}: holds a {mf.kind!r} model, not a {cls.kind!r}")
+        return cls.from_modelfile(mf)

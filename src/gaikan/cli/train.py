@@ -146,6 +146,10 @@ def write_train_report(out_dir: Path, clf, X_valid, y_valid, lr_plot=None, error
 @click.option("--net-size", default=None, type=int,
               help="Network input size (default: --size).")
 @click.option("--seed", default=0, show_default=True)
+@click.option("--members", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Train this many networks (seeds SEED, SEED+1, ...) and average their "
+                   "probabilities: a seed ensemble, more accurate and better calibrated, "
+                   "at MEMBERS x the training and inference time.")
 @click.option("--threads", default=None, type=int, help="torch CPU threads.")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path),
@@ -153,13 +157,14 @@ def write_train_report(out_dir: Path, clf, X_valid, y_valid, lr_plot=None, error
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(data_dir, output, backbone, pretrained, epochs, base_lr, freeze_epochs, lr_mult,
           lr_find, batch_size, size, valid_frac, patience, hflip, vflip, rot90, reference, focus,
-          good_class, net_size, seed, threads, device, report_dir, quiet):
+          good_class, net_size, seed, members, threads, device, report_dir, quiet):
     """Fine-tune a defect classifier on DATA_DIR (one sub-folder per class).
 
     Example: gaikan train parts/ -o parts.gaikan --epochs 5 --report report/
     """
     try:
         from ..deep.classifier import Classifier
+        from ..deep.ensemble import ClassifierEnsemble
         from ..deep.vit import ViTClassifier
     except ImportError as exc:
         raise click.ClickException(
@@ -186,6 +191,8 @@ def train(data_dir, output, backbone, pretrained, epochs, base_lr, freeze_epochs
     else:
         clf = Classifier(backbone, pretrained=pretrained, image_size=net_size or size,
                          reference=reference or focus is not None, focus=focus, **common)
+    if members > 1:
+        clf = ClassifierEnsemble(clf, n_members=members)
     lr_plot = None
     try:
         if lr_find:

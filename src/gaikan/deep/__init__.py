@@ -11,7 +11,8 @@ package.
 - :class:`PaDiM`, :class:`PatchCore`, :class:`SOARTDeep`: anomaly detectors
   with the same contract as :class:`gaikan.BaseDetector`.
 - Classifiers (:mod:`gaikan.deep.classifier`, :mod:`gaikan.deep.vit`,
-  :mod:`gaikan.deep.cam`) when installed.
+  :mod:`gaikan.deep.cam`) and their seed ensembles
+  (:class:`ClassifierEnsemble`, :mod:`gaikan.deep.ensemble`) when installed.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ _LAZY = {
     "PatchCore": "patchcore",
     "SOARTDeep": "soart_deep",
     "Classifier": "classifier",
+    "ClassifierEnsemble": "ensemble",
     "ViTClassifier": "vit",
     "grad_cam": "cam",
 }
@@ -36,6 +38,7 @@ _LAZY = {
 __all__ = [
     "BACKBONES",
     "Classifier",
+    "ClassifierEnsemble",
     "FeatureExtractor",
     "PaDiM",
     "PatchCore",

@@ -44,6 +44,7 @@ import numpy as np
 from .._optional import require
 from .._params import ParamsMixin
 from ..errors import ModelFileError, NotFittedError
+from ..modelfile import ModelFileMixin
 
 __all__ = [
     "Classifier",
@@ -225,7 +226,7 @@ def _suggest(lrs: np.ndarray, losses: np.ndarray) -> tuple[float, float, float]:
 # ---------------------------------------------------------------------------
 # the classifier
 # ---------------------------------------------------------------------------
-class Classifier(ParamsMixin):
+class Classifier(ModelFileMixin, ParamsMixin):
     """Defect classifier: a pretrained timm CNN fine-tuned the fastai way.
 
     Parameters
@@ -1255,12 +1256,6 @@ class Classifier(ParamsMixin):
         return ModelFile(kind=self.kind, params=params, meta=meta, arrays=arrays,
                          blobs={"weights.safetensors": st_save(state)})
 
-    def save(self, path) -> None:
-        """Write a gaikan model file (zip: JSON + safetensors weights, no pickle)."""
-        from ..modelfile import write_model
-
-        write_model(path, self.to_modelfile())
-
     @classmethod
     def from_modelfile(cls, mf) -> Classifier:
         """Rebuild a fitted classifier from a :class:`ModelFile`."""
@@ -1295,16 +1290,6 @@ class Classifier(ParamsMixin):
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise ModelFileError(f"model file content does not fit {cls.__name__}: {exc}") from None
         return obj
-
-    @classmethod
-    def load(cls, path) -> Classifier:
-        """Read a model file written by :meth:`save`."""
-        from ..modelfile import read_model
-
-        mf = read_model(path)
-        if mf.kind != cls.kind:
-            raise ModelFileError(f"{path}: holds a {mf.kind!r} model, not a {cls.kind!r}")
-        return cls.from_modelfile(mf)
 
 
 def _init_head(model) -> None:

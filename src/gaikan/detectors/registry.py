@@ -25,10 +25,12 @@ REGISTRY: dict[str, str] = {
     # classifiers (not detectors, but model files of the same format)
     "classifier": "gaikan.deep.classifier:Classifier",
     "vit-classifier": "gaikan.deep.vit:ViTClassifier",
+    "classifier-ensemble": "gaikan.deep.ensemble:ClassifierEnsemble",
 }
 
 #: Detectors that need the ``deep`` extra (torch, timm).
-DEEP_KINDS = frozenset({"padim", "patchcore", "soart-deep", "classifier", "vit-classifier"})
+DEEP_KINDS = frozenset({"padim", "patchcore", "soart-deep", "classifier", "vit-classifier",
+                        "classifier-ensemble"})
 
 
 def get_detector_class(kind: str):
