@@ -18,7 +18,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -38,6 +38,7 @@ __all__ = [
     "load_image",
     "load_images",
     "load_mask",
+    "classifier_image_shape",
     "load_mvtec",
     "normalize_size",
 ]
@@ -69,6 +70,16 @@ def normalize_size(size: int | Sequence[int] | None) -> tuple[int, int] | None:
     if h < 1 or w < 1:
         raise ValueError(f"size must be positive, got {size!r}")
     return h, w
+
+
+def classifier_image_shape(clf: Any) -> tuple[int, int] | None:
+    """(H, W) to load images at for a classifier: the shape it was trained
+    at (``input_shape_``; a SOART ViT needs exactly it, CNNs resize anyway),
+    else its network input size (``image_size``), else None."""
+    shape = getattr(clf, "input_shape_", None)
+    if shape is not None and len(shape) >= 2:
+        return int(shape[0]), int(shape[1])
+    return normalize_size(getattr(clf, "image_size", None))
 
 
 def _to_grey(im: Image.Image, name: str) -> Image.Image:

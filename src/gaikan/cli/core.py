@@ -264,21 +264,20 @@ def run_classification(clf, files: list[Path], out: Path, *, overlays: bool = Tr
                        batch_size: int = 32, progress=None):
     """Classify files; the verdict is the class, the score its probability,
     overlays show where the network looked (``explain``)."""
-    from ..io import normalize_size
+    from ..io import classifier_image_shape
     from ..report import InspectionRecord
 
     def judge(images):
         proba = clf.predict_proba(images)
-        maps = clf.explain(images) if overlays else [None] * len(images)
         best = proba.argmax(axis=1)
+        # the predicted class, given: an ensemble would otherwise predict again
+        maps = (clf.explain(images, target=clf.classes_[best]) if overlays
+                else [None] * len(images))
         return [(InspectionRecord(file="", score=float(pr[c]), verdict=str(clf.classes_[c])),
                  amap, {"vmin": 0.0, "vmax": 1.0})
                 for pr, c, amap in zip(proba, best, maps)]
 
-    # the training image shape (a SOART ViT needs exactly it; CNNs resize anyway)
-    shape = getattr(clf, "input_shape_", None)
-    size = tuple(int(v) for v in shape[:2]) if shape else normalize_size(clf.image_size)
-    return _run_batches(files, out, size, judge,
+    return _run_batches(files, out, classifier_image_shape(clf), judge,
                         lambda p: p.parent.name, overlays=overlays, batch_size=batch_size,
                         progress=progress)
 

@@ -429,12 +429,9 @@ def good_class_of(clf: Any) -> str | None:
 
 def _classifier_shape(clf: Any) -> tuple[int, int]:
     """(H, W) the classifier was trained at, else its network input size."""
-    from ..io import normalize_size
+    from ..io import classifier_image_shape
 
-    shape = getattr(clf, "input_shape_", None)
-    if shape is not None and len(shape) >= 2:
-        return int(shape[0]), int(shape[1])
-    size = normalize_size(getattr(clf, "image_size", None))
+    size = classifier_image_shape(clf)
     if size is None:
         raise TypeError(f"this {type(clf).__name__} knows no image size (input_shape_ or "
                         "image_size)")
