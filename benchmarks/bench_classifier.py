@@ -79,8 +79,9 @@ def _render(args):
     from gaikan.synth import render_sample
 
     defect, split, index, size, pin = args
-    img, mask, lab = render_sample(defect, layout="mixed", view="oblique", size=size, seed=0,
-                                   split=split, index=index, pin=pin)
+    img, mask, lab = render_sample(
+        defect, layout="mixed", view="oblique", size=size, seed=0, split=split, index=index, pin=pin
+    )
     sev = lab.get("severity") or {}
     sign = ""
     for k in ("tilt_x", "tilt_y"):
@@ -155,7 +156,12 @@ def roi_from_good(good, pad=6, thr=25.0):
     fg = np.abs(good - np.median(corners)).max(0) > thr
     r, c = np.flatnonzero(fg.any(1)), np.flatnonzero(fg.any(0))
     H, W = m.shape
-    return (max(0, r[0] - pad), min(H, r[-1] + pad + 1), max(0, c[0] - pad), min(W, c[-1] + pad + 1))
+    return (
+        max(0, r[0] - pad),
+        min(H, r[-1] + pad + 1),
+        max(0, c[0] - pad),
+        min(W, c[-1] + pad + 1),
+    )
 
 
 def crop(a, roi):
@@ -179,7 +185,7 @@ def elpv_split(probs, types, seed=0, test_frac=0.25):
     key = np.array([f"{p:.3f}-{t}" for p, t in zip(probs, types)])
     for k in np.unique(key):
         idx = rng.permutation(np.flatnonzero(key == k))
-        test.append(idx[: int(round(test_frac * idx.size))])
+        test.append(idx[: round(test_frac * idx.size)])
     test = np.sort(np.concatenate(test))
     return np.setdiff1d(np.arange(len(probs)), test), test
 
@@ -189,36 +195,62 @@ def make_model(kind, cfg, args, crop_hw):
     from gaikan.deep.classifier import Classifier
     from gaikan.deep.vit import ViTClassifier
 
-    common = dict(batch_size=cfg["batch"], random_state=0, num_threads=args.threads,
-                  device=args.device)
+    common = dict(
+        batch_size=cfg["batch"], random_state=0, num_threads=args.threads, device=args.device
+    )
     H, W = crop_hw
     if kind in ("effnet-focus", "effnet-ens"):
-        clf = Classifier("efficientnet_lite0", image_size=cfg["focus_net"],
-                         weights_file=args.weights, reference=True, focus=cfg["focus"],
-                         brightness=0.1, contrast=0.1, max_shift=0.03, valid_frac=0.0,
-                         patience=None, **common)
+        clf = Classifier(
+            "efficientnet_lite0",
+            image_size=cfg["focus_net"],
+            weights_file=args.weights,
+            reference=True,
+            focus=cfg["focus"],
+            brightness=0.1,
+            contrast=0.1,
+            max_shift=0.03,
+            valid_frac=0.0,
+            patience=None,
+            **common,
+        )
         if kind == "effnet-ens":
             from gaikan.deep.ensemble import ClassifierEnsemble
 
             return ClassifierEnsemble(clf, n_members=cfg["members"])
         return clf
     if kind in ("effnet-raw", "effnet-ref"):
-        h = int(round(cfg["cnn_h"] / 32)) * 32
-        w = max(32, int(round(h * W / H / 32)) * 32)
-        return Classifier("efficientnet_lite0", image_size=(h, w), weights_file=args.weights,
-                          reference=kind == "effnet-ref", brightness=0.1, contrast=0.1,
-                          max_shift=0.03, patience=cfg["patience"], **common)
+        h = round(cfg["cnn_h"] / 32) * 32
+        w = max(32, round(h * W / H / 32) * 32)
+        return Classifier(
+            "efficientnet_lite0",
+            image_size=(h, w),
+            weights_file=args.weights,
+            reference=kind == "effnet-ref",
+            brightness=0.1,
+            contrast=0.1,
+            max_shift=0.03,
+            patience=cfg["patience"],
+            **common,
+        )
     if kind == "vit-raw":
         h = cfg["vit_h"]
-        w = max(8, int(round(h * W / H / 8)) * 8)
-        return ViTClassifier("raw", image_size=(h, w), patch_size=8, patience=cfg["patience"],
-                             **common)
+        w = max(8, round(h * W / H / 8) * 8)
+        return ViTClassifier(
+            "raw", image_size=(h, w), patch_size=8, patience=cfg["patience"], **common
+        )
     if kind == "vit-soart":
         gh = (H - 8) // 4 + 1
         gw = (W - 8) // 4 + 1
         h, w = max(8, gh // 4 * 4), max(8, gw // 4 * 4)
-        return ViTClassifier("soart", image_size=(h, w), patch_size=4, soart_kernel=8,
-                             soart_stride=4, patience=cfg["patience"], **common)
+        return ViTClassifier(
+            "soart",
+            image_size=(h, w),
+            patch_size=4,
+            soart_kernel=8,
+            soart_stride=4,
+            patience=cfg["patience"],
+            **common,
+        )
     raise ValueError(kind)
 
 
@@ -232,8 +264,15 @@ def fit_eval(kind, cfg, args, Xtr, ytr, Xte, yte, Mte, crop_hw, verbose=False, X
         ep = cfg["focus_epochs"]
     t0 = time.perf_counter()
     extra = {"X_good": X_good} if X_good is not None else {}
-    clf.fine_tune(Xtr, ytr, epochs=ep, base_lr=cfg["cnn_lr"] if cnn else cfg["vit_lr"],
-                  freeze_epochs=1 if cnn else 0, lr_mult=cfg["lr_mult"] if cnn else 1.0, **extra)
+    clf.fine_tune(
+        Xtr,
+        ytr,
+        epochs=ep,
+        base_lr=cfg["cnn_lr"] if cnn else cfg["vit_lr"],
+        freeze_epochs=1 if cnn else 0,
+        lr_mult=cfg["lr_mult"] if cnn else 1.0,
+        **extra,
+    )
     t_fit = time.perf_counter() - t0
     if verbose:
         for h in clf.history_:
@@ -254,9 +293,15 @@ def eval_row(kind, clf, t_fit, Xte, yte, Mte, n_train):
 
     cnn = kind.startswith("effnet")
     ev = evaluate(clf, Xte, yte, masks=Mte)
-    row = {"model": kind, "accuracy": ev.accuracy, "macro_f1": ev.macro_f1,
-           "pointing": ev.pointing, "fit_s": t_fit, "epochs_run": len(clf.history_),
-           "n_train": int(n_train)}
+    row = {
+        "model": kind,
+        "accuracy": ev.accuracy,
+        "macro_f1": ev.macro_f1,
+        "pointing": ev.pointing,
+        "fit_s": t_fit,
+        "epochs_run": len(clf.history_),
+        "n_train": int(n_train),
+    }
     if Mte is not None:
         # the alternative explanation: Grad-CAM on the last feature map (CNN) / on the tokens (ViT)
         keep = Mte.reshape(len(Mte), -1).any(1)
@@ -264,8 +309,9 @@ def eval_row(kind, clf, t_fit, Xte, yte, Mte, n_train):
         row["pointing_alt"] = pointing_score(maps, Mte[keep])
         if cnn:
             net = clf.members_[0] if hasattr(clf, "members_") else clf
-            maps = clf.explain(Xte[keep], method="layercam", layer=net._resolve_layer("auto"),
-                               target=yte[keep])
+            maps = clf.explain(
+                Xte[keep], method="layercam", layer=net._resolve_layer("auto"), target=yte[keep]
+            )
             row["pointing_lcam"] = pointing_score(maps, Mte[keep])
             if clf.reference:  # the default explanation already is IG
                 row["pointing_ig"] = row["pointing"]
@@ -282,16 +328,24 @@ def main(argv=None):
     ap.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
-                    help="processes rendering synthetic images")
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=min(8, os.cpu_count() or 1),
+        help="processes rendering synthetic images",
+    )
     ap.add_argument("--tasks", default="mode,pin,elpv")
-    ap.add_argument("--models", default="effnet-raw,effnet-focus,effnet-ens,vit-raw,vit-soart",
-                    help="for the pin task effnet-focus becomes effnet-ref (a window has no position)")
+    ap.add_argument(
+        "--models",
+        default="effnet-raw,effnet-focus,effnet-ens,vit-raw,vit-soart",
+        help="for the pin task effnet-focus becomes effnet-ref (a window has no position)",
+    )
     ap.add_argument("--weights", default=None, help="EfficientNet-Lite0 weights file (offline)")
     ap.add_argument("--elpv-npz", default=None, help="ELPV pre-resized npz (images, probs, types)")
     ap.add_argument("--json", default=None, help="also write the rows as JSON here")
-    ap.add_argument("--cache", default=None,
-                    help="folder keeping rendered synthetic images between runs")
+    ap.add_argument(
+        "--cache", default=None, help="folder keeping rendered synthetic images between runs"
+    )
     ap.add_argument("--render-only", action="store_true", help="render (into --cache) and stop")
     ap.add_argument("--skip-signed", action="store_true", help="skip the 8-class mode± task")
     ap.add_argument("--verbose", action="store_true", help="per-epoch history, CAM layer sweep")
@@ -304,22 +358,79 @@ def main(argv=None):
 
         torch.set_num_threads(args.threads)
     if args.smoke:  # exercises every code path in seconds; numbers are meaningless
-        cfg = dict(size=64, n_train=8, n_test=1, pin_train=2, pin_test=1, cnn_h=64, vit_h=32,
-                   focus=20, focus_net=32, focus_epochs=1, members=2, cnn_epochs=1, vit_epochs=1,
-                   batch=16, patience=2, cnn_lr=2e-3, vit_lr=2e-3, elpv_size=32, elpv_frac=0.02,
-                   elpv_epochs=1, lr_mult=10)
+        cfg = dict(
+            size=64,
+            n_train=8,
+            n_test=1,
+            pin_train=2,
+            pin_test=1,
+            cnn_h=64,
+            vit_h=32,
+            focus=20,
+            focus_net=32,
+            focus_epochs=1,
+            members=2,
+            cnn_epochs=1,
+            vit_epochs=1,
+            batch=16,
+            patience=2,
+            cnn_lr=2e-3,
+            vit_lr=2e-3,
+            elpv_size=32,
+            elpv_frac=0.02,
+            elpv_epochs=1,
+            lr_mult=10,
+        )
     elif args.quick:
-        cfg = dict(size=128, n_train=40, n_test=15, pin_train=12, pin_test=4, cnn_h=128,
-                   vit_h=64, focus=40, focus_net=64, focus_epochs=8, members=3, cnn_epochs=6,
-                   vit_epochs=15, batch=32, patience=4, cnn_lr=2e-3, vit_lr=2e-3, elpv_size=128,
-                   elpv_frac=0.25, elpv_epochs=4, lr_mult=10)
+        cfg = dict(
+            size=128,
+            n_train=40,
+            n_test=15,
+            pin_train=12,
+            pin_test=4,
+            cnn_h=128,
+            vit_h=64,
+            focus=40,
+            focus_net=64,
+            focus_epochs=8,
+            members=3,
+            cnn_epochs=6,
+            vit_epochs=15,
+            batch=32,
+            patience=4,
+            cnn_lr=2e-3,
+            vit_lr=2e-3,
+            elpv_size=128,
+            elpv_frac=0.25,
+            elpv_epochs=4,
+            lr_mult=10,
+        )
     else:  # 2 CPU cores: about 2.5 hours in all (the 5-member ensemble is half of it)
-        cfg = dict(size=256, n_train=150, n_test=50, pin_train=40, pin_test=20, cnn_h=256,
-                   vit_h=128, focus=80, focus_net=FOCUS_NET, focus_epochs=24, members=5,
-                   cnn_epochs=14, vit_epochs=40, batch=32, patience=6, cnn_lr=2e-3, vit_lr=2e-3,
-                   elpv_size=160, elpv_frac=1.0, elpv_epochs=12, lr_mult=10)
+        cfg = dict(
+            size=256,
+            n_train=150,
+            n_test=50,
+            pin_train=40,
+            pin_test=20,
+            cnn_h=256,
+            vit_h=128,
+            focus=80,
+            focus_net=FOCUS_NET,
+            focus_epochs=24,
+            members=5,
+            cnn_epochs=14,
+            vit_epochs=40,
+            batch=32,
+            patience=6,
+            cnn_lr=2e-3,
+            vit_lr=2e-3,
+            elpv_size=160,
+            elpv_frac=1.0,
+            elpv_epochs=12,
+            lr_mult=10,
+        )
     for k in ("cnn_epochs", "focus_epochs", "vit_epochs", "elpv_epochs"):
-        cfg[k] = max(1, int(round(cfg[k] * args.epochs_scale)))
+        cfg[k] = max(1, round(cfg[k] * args.epochs_scale))
     tasks = args.tasks.split(",")
     models = args.models.split(",")
     rows = []
@@ -330,10 +441,13 @@ def main(argv=None):
             with open(args.json, "w") as f:
                 json.dump(rows, f, indent=1, default=float)
         pf = r.get("pointing_alt")
-        print(f"  {task:6s} {r['model']:10s} acc {r['accuracy']:.4f}  F1 {r['macro_f1']:.4f}  "
-              f"pointing {r['pointing'] if r['pointing'] is None else round(r['pointing'], 3)}"
-              + (f" / {pf:.3f}" if pf is not None else "")
-              + f"  fit {r['fit_s']:.1f}s", flush=True)
+        print(
+            f"  {task:6s} {r['model']:10s} acc {r['accuracy']:.4f}  F1 {r['macro_f1']:.4f}  "
+            f"pointing {r['pointing'] if r['pointing'] is None else round(r['pointing'], 3)}"
+            + (f" / {pf:.3f}" if pf is not None else "")
+            + f"  fit {r['fit_s']:.1f}s",
+            flush=True,
+        )
 
     if args.render_only:
         synth_mode_data(cfg["n_train"], cfg["n_test"], cfg["size"], args.workers)
@@ -342,9 +456,11 @@ def main(argv=None):
     if "mode" in tasks:
         t0 = time.perf_counter()
         (Xtr, ytr, ystr, _), (Xte, yte, yste, Mte) = synth_mode_data(
-            cfg["n_train"], cfg["n_test"], cfg["size"], args.workers)
-        print(f"rendered {len(Xtr) + len(Xte)} images in {time.perf_counter() - t0:.0f}s",
-              flush=True)
+            cfg["n_train"], cfg["n_test"], cfg["size"], args.workers
+        )
+        print(
+            f"rendered {len(Xtr) + len(Xte)} images in {time.perf_counter() - t0:.0f}s", flush=True
+        )
         roi = roi_from_good(Xtr[ytr == "good"])
         Xtr, Xte, Mte = crop(Xtr, roi), crop(Xte, roi), crop(Mte, roi)
         good_crop = Xtr[ytr == "good"]
@@ -359,22 +475,30 @@ def main(argv=None):
             show("mode", r)
     if "pin" in tasks:
         t0 = time.perf_counter()
-        (Ptr, ptr, _), (Pte, pte, PMte) = synth_pin_data(cfg["pin_train"], cfg["pin_test"],
-                                                         cfg["size"], args.workers)
-        print(f"rendered {len(Ptr) + len(Pte)} images in {time.perf_counter() - t0:.0f}s",
-              flush=True)
+        (Ptr, ptr, _), (Pte, pte, PMte) = synth_pin_data(
+            cfg["pin_train"], cfg["pin_test"], cfg["size"], args.workers
+        )
+        print(
+            f"rendered {len(Ptr) + len(Pte)} images in {time.perf_counter() - t0:.0f}s", flush=True
+        )
         if "mode" not in tasks:
-            g, _, _, _ = render_many([("good", "train", i, cfg["size"], None)
-                                      for i in range(cfg["n_train"])], args.workers)
+            g, _, _, _ = render_many(
+                [("good", "train", i, cfg["size"], None) for i in range(cfg["n_train"])],
+                args.workers,
+            )
             roi = roi_from_good(g)
             good_crop = crop(g, roi)
         Ptr, Pte, PMte = crop(Ptr, roi), crop(Pte, roi), crop(PMte, roi)
         g = good_crop
-        pin_models = list(dict.fromkeys("effnet-ref" if m == "effnet-focus" else m for m in models
-                                        if m != "effnet-ens"))
+        pin_models = list(
+            dict.fromkeys(
+                "effnet-ref" if m == "effnet-focus" else m for m in models if m != "effnet-ens"
+            )
+        )
         for kind in pin_models:
-            r, _ = fit_eval(kind, cfg, args, Ptr, ptr, Pte, pte, PMte, Ptr.shape[1:],
-                            args.verbose, X_good=g)
+            r, _ = fit_eval(
+                kind, cfg, args, Ptr, ptr, Pte, pte, PMte, Ptr.shape[1:], args.verbose, X_good=g
+            )
             show("pin", r)
     if "mode" in tasks and not args.skip_signed:
         for kind in [m for m in models if m in ("effnet-ref", "effnet-focus")]:
@@ -390,23 +514,43 @@ def main(argv=None):
         if cfg["elpv_frac"] < 1:
             rng = np.random.default_rng(0)
             tr = np.sort(rng.choice(tr, int(len(tr) * cfg["elpv_frac"]), replace=False))
-        clf = Classifier("efficientnet_lite0", image_size=cfg["elpv_size"], hflip=True,
-                         vflip=True, rot90=True, brightness=0.1, contrast=0.1, patience=5,
-                         batch_size=cfg["batch"], random_state=0, num_threads=args.threads,
-                         device=args.device, weights_file=args.weights)
+        clf = Classifier(
+            "efficientnet_lite0",
+            image_size=cfg["elpv_size"],
+            hflip=True,
+            vflip=True,
+            rot90=True,
+            brightness=0.1,
+            contrast=0.1,
+            patience=5,
+            batch_size=cfg["batch"],
+            random_state=0,
+            num_threads=args.threads,
+            device=args.device,
+            weights_file=args.weights,
+        )
         t0 = time.perf_counter()
         clf.fine_tune(X[tr], y[tr], epochs=cfg["elpv_epochs"], base_lr=2e-3, lr_mult=cfg["lr_mult"])
         t_fit = time.perf_counter() - t0
         pred = clf.predict(X[te])
         m = classification_metrics(y[te], pred, labels=[0, 1, 2, 3])
         mb = classification_metrics(y[te] >= 2, pred >= 2)
-        r = {"model": "effnet-raw", "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
-             "pointing": None, "fit_s": t_fit, "epochs_run": len(clf.history_),
-             "n_train": int(len(tr)), "binary_accuracy": mb["accuracy"],
-             "binary_macro_f1": mb["macro_f1"], "n_test": int(len(te))}
+        r = {
+            "model": "effnet-raw",
+            "accuracy": m["accuracy"],
+            "macro_f1": m["macro_f1"],
+            "pointing": None,
+            "fit_s": t_fit,
+            "epochs_run": len(clf.history_),
+            "n_train": len(tr),
+            "binary_accuracy": mb["accuracy"],
+            "binary_macro_f1": mb["macro_f1"],
+            "n_test": len(te),
+        }
         show("elpv", r)
-        print(f"  elpv binary (p>=0.5): acc {mb['accuracy']:.4f}  F1 {mb['macro_f1']:.4f}",
-              flush=True)
+        print(
+            f"  elpv binary (p>=0.5): acc {mb['accuracy']:.4f}  F1 {mb['macro_f1']:.4f}", flush=True
+        )
 
     dev = args.device
     if dev.startswith("cuda"):
@@ -416,11 +560,13 @@ def main(argv=None):
     else:
         dev = f"cpu x{args.threads} threads"
     print()
-    mode = 'smoke' if args.smoke else 'quick' if args.quick else 'full'
+    mode = "smoke" if args.smoke else "quick" if args.quick else "full"
     print(f"bench_classifier ({mode}; device: {dev})")
-    hdr = (f"{'task':7s}{'model':14s}{'train':>7s}{'epochs':>7s}{'accuracy':>10s}{'macroF1':>9s}"
-           f"{'pointing':>10s}{'pt-LCAM':>9s}{'pt-GCAM':>9s}{'pt-IG':>8s}{'fit s':>8s}"
-           f"{'s/epoch':>9s}")
+    hdr = (
+        f"{'task':7s}{'model':14s}{'train':>7s}{'epochs':>7s}{'accuracy':>10s}{'macroF1':>9s}"
+        f"{'pointing':>10s}{'pt-LCAM':>9s}{'pt-GCAM':>9s}{'pt-IG':>8s}{'fit s':>8s}"
+        f"{'s/epoch':>9s}"
+    )
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
@@ -428,14 +574,18 @@ def main(argv=None):
         pf = "-" if r.get("pointing_alt") is None else f"{r['pointing_alt']:.3f}"
         pi = "-" if r.get("pointing_ig") is None else f"{r['pointing_ig']:.3f}"
         pl = "-" if r.get("pointing_lcam") is None else f"{r['pointing_lcam']:.3f}"
-        print(f"{r['task']:7s}{r['model']:14s}{r['n_train']:>7d}{r['epochs_run']:>7d}"
-              f"{r['accuracy']:>10.4f}{r['macro_f1']:>9.4f}{pt:>10s}{pl:>9s}{pf:>9s}{pi:>8s}"
-              f"{r['fit_s']:>8.1f}{r['fit_s'] / max(r['epochs_run'], 1):>9.1f}")
+        print(
+            f"{r['task']:7s}{r['model']:14s}{r['n_train']:>7d}{r['epochs_run']:>7d}"
+            f"{r['accuracy']:>10.4f}{r['macro_f1']:>9.4f}{pt:>10s}{pl:>9s}{pf:>9s}{pi:>8s}"
+            f"{r['fit_s']:>8.1f}{r['fit_s'] / max(r['epochs_run'], 1):>9.1f}"
+        )
     for r in rows:
         if r["task"] == "elpv":
-            print(f"elpv binary (probability >= 0.5) from the 4-class model: accuracy "
-                  f"{r['binary_accuracy']:.4f}, macro-F1 {r['binary_macro_f1']:.4f}; "
-                  f"test {r['n_test']} cells (stratified 25 %, seed 0)")
+            print(
+                f"elpv binary (probability >= 0.5) from the 4-class model: accuracy "
+                f"{r['binary_accuracy']:.4f}, macro-F1 {r['binary_macro_f1']:.4f}; "
+                f"test {r['n_test']} cells (stratified 25 %, seed 0)"
+            )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1, default=float)

@@ -27,7 +27,7 @@ def per_image(fn, X, bs):
     fn(X[:bs])  # warm-up
     t = time.perf_counter()
     for s in range(0, len(X), bs):
-        fn(X[s:s + bs])
+        fn(X[s : s + bs])
     return (time.perf_counter() - t) / len(X)
 
 
@@ -39,23 +39,32 @@ def main(argv=None):
     ap.add_argument("--cache", default=None, help="rendered-image cache (bench_classifier's)")
     args = ap.parse_args(argv)
     import bench_classifier as B
-
     from gaikan.deep import Classifier, ClassifierEnsemble
 
     B.CACHE_DIR = args.cache
     good = B.render_many([("good", "train", i, 256, None) for i in range(8)], 1)[0]
-    test = B.render_many([(d, "test", i, 256, None) for d in B.MODES
-                          for i in range(-(-args.images // 6))], 1)[0][: args.images]
+    test = B.render_many(
+        [(d, "test", i, 256, None) for d in B.MODES for i in range(-(-args.images // 6))], 1
+    )[0][: args.images]
     roi = B.roi_from_good(good)
     good, X = B.crop(good, roi), B.crop(test, roi)
     Xfit = np.concatenate([good, X[:6]])
     yfit = np.array(["good"] * len(good) + list(B.MODES[1:]) + ["good"])[: len(Xfit)]
-    recipe = Classifier(image_size=128, reference=True, focus=80, valid_frac=0.0, patience=None,
-                        num_threads=args.threads)
+    recipe = Classifier(
+        image_size=128,
+        reference=True,
+        focus=80,
+        valid_frac=0.0,
+        patience=None,
+        num_threads=args.threads,
+    )
     ens = ClassifierEnsemble(recipe, n_members=args.members).fine_tune(
-        Xfit, yfit, epochs=0, freeze_epochs=0)
-    print(f"bench_classifier_latency (cpu x{args.threads} threads; {len(X)} crops "
-          f"{X.shape[1]}x{X.shape[2]})")
+        Xfit, yfit, epochs=0, freeze_epochs=0
+    )
+    print(
+        f"bench_classifier_latency (cpu x{args.threads} threads; {len(X)} crops "
+        f"{X.shape[1]}x{X.shape[2]})"
+    )
     hdr = f"{'model':16s}{'batch':>6s}{'predict ms/img':>16s}{'explain ms/img':>16s}"
     print(hdr)
     print("-" * len(hdr))

@@ -103,9 +103,7 @@ def run_one(kind: str, params: dict, args) -> dict:
     fit_s = time.perf_counter() - t0
     det.anomaly_score(test[:16])  # warm-up
     t0 = time.perf_counter()
-    scores = np.concatenate(
-        [det.anomaly_score(test[i : i + 64]) for i in range(0, len(test), 64)]
-    )
+    scores = np.concatenate([det.anomaly_score(test[i : i + 64]) for i in range(0, len(test), 64)])
     b16 = 1e3 * (time.perf_counter() - t0) / len(test)
     nb1 = min(args.n_batch1, len(test))
     if hasattr(det, "_fe") and det._fe is not None:
@@ -131,7 +129,7 @@ def run_one(kind: str, params: dict, args) -> dict:
 def _child(queue, kind, params, args):
     try:
         queue.put(("ok", run_one(kind, params, args)))
-    except BaseException as exc:  # noqa: BLE001 - report, never hang the parent
+    except BaseException as exc:
         import traceback
 
         queue.put(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
@@ -161,9 +159,7 @@ def format_rows(rows) -> str:
         ps = ",".join(f"{k}={v}" for k, v in r["params"].items() if k != "backbone")
         ps = ps.replace(" ", "")[:44]
         if "error" in r:
-            out.append(
-                f"{r['detector']:<11} {ps:<44} error: {r['error'].splitlines()[0]}"
-            )
+            out.append(f"{r['detector']:<11} {ps:<44} error: {r['error'].splitlines()[0]}")
             continue
         out.append(
             f"{r['detector']:<11} {ps:<44} {r['image_auroc']:>9.4f} {r['fit_s']:>7.1f} "
@@ -202,12 +198,8 @@ def bench_runtimes(args) -> str:
             b1 = 1e3 * (time.perf_counter() - t0) / 16
             if ref is None:
                 ref = f
-            diff = max(
-                float(np.abs(a - b).max() / np.abs(b).max()) for a, b in zip(f, ref)
-            )
-            lines.append(
-                f"{rt:<14} {layers!s:<10} {b16:>10.1f} {b1:>9.1f} {diff:>12.1e}"
-            )
+            diff = max(float(np.abs(a - b).max() / np.abs(b).max()) for a, b in zip(f, ref))
+            lines.append(f"{rt:<14} {layers!s:<10} {b16:>10.1f} {b1:>9.1f} {diff:>12.1e}")
     return "\n".join(lines)
 
 
@@ -267,21 +259,13 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--detectors", default="zscore,padim,patchcore,soart-deep")
-    ap.add_argument(
-        "--params", default="{}", help='JSON: {"padim": {"n_features": 100}, ...}'
-    )
-    ap.add_argument(
-        "--limit", type=int, default=None, help="score a seeded subset of the test set"
-    )
-    ap.add_argument(
-        "--n-train", type=int, default=None, help="fit on the first N training cells"
-    )
+    ap.add_argument("--params", default="{}", help='JSON: {"padim": {"n_features": 100}, ...}')
+    ap.add_argument("--limit", type=int, default=None, help="score a seeded subset of the test set")
+    ap.add_argument("--n-train", type=int, default=None, help="fit on the first N training cells")
     ap.add_argument("--n-batch1", type=int, default=64)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--weights-file", default=None)
-    ap.add_argument(
-        "--runtimes", action="store_true", help="only compare backbone runtimes"
-    )
+    ap.add_argument("--runtimes", action="store_true", help="only compare backbone runtimes")
     ap.add_argument("--gpu", action="store_true", help="only measure GPU throughput")
     ap.add_argument("--json", default=None, help="also write rows to this file")
     args = ap.parse_args(argv)

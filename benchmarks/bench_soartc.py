@@ -20,18 +20,18 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
-import argparse  # noqa: E402
-import math  # noqa: E402
-import resource  # noqa: E402
-import time  # noqa: E402
-import tracemalloc  # noqa: E402
+import argparse
+import math
+import resource
+import time
+import tracemalloc
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-import gaikan  # noqa: E402
-from gaikan.datasets import elpv_split, load_elpv  # noqa: E402
-from gaikan.patches import extract  # noqa: E402
-from gaikan.taguchi import mahalanobis, self_similarity, soart3  # noqa: E402
+import gaikan
+from gaikan.datasets import elpv_split, load_elpv
+from gaikan.patches import extract
+from gaikan.taguchi import mahalanobis, self_similarity, soart3
 
 
 def numpy_reference(det, X):
@@ -55,7 +55,9 @@ def loop_reference(det, img):
         beta = (sum(a * b for a, b in zip(ref, row)) + eps) / (sum(a * a for a in ref) + eps)
         r = [abs(a - beta * b) for a, b in zip(row, ref)]
         eta, nu = sum(r), max(r)
-        f = np.array([math.log(max(beta, 1e-12)), math.log(eta + 1), math.log(nu + 1) - math.log(eta + 1)])
+        f = np.array(
+            [math.log(max(beta, 1e-12)), math.log(eta + 1), math.log(nu + 1) - math.log(eta + 1)]
+        )
         d = det.whiten_[i] @ (f - det.mean_[i])
         best = max(best, float(d @ d) / 3)
     return best
@@ -78,9 +80,11 @@ def run(size, batch, n_fit, loop_images, quick):
     test = d.images[te[:batch]].astype(np.float64)
     rows = []
     ref_det = None
-    for label, prec, data in [("gaikan float64", "float64", test),
-                              ("gaikan auto (exact f32 Gram)", "auto", test),
-                              ("gaikan float32 (non-integer input)", "float32", test + 0.5)]:
+    for label, prec, data in [
+        ("gaikan float64", "float64", test),
+        ("gaikan auto (exact f32 Gram)", "auto", test),
+        ("gaikan float32 (non-integer input)", "float32", test + 0.5),
+    ]:
         det = gaikan.SOARTC(kernel=10, stride=5, precision=prec)
         t0 = time.perf_counter()
         det.fit(fit_x if prec != "float32" else fit_x + 0.5)
@@ -93,7 +97,9 @@ def run(size, batch, n_fit, loop_images, quick):
         if prec == "float64":
             ref_det = det
     t_np = timed(numpy_reference, ref_det, test, repeat=1) / len(test)
-    np.testing.assert_allclose(numpy_reference(ref_det, test[:4]), ref_det.anomaly_score(test[:4]), rtol=1e-9)
+    np.testing.assert_allclose(
+        numpy_reference(ref_det, test[:4]), ref_det.anomaly_score(test[:4]), rtol=1e-9
+    )
     t0 = time.perf_counter()
     for img in test[:loop_images]:
         loop_reference(ref_det, img)
@@ -106,17 +112,25 @@ def main():
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     cases = [(100, 50 if args.quick else 200, 100, 1), (250, 5 if args.quick else 20, 100, 1)]
-    print(f"# SOARTC scoring after fit, k=10 s=5, one thread (OMP_NUM_THREADS="
-          f"{os.environ['OMP_NUM_THREADS']}), ELPV images, fit on 100 good images")
+    print(
+        f"# SOARTC scoring after fit, k=10 s=5, one thread (OMP_NUM_THREADS="
+        f"{os.environ['OMP_NUM_THREADS']}), ELPV images, fit on 100 good images"
+    )
     hdr = f"{'size':>7} {'batch':>5} {'mode':<36} {'ms/img':>8} {'vs numpy ref':>12} {'vs loop ref':>11} {'fit s':>6} {'peak MB':>8}"
     print(hdr)
     print("-" * len(hdr))
     for size, batch, n_fit, loops in cases:
         rows, t_np, t_loop = run(size, batch, n_fit, loops, args.quick)
         for label, ms, fit_s, peak in rows:
-            print(f"{size:>3}x{size:<3} {batch:>5} {label:<36} {ms:>8.2f} {t_np / ms:>11.1f}x {t_loop / ms:>10.0f}x {fit_s:>6.2f} {peak:>8.1f}")
-        print(f"{size:>3}x{size:<3} {batch:>5} {'reference: straightforward numpy':<36} {t_np:>8.2f}")
-        print(f"{size:>3}x{size:<3} {loops:>5} {'reference: per-patch-pair Python loop':<36} {t_loop:>8.0f}")
+            print(
+                f"{size:>3}x{size:<3} {batch:>5} {label:<36} {ms:>8.2f} {t_np / ms:>11.1f}x {t_loop / ms:>10.0f}x {fit_s:>6.2f} {peak:>8.1f}"
+            )
+        print(
+            f"{size:>3}x{size:<3} {batch:>5} {'reference: straightforward numpy':<36} {t_np:>8.2f}"
+        )
+        print(
+            f"{size:>3}x{size:<3} {loops:>5} {'reference: per-patch-pair Python loop':<36} {t_loop:>8.0f}"
+        )
     print(f"process peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 

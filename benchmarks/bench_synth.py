@@ -62,7 +62,9 @@ def speed_table(out: Path, n128: int, n256: int) -> None:
             shutil.rmtree(d, ignore_errors=True)
     d = out / "speed_ss"
     t = time.perf_counter()
-    make_dataset(d, n_good=max(2, n128 // 4), n_test_good=0, n_defect=0, size=128, seed=1, supersample=2)
+    make_dataset(
+        d, n_good=max(2, n128 // 4), n_test_good=0, n_defect=0, size=128, seed=1, supersample=2
+    )
     dt = time.perf_counter() - t
     k = 2 * max(2, n128 // 4)
     print(f"{'128 ss2':>6} {1:>7} {k:>6} {dt / k:>8.3f} {k / dt:>8.1f}   (2×2 supersampling)")
@@ -81,7 +83,9 @@ def _outline(mask: np.ndarray) -> np.ndarray:
     return m & ~inner
 
 
-def detection_table(root: Path, kernel: int, stride: int, figure: Path | None, extra: list[tuple[int, int]]) -> None:
+def detection_table(
+    root: Path, kernel: int, stride: int, figure: Path | None, extra: list[tuple[int, int]]
+) -> None:
     from gaikan.io import load_mvtec
 
     dets = [
@@ -92,7 +96,11 @@ def detection_table(root: Path, kernel: int, stride: int, figure: Path | None, e
     for k, s in extra:
         dets.append((f"SOARTC k{k}s{s}", lambda k=k, s=s: gaikan.SOARTC(kernel=k, stride=s)))
     print("\n(b) detection: image AUROC / pixel AUROC per defect mode (goods vs that mode)")
-    head = f"{'detector':<20} {'view':<8}" + "".join(f"{m:>14}" for m in MODES) + f"{'all':>14} {'fit+score':>9}"
+    head = (
+        f"{'detector':<20} {'view':<8}"
+        + "".join(f"{m:>14}" for m in MODES)
+        + f"{'all':>14} {'fit+score':>9}"
+    )
     print(head)
     panels = []
     for view in ("top", "oblique"):
@@ -108,7 +116,7 @@ def detection_table(root: Path, kernel: int, stride: int, figure: Path | None, e
             scores, maps = res.scores, res.maps
             dt = time.perf_counter() - t
             cells = []
-            for m in MODES + ("all",):
+            for m in (*MODES, "all"):
                 sel = (types == m) if m != "all" else ~good
                 if not sel.any():
                     cells.append(f"{'-':>14}")
@@ -151,17 +159,27 @@ def _figure(panels, path: Path) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--n-good", type=int, default=200)
     ap.add_argument("--n-test-good", type=int, default=50)
     ap.add_argument("--n-defect", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--kernel", type=int, default=8)
     ap.add_argument("--stride", type=int, default=4)
-    ap.add_argument("--extra", default="8x2", help="extra SOARTC kernel×stride rows, comma-separated ('' for none)")
+    ap.add_argument(
+        "--extra",
+        default="8x2",
+        help="extra SOARTC kernel×stride rows, comma-separated ('' for none)",
+    )
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--out", default=None, help="dataset folder (default: a temporary one, removed)")
-    ap.add_argument("--figure", default=os.path.join(tempfile.gettempdir(), "gaikan-synth-figure.png"))
+    ap.add_argument(
+        "--out", default=None, help="dataset folder (default: a temporary one, removed)"
+    )
+    ap.add_argument(
+        "--figure", default=os.path.join(tempfile.gettempdir(), "gaikan-synth-figure.png")
+    )
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--skip-detect", action="store_true")
     ap.add_argument("--quick", action="store_true", help="small sets (smoke run)")

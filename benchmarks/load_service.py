@@ -59,9 +59,9 @@ def parts(n: int, size: int, seed: int, defect: bool = False) -> np.ndarray:
         for i in range(n):
             y, x = rng.integers(b, size - 2 * b, 2)
             if i % 2:
-                out[i, y:y + b, x:x + b] += 90
+                out[i, y : y + b, x : x + b] += 90
             else:
-                out[i, y:y + 2, x:x + 3 * b // 2 + 1] -= 80
+                out[i, y : y + 2, x : x + 3 * b // 2 + 1] -= 80
     return np.clip(np.rint(out), 0, 255)
 
 
@@ -105,9 +105,19 @@ class Server:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-c", "from gaikan.cli import main; main()", "serve", str(model),
-               "--port", str(self.port), "--max-upload-mb", str(max_upload_mb),
-               "--log-level", "warning"]
+        cmd = [
+            sys.executable,
+            "-c",
+            "from gaikan.cli import main; main()",
+            "serve",
+            str(model),
+            "--port",
+            str(self.port),
+            "--max-upload-mb",
+            str(max_upload_mb),
+            "--log-level",
+            "warning",
+        ]
         if workers:
             cmd += ["--workers", str(workers)]
         self.log = log
@@ -138,7 +148,10 @@ class Server:
         import httpx
 
         try:
-            return self.proc.poll() is None and httpx.get(self.url + "/healthz", timeout=5).status_code == 200
+            return (
+                self.proc.poll() is None
+                and httpx.get(self.url + "/healthz", timeout=5).status_code == 200
+            )
         except httpx.TransportError:
             return False
 
@@ -153,8 +166,9 @@ class Server:
         self._logf.close()
 
 
-async def _drive(url: str, uploads: list[Upload], clients: int, duration: float,
-                 seed: int) -> Stats:
+async def _drive(
+    url: str, uploads: list[Upload], clients: int, duration: float, seed: int
+) -> Stats:
     import httpx
 
     st = Stats()
@@ -167,8 +181,10 @@ async def _drive(url: str, uploads: list[Upload], clients: int, duration: float,
             up = uploads[rng.randrange(len(uploads))]
             t0 = time.perf_counter()
             try:
-                r = await client.post("/v1/inspect", files=[("files", (n, d, "application/octet-stream"))
-                                                             for n, d in up.files])
+                r = await client.post(
+                    "/v1/inspect",
+                    files=[("files", (n, d, "application/octet-stream")) for n, d in up.files],
+                )
             except httpx.HTTPError as exc:
                 st.errors += 1
                 st.note(f"transport: {exc!r}")
@@ -199,8 +215,11 @@ async def _drive(url: str, uploads: list[Upload], clients: int, duration: float,
                         st.note(f"bad file scored: {res}")
                     continue
                 st.good_images += 1
-                if (res.get("verdict") != verdict or res.get("score") is None
-                        or not np.isclose(res["score"], score, rtol=1e-9, atol=0)):
+                if (
+                    res.get("verdict") != verdict
+                    or res.get("score") is None
+                    or not np.isclose(res["score"], score, rtol=1e-9, atol=0)
+                ):
                     st.wrong += 1
                     st.note(f"wrong: expected {verdict} {score}, got {res}")
 
@@ -245,16 +264,20 @@ def build(size: int, workdir: Path, n_eval: int = 16) -> tuple[Path, list[Upload
     path = workdir / f"soartc-{size}.gaikan"
     det.save(path)
     imgs = [(f"good-{i}.png", png(im)) for i, im in enumerate(parts(n_eval // 2, size, seed=2))]
-    imgs += [(f"defect-{i}.png", png(im)) for i, im in enumerate(parts(n_eval // 2, size, seed=3,
-                                                                           defect=True))]
+    imgs += [
+        (f"defect-{i}.png", png(im))
+        for i, im in enumerate(parts(n_eval // 2, size, seed=3, defect=True))
+    ]
     decoded = np.stack([decode_image(d, n, size=det.image_shape_) for n, d in imgs])
     res = det.detect(decoded)
     uploads = []
     for (name, data), score, bad in zip(imgs, res.scores, res.is_defect):
         truth = "defect" if name.startswith("defect") else "ok"
         if ("defect" if bad else "ok") != truth:
-            print(f"note: {name} is misclassified by the model itself (score {score:.4g}, "
-                  f"threshold {det.threshold_:.4g}); the check compares with the library")
+            print(
+                f"note: {name} is misclassified by the model itself (score {score:.4g}, "
+                f"threshold {det.threshold_:.4g}); the check compares with the library"
+            )
         uploads.append(Upload([(name, data)], [("defect" if bad else "ok", float(score))]))
     return path, uploads
 
@@ -273,10 +296,15 @@ def fault_uploads(good: list[Upload], max_upload_mb: float, size: int) -> list[U
         Upload([("notes.png", b"this is a text file, not an image\n" * 20)], [("bad", None)]),
         Upload([("huge.png", huge_pixels)], [("bad", None)]),
         Upload([("flip.png", bytes(rng.integers(0, 256, 4000, dtype=np.uint8)))], [("bad", None)]),
-        Upload([("big.bin", bytes(int(max_upload_mb * 2**20 * 1.5)))], [("bad", None)],
-               body_too_big=True),
-        Upload([good[1].files[0], ("corrupt.jpg", b"\xff\xd8\xff\xe0" + b"\0" * 500)],
-               [good[1].expect[0], ("bad", None)]),
+        Upload(
+            [("big.bin", bytes(int(max_upload_mb * 2**20 * 1.5)))],
+            [("bad", None)],
+            body_too_big=True,
+        ),
+        Upload(
+            [good[1].files[0], ("corrupt.jpg", b"\xff\xd8\xff\xe0" + b"\0" * 500)],
+            [good[1].expect[0], ("bad", None)],
+        ),
     ]
     # 9 good uploads for each bad one: repeat the good list to 9× the bad count.
     reps = max(1, -(-9 * len(bad) // len(good)))
@@ -298,8 +326,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import httpx
 
-    print(f"gaikan serve load test: loopback, {os.cpu_count()} CPUs visible, "
-          f"{args.duration:g} s per phase, server workers={args.workers or 'default'}")
+    print(
+        f"gaikan serve load test: loopback, {os.cpu_count()} CPUs visible, "
+        f"{args.duration:g} s per phase, server workers={args.workers or 'default'}"
+    )
     rows, failures = [], 0
     with tempfile.TemporaryDirectory(prefix="gaikan-load-") as tmp:
         work = Path(tmp)
@@ -317,10 +347,22 @@ def main(argv: list[str] | None = None) -> int:
                     rss1 = srv.rss_mb()
                     lat = np.array(st.latencies) * 1000 if st.latencies else np.array([np.nan])
                     srv_ms = np.array(st.server_ms) if st.server_ms else np.array([np.nan])
-                    rows.append((f"{size}x{size}", c, st.requests, st.requests / args.duration,
-                                 np.percentile(lat, 50), np.percentile(lat, 99),
-                                 st.errors + st.wrong, rss_warm, rss0, rss1,
-                                 np.percentile(srv_ms, 50), np.percentile(srv_ms, 99)))
+                    rows.append(
+                        (
+                            f"{size}x{size}",
+                            c,
+                            st.requests,
+                            st.requests / args.duration,
+                            np.percentile(lat, 50),
+                            np.percentile(lat, 99),
+                            st.errors + st.wrong,
+                            rss_warm,
+                            rss0,
+                            rss1,
+                            np.percentile(srv_ms, 50),
+                            np.percentile(srv_ms, 99),
+                        )
+                    )
                     failures += st.errors + st.wrong
                     for n in st.notes:
                         print("  !", n)
@@ -337,16 +379,30 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  ! {tb} tracebacks in the server log")
 
         print()
-        head = ("image", "clients", "requests", "req/s", "p50 ms", "p99 ms", "errors",
-                "RSS after warm-up MB", "RSS phase start MB", "RSS phase end MB",
-                "scoring p50/p99 ms")
+        head = (
+            "image",
+            "clients",
+            "requests",
+            "req/s",
+            "p50 ms",
+            "p99 ms",
+            "errors",
+            "RSS after warm-up MB",
+            "RSS phase start MB",
+            "RSS phase end MB",
+            "scoring p50/p99 ms",
+        )
         print("| " + " | ".join(head) + " |")
         print("|" + "---|" * len(head))
         for r in rows:
-            print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.1f} | {r[4]:.1f} | {r[5]:.1f} | {r[6]} | "
-                  f"{r[7]:.1f} | {r[8]:.1f} | {r[9]:.1f} | {r[10]:.1f} / {r[11]:.1f} |")
-        print("(p50/p99: client-side latency; scoring: the server's pool work per request, "
-              "elapsed_ms; errors: non-200, transport errors and wrong results)")
+            print(
+                f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.1f} | {r[4]:.1f} | {r[5]:.1f} | {r[6]} | "
+                f"{r[7]:.1f} | {r[8]:.1f} | {r[9]:.1f} | {r[10]:.1f} / {r[11]:.1f} |"
+            )
+        print(
+            "(p50/p99: client-side latency; scoring: the server's pool work per request, "
+            "elapsed_ms; errors: non-200, transport errors and wrong results)"
+        )
 
         if not args.no_fault:
             size = sizes[0]
@@ -368,30 +424,45 @@ def main(argv: list[str] | None = None) -> int:
                 up = srv.alive()
                 text = httpx.get(srv.url + "/metrics").text
                 internal = metric(text, "gaikan_internal_errors_total")
-                five = sum(float(v) for v in re.findall(
-                    r'^gaikan_http_requests_total\{[^}]*status="5\d\d"\} (\S+)$', text, re.M))
+                five = sum(
+                    float(v)
+                    for v in re.findall(
+                        r'^gaikan_http_requests_total\{[^}]*status="5\d\d"\} (\S+)$', text, re.M
+                    )
+                )
             finally:
                 srv.stop()
             tb = srv.log.read_text(errors="replace").count("Traceback")
             n_bad = st.bad_ok + st.bad_missed
             print()
-            print(f"fault run ({size}x{size}, {args.fault_clients} clients, {args.duration:g} s, "
-                  f"{len(mix) - 6}:6 good:bad request mix, bad = truncated PNG, text, 30 MP PNG, "
-                  f"random bytes, {1.5 * args.max_upload_mb:g} MiB body, good+corrupt pair):")
+            print(
+                f"fault run ({size}x{size}, {args.fault_clients} clients, {args.duration:g} s, "
+                f"{len(mix) - 6}:6 good:bad request mix, bad = truncated PNG, text, 30 MP PNG, "
+                f"random bytes, {1.5 * args.max_upload_mb:g} MiB body, good+corrupt pair):"
+            )
             lat = np.array(st.latencies) * 1000 if st.latencies else np.array([np.nan])
-            print(f"  requests {st.requests} ({st.requests / args.duration:.1f}/s), "
-                  f"p50 {np.percentile(lat, 50):.1f} ms, p99 {np.percentile(lat, 99):.1f} ms")
+            print(
+                f"  requests {st.requests} ({st.requests / args.duration:.1f}/s), "
+                f"p50 {np.percentile(lat, 50):.1f} ms, p99 {np.percentile(lat, 99):.1f} ms"
+            )
             print(f"  good images checked {st.good_images}, wrong or missing results {st.wrong}")
-            print(f"  bad uploads {n_bad} ({100 * n_bad / max(1, n_bad + st.good_images):.1f} % of "
-                  f"files): 4xx or per-file error {st.bad_ok}, scored anyway {st.bad_missed}")
-            print(f"  transport errors / unexpected statuses {st.errors}, 5xx on the server {five:g}, "
-                  f"internal errors {internal:g}, tracebacks in log {tb}")
-            print(f"  server up at the end: {up}; RSS MB after warm-up and after each third: "
-                  + " -> ".join(f"{v:.1f}" for v in rss))
+            print(
+                f"  bad uploads {n_bad} ({100 * n_bad / max(1, n_bad + st.good_images):.1f} % of "
+                f"files): 4xx or per-file error {st.bad_ok}, scored anyway {st.bad_missed}"
+            )
+            print(
+                f"  transport errors / unexpected statuses {st.errors}, 5xx on the server {five:g}, "
+                f"internal errors {internal:g}, tracebacks in log {tb}"
+            )
+            print(
+                f"  server up at the end: {up}; RSS MB after warm-up and after each third: "
+                + " -> ".join(f"{v:.1f}" for v in rss)
+            )
             for n in st.notes:
                 print("  !", n)
-            failures += (st.wrong + st.bad_missed + st.errors + (not up) + (internal != 0)
-                         + (five != 0) + tb)
+            failures += (
+                st.wrong + st.bad_missed + st.errors + (not up) + (internal != 0) + (five != 0) + tb
+            )
     print()
     print("PASS" if failures == 0 else f"FAIL ({failures} problems)")
     return 0 if failures == 0 else 1

@@ -52,10 +52,14 @@ CONFIGS = {
     "f80full24": ({"focus": 80, "valid_frac": 0.0, "patience": None}, {"epochs": 24}),
     "f96full24": ({"focus": 96, "valid_frac": 0.0, "patience": None}, {"epochs": 24}),
     "f112full24": ({"focus": 112, "valid_frac": 0.0, "patience": None}, {"epochs": 24}),
-    "f96full24lr4": ({"focus": 96, "valid_frac": 0.0, "patience": None},
-                     {"epochs": 24, "base_lr": 4e-3}),
-    "f96n160full24": ({"focus": 96, "image_size": 160, "valid_frac": 0.0, "patience": None},
-                      {"epochs": 24}),
+    "f96full24lr4": (
+        {"focus": 96, "valid_frac": 0.0, "patience": None},
+        {"epochs": 24, "base_lr": 4e-3},
+    ),
+    "f96n160full24": (
+        {"focus": 96, "image_size": 160, "valid_frac": 0.0, "patience": None},
+        {"epochs": 24},
+    ),
 }
 
 
@@ -82,10 +86,21 @@ def run_worker(args):
     store = {}
     for name, seed in jobs[args.worker :: args.workers]:
         kw, fkw = CONFIGS[name]
-        ckw = {"image_size": 128, "weights_file": args.weights, "reference": True, "focus": 64,
-               "brightness": 0.1, "contrast": 0.1, "max_shift": 0.03, "patience": 6,
-               "batch_size": 32, "random_state": seed, "num_threads": args.threads,
-               "device": args.device, **kw}
+        ckw = {
+            "image_size": 128,
+            "weights_file": args.weights,
+            "reference": True,
+            "focus": 64,
+            "brightness": 0.1,
+            "contrast": 0.1,
+            "max_shift": 0.03,
+            "patience": 6,
+            "batch_size": 32,
+            "random_state": seed,
+            "num_threads": args.threads,
+            "device": args.device,
+            **kw,
+        }
         fit = {"epochs": 14, "base_lr": 2e-3, "freeze_epochs": 1, "lr_mult": 10, **fkw}
         if args.smoke:
             fit["epochs"] = 1
@@ -95,8 +110,13 @@ def run_worker(args):
         t_fit = time.perf_counter() - t0
         Pd, Pt = clf.predict_proba(Xdv), clf.predict_proba(Xte)
         cls = clf.classes_
-        rec = {"config": name, "seed": seed, "dev": float((cls[Pd.argmax(1)] == ydv).mean()),
-               "test": float((cls[Pt.argmax(1)] == yte).mean()), "fit_s": t_fit}
+        rec = {
+            "config": name,
+            "seed": seed,
+            "dev": float((cls[Pd.argmax(1)] == ydv).mean()),
+            "test": float((cls[Pt.argmax(1)] == yte).mean()),
+            "fit_s": t_fit,
+        }
         print(json.dumps(rec), flush=True)
         with open(os.path.join(args.out, f"runs{args.worker}.jsonl"), "a") as f:
             f.write(json.dumps(rec) + "\n")
@@ -129,11 +149,23 @@ def table(args):
             p = np.mean([P[f"{c}|{s}|{split}"] for s in seeds], 0)
             return float((classes[p.argmax(1)] == y).mean())
 
-        rows.append((c, len(seeds), np.mean(dev), np.std(dev), ens("dev", ydv), np.mean(test),
-                     ens("test", yte), fit))
+        rows.append(
+            (
+                c,
+                len(seeds),
+                np.mean(dev),
+                np.std(dev),
+                ens("dev", ydv),
+                np.mean(test),
+                ens("test", yte),
+                fit,
+            )
+        )
     rows.sort(key=lambda r: -r[2])
-    hdr = (f"{'recipe':15s}{'seeds':>6s}{'dev mean':>10s}{'sd':>7s}{'dev ens':>9s}"
-           f"{'test mean':>11s}{'test ens':>10s}{'fit s':>8s}")
+    hdr = (
+        f"{'recipe':15s}{'seeds':>6s}{'dev mean':>10s}{'sd':>7s}{'dev ens':>9s}"
+        f"{'test mean':>11s}{'test ens':>10s}{'fit s':>8s}"
+    )
     print(hdr)
     print("-" * len(hdr))
     for c, n, dm, ds, de, tm, te, fit in rows:
@@ -163,9 +195,11 @@ def main(argv=None):
         return run_worker(args)
     if not args.table_only:
         load_data(args.cache, args.render_workers)  # render once, into the cache
-        argv = [a for a in (argv if argv is not None else sys.argv[1:])]
-        procs = [subprocess.Popen([sys.executable, __file__, *argv, "--worker", str(k)])
-                 for k in range(args.workers)]
+        argv = list(argv if argv is not None else sys.argv[1:])
+        procs = [
+            subprocess.Popen([sys.executable, __file__, *argv, "--worker", str(k)])
+            for k in range(args.workers)
+        ]
         if any(p.wait() for p in procs):
             print("a worker failed; the table shows the runs that finished", file=sys.stderr)
     table(args)

@@ -20,8 +20,8 @@ def plant_defect(imgs, seed=1, box=6, delta=70.0):
     size = imgs.shape[1]
     for t in range(len(out)):
         y, x = rng.integers(2, size - box - 2, 2)
-        out[t, y:y + box, x:x + box] = np.clip(out[t, y:y + box, x:x + box] + delta, 0, 255)
-        masks[t, y:y + box, x:x + box] = True
+        out[t, y : y + box, x : x + box] = np.clip(out[t, y : y + box, x : x + box] + delta, 0, 255)
+        masks[t, y : y + box, x : x + box] = True
     return out, masks
 
 
@@ -41,8 +41,15 @@ def tiny_classifier(**kw):
     """A from-scratch toy EfficientNet classifier for fast tests (no augmentation)."""
     from gaikan.deep.classifier import Classifier
 
-    params = {"pretrained": False, "image_size": 48, "batch_size": 16, "num_threads": 1,
-              "brightness": 0.0, "contrast": 0.0, "random_state": 0}
+    params = {
+        "pretrained": False,
+        "image_size": 48,
+        "batch_size": 16,
+        "num_threads": 1,
+        "brightness": 0.0,
+        "contrast": 0.0,
+        "random_state": 0,
+    }
     params.update(kw)
     return Classifier("test_efficientnet", **params)
 
@@ -56,6 +63,6 @@ def plant_classes(X, y, rng, box, delta, margin):
     size = X.shape[1]
     for i in np.flatnonzero(y != "good"):
         r, c = rng.integers(margin, size - box - margin, 2)
-        X[i, r:r + box, c:c + box] += delta if y[i] == "bright" else -delta
-        masks[i, r:r + box, c:c + box] = True
+        X[i, r : r + box, c : c + box] += delta if y[i] == "bright" else -delta
+        masks[i, r : r + box, c : c + box] = True
     return np.clip(np.rint(X), 0, 255), y, masks

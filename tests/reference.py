@@ -27,7 +27,9 @@ def soart3(y, x, eps=EPS):
     r = [yy - beta * xv for yy, xv in zip(y, x)]
     eta = sum(abs(v) for v in r)
     nu = max(abs(v) for v in r)
-    return np.array([math.log(max(beta, 1e-12)), math.log(eta + 1), math.log(nu + 1) - math.log(eta + 1)])
+    return np.array(
+        [math.log(max(beta, 1e-12)), math.log(eta + 1), math.log(nu + 1) - math.log(eta + 1)]
+    )
 
 
 def similarity(p, eps=EPS):
@@ -41,7 +43,7 @@ def similarity(p, eps=EPS):
 
 def mahalanobis_stage(train_f, test_f, reg_rel=1e-6, reg_abs=1e-12):
     """Per patch: mean, ddof=1 covariance + ridge, D² = dᵀΣ⁻¹d/m (explicit inverse)."""
-    n, p, m = train_f.shape
+    _n, p, m = train_f.shape
     out = np.empty(test_f.shape[:2])
     for i in range(p):
         mu = train_f[:, i].mean(axis=0)
@@ -69,8 +71,9 @@ def soart3map(train, test, k, s):
     mean = sum(train) / len(train)
     mp, grid = patches(mean, k, s)
     f = lambda im: np.array([soart3(p, m) for p, m in zip(patches(im, k, s)[0], mp)])
-    return mahalanobis_stage(np.array([f(im) for im in train]),
-                             np.array([f(im) for im in test])).reshape(len(test), *grid)
+    return mahalanobis_stage(
+        np.array([f(im) for im in train]), np.array([f(im) for im in test])
+    ).reshape(len(test), *grid)
 
 
 def rt_items(y, m):

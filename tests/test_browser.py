@@ -25,18 +25,20 @@ CHROMEDRIVER = "/usr/bin/chromedriver"
 pytestmark = [pytest.mark.browser, pytest.mark.serve]
 
 if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
-    pytest.skip("needs /usr/bin/chromium and /usr/bin/chromedriver (apt: chromium "
-                "chromium-driver)", allow_module_level=True)
+    pytest.skip(
+        "needs /usr/bin/chromium and /usr/bin/chromedriver (apt: chromium chromium-driver)",
+        allow_module_level=True,
+    )
 pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
 webdriver = pytest.importorskip("selenium.webdriver")
-from PIL import Image  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.common.keys import Keys  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+from PIL import Image
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import WebDriverWait
 
-import gaikan  # noqa: E402
-from gaikan.service import create_app  # noqa: E402
+import gaikan
+from gaikan.service import create_app
 
 SIZE = 64
 TOKEN = "line-7"
@@ -63,8 +65,9 @@ class LiveServer:
         self.sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
-                                       daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
+        )
 
     def __enter__(self):
         self.thread.start()
@@ -85,10 +88,18 @@ def chromium_driver(tmp_path):
     quits it afterwards); skips the test when chromium does not start."""
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--window-size=1400,1000",
-                 f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1400,1000",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+    ):
         opts.add_argument(flag)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     service = webdriver.ChromeService(executable_path=CHROMEDRIVER)
@@ -129,9 +140,13 @@ def test_ui_inspects_flips_and_overlays(browser, tmp_path):
     good = np.stack([part(s) for s in range(12)]).astype(np.float64)
     det = gaikan.SOARTC(kernel=8, stride=4).fit(good)
     files = {}
-    for name, img in {"good-001.png": part(100), "dent-001.png": part(101, "square"),
-                      "scratch-002.png": part(102, "scratch"), "spot-003.png": part(103, "spot"),
-                      "good-002.png": part(104)}.items():
+    for name, img in {
+        "good-001.png": part(100),
+        "dent-001.png": part(101, "square"),
+        "scratch-002.png": part(102, "scratch"),
+        "spot-003.png": part(103, "spot"),
+        "good-002.png": part(104),
+    }.items():
         files[name] = tmp_path / name
         Image.fromarray(img).save(files[name])
 
@@ -151,23 +166,36 @@ def test_ui_inspects_flips_and_overlays(browser, tmp_path):
             return d.find_elements(By.CSS_SELECTOR, "#results .card")
 
         def verdicts():
-            return {c.find_element(By.CLASS_NAME, "name").text: c.get_attribute("data-verdict")
-                    for c in cards()}
+            return {
+                c.find_element(By.CLASS_NAME, "name").text: c.get_attribute("data-verdict")
+                for c in cards()
+            }
 
         def badges():
-            return {c.find_element(By.CLASS_NAME, "name").text:
-                    c.find_element(By.CLASS_NAME, "badge").text for c in cards()}
+            return {
+                c.find_element(By.CLASS_NAME, "name").text: c.find_element(
+                    By.CLASS_NAME, "badge"
+                ).text
+                for c in cards()
+            }
 
         # Upload a good and a defective part through the file picker.
         d.find_element(By.ID, "file-input").send_keys(
-            f"{files['good-001.png']}\n{files['dent-001.png']}")
+            f"{files['good-001.png']}\n{files['dent-001.png']}"
+        )
         wait.until(lambda d: len(cards()) == 2 and "pending" not in verdicts().values())
         assert badges() == {"good-001.png": "OK", "dent-001.png": "NG"}
 
         # The defect is selected and its heatmap overlay is loaded and drawn.
-        wait.until(lambda d: d.execute_script(
-            "const o = document.getElementById('viewer-overlay');"
-            "return o.src.startsWith('blob:') && o.complete && o.naturalWidth;") == SIZE)
+        wait.until(
+            lambda d: (
+                d.execute_script(
+                    "const o = document.getElementById('viewer-overlay');"
+                    "return o.src.startsWith('blob:') && o.complete && o.naturalWidth;"
+                )
+                == SIZE
+            )
+        )
         assert "NG" in d.find_element(By.ID, "viewer-details").text
         opacity = d.find_element(By.ID, "opacity")
         opacity.send_keys(Keys.END)
@@ -183,19 +211,31 @@ def test_ui_inspects_flips_and_overlays(browser, tmp_path):
 
         # Three more parts dropped on the drop zone (a synthetic drop event
         # carrying real PNG files: WebDriver cannot drag from the desktop).
-        dropped = [[n, base64.b64encode(files[n].read_bytes()).decode()]
-                   for n in ("scratch-002.png", "spot-003.png", "good-002.png")]
+        dropped = [
+            [n, base64.b64encode(files[n].read_bytes()).decode()]
+            for n in ("scratch-002.png", "spot-003.png", "good-002.png")
+        ]
         d.execute_script(DROP_JS, dropped)
         wait.until(lambda d: len(cards()) == 5 and "pending" not in verdicts().values())
-        assert verdicts() == {"good-001.png": "ok", "dent-001.png": "defect",
-                              "scratch-002.png": "defect", "spot-003.png": "defect",
-                              "good-002.png": "ok"}
+        assert verdicts() == {
+            "good-001.png": "ok",
+            "dent-001.png": "defect",
+            "scratch-002.png": "defect",
+            "spot-003.png": "defect",
+            "good-002.png": "ok",
+        }
         assert "5 images: 2 OK, 3 NG" in d.find_element(By.ID, "summary").text
         opacity.send_keys(Keys.ARROW_LEFT * 35)  # 100 → 65 %
         cards()[2].click()  # the scratch
-        wait.until(lambda d: d.execute_script(
-            "const o = document.getElementById('viewer-overlay');"
-            "return o.complete && o.naturalWidth;") == SIZE)
+        wait.until(
+            lambda d: (
+                d.execute_script(
+                    "const o = document.getElementById('viewer-overlay');"
+                    "return o.complete && o.naturalWidth;"
+                )
+                == SIZE
+            )
+        )
         shot = tmp_path / "gaikan-ui.png"
         assert d.save_screenshot(str(shot))
         with Image.open(shot) as im:
@@ -204,8 +244,9 @@ def test_ui_inspects_flips_and_overlays(browser, tmp_path):
             shutil.copy(shot, os.environ["GAIKAN_SCREENSHOT_DIR"])
 
         # Download CSV: what is shown, at the threshold as set.
-        d.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow",
-                                                       "downloadPath": str(downloads)})
+        d.execute_cdp_cmd(
+            "Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
+        )
         d.find_element(By.ID, "download-csv").click()
         csv_path = downloads / "gaikan-results.csv"
         wait.until(lambda d: csv_path.exists() and csv_path.stat().st_size > 0)
@@ -216,5 +257,7 @@ def test_ui_inspects_flips_and_overlays(browser, tmp_path):
         assert all(float(r["score"]) > 0 and r["error"] == "" for r in rows)
 
         # No script errors in the console (the expected 401 before the token aside).
-        logs = [e for e in d.get_log("browser") if e["level"] == "SEVERE" and "401" not in e["message"]]
+        logs = [
+            e for e in d.get_log("browser") if e["level"] == "SEVERE" and "401" not in e["message"]
+        ]
         assert not logs, logs

@@ -70,7 +70,7 @@ def test_top_losses_order():
 torch = pytest.importorskip("torch")
 pytest.importorskip("timm")
 
-from gaikan.deep import cam  # noqa: E402
+from gaikan.deep import cam
 
 
 class BrightSpotNet(torch.nn.Module):
@@ -104,8 +104,8 @@ def spot_batch(n=6, size=24, seed=0):
     masks = np.zeros((n, size, size), bool)
     for i in range(n):
         r, c = rng.integers(1, size - 5, 2)
-        x[i, 0, r:r + 4, c:c + 4] = 1.0
-        masks[i, r:r + 4, c:c + 4] = True
+        x[i, 0, r : r + 4, c : c + 4] = 1.0
+        masks[i, r : r + 4, c : c + 4] = True
     return torch.tensor(x, dtype=torch.float32), masks
 
 
@@ -181,8 +181,9 @@ def test_rollout_golden_and_stochastic():
 def test_attention_rollout_on_timm_vit_unfuses_and_restores():
     import timm
 
-    vit = timm.create_model("test_vit", pretrained=False, num_classes=3, img_size=32,
-                            patch_size=8).eval()
+    vit = timm.create_model(
+        "test_vit", pretrained=False, num_classes=3, img_size=32, patch_size=8
+    ).eval()
     mods = cam._attention_modules(vit)
     for m in mods:
         m.fused_attn = True  # the fast path that hides the matrices
@@ -213,14 +214,21 @@ def test_trained_classifier_points_at_defects():
         masks = np.zeros(X.shape, bool)
         for i in np.flatnonzero(y == "defect"):
             r, c = rng.integers(2, 38, 2)
-            X[i, r:r + 8, c:c + 8] += 100
-            masks[i, r:r + 8, c:c + 8] = True
+            X[i, r : r + 8, c : c + 8] += 100
+            masks[i, r : r + 8, c : c + 8] = True
         return np.clip(X, 0, 255), y, masks
 
     X, y, _ = make(160, 0)
     Xt, yt, mt = make(40, 1)
-    clf = Classifier("test_efficientnet", pretrained=False, image_size=64, batch_size=16,
-                     num_threads=1, brightness=0, contrast=0)
+    clf = Classifier(
+        "test_efficientnet",
+        pretrained=False,
+        image_size=64,
+        batch_size=16,
+        num_threads=1,
+        brightness=0,
+        contrast=0,
+    )
     # lr_mult=100 (the pretrained default) although the toy net starts from scratch:
     # the calibration this test was written with
     clf.fine_tune(X, y, epochs=6, base_lr=1e-2, lr_mult=100)

@@ -7,13 +7,14 @@ import zipfile
 
 import numpy as np
 import pytest
+
 from conftest import plant_classes, tiny_classifier
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("timm")
 pytest.importorskip("safetensors")
 
-from gaikan.deep.classifier import (  # noqa: E402
+from gaikan.deep.classifier import (
     Classifier,
     cos_anneal,
     discriminative_lrs,
@@ -39,7 +40,7 @@ tiny = tiny_classifier
 
 @pytest.fixture(scope="module")
 def data():
-    X, y, m = planted(150, seed=0)
+    X, y, _m = planted(150, seed=0)
     Xt, yt, mt = planted(60, seed=1)
     return X, y, Xt, yt, mt
 
@@ -191,7 +192,9 @@ def test_augmentation_respects_switches(fitted):
     flip = tiny(hflip=True, brightness=0, contrast=0)
     flip.input_std_ = [0.5] * 3
     outs = [flip._augment(x, torch.Generator().manual_seed(s)) for s in range(8)]
-    assert all(torch.equal(o[i], x[i]) or torch.equal(o[i], x[i].flip(-1)) for o in outs for i in range(2))
+    assert all(
+        torch.equal(o[i], x[i]) or torch.equal(o[i], x[i].flip(-1)) for o in outs for i in range(2)
+    )
     assert any(torch.equal(o[0], x[0].flip(-1)) for o in outs)
 
 
@@ -229,7 +232,7 @@ def test_save_load_round_trip_without_pickle(fitted, data, tmp_path):
 
 
 def test_default_explanation_is_layercam_at_stride_16(fitted, data):
-    _, _, Xt, yt, mt = data
+    _, _, Xt, yt, _mt = data
     assert fitted._resolve_layer("auto") == "blocks.3"  # test_efficientnet: stride 16
     d = yt != "good"
     np.testing.assert_allclose(
@@ -278,8 +281,17 @@ def test_vit_learns_and_round_trips(inp, tmp_path):
     X, y, _ = planted(150, seed=0, delta=70)
     Xt, yt, _ = planted(60, seed=1, delta=70)
     kw = dict(image_size=32, patch_size=4) if inp == "raw" else dict(image_size=16, patch_size=2)
-    clf = ViTClassifier(inp, embed_dim=48, depth=2, num_heads=2, soart_kernel=4, soart_stride=2,
-                        num_threads=1, batch_size=16, **kw)
+    clf = ViTClassifier(
+        inp,
+        embed_dim=48,
+        depth=2,
+        num_heads=2,
+        soart_kernel=4,
+        soart_stride=2,
+        num_threads=1,
+        batch_size=16,
+        **kw,
+    )
     clf.fine_tune(X, y, epochs=10, base_lr=3e-3, freeze_epochs=0)
     acc = clf.score(Xt, yt)
     assert acc >= (0.8 if inp == "soart" else 0.5)

@@ -19,7 +19,7 @@ def image_folder(root, n=36, size=32, seed=0):
             img = rng.normal(110, 10, (size, size))
             if cls == "scratch":
                 r = rng.integers(2, size - 6)
-                img[r:r + 4, 3:size - 3] += 100
+                img[r : r + 4, 3 : size - 3] += 100
             Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(root / cls / f"{i}.png")
     (root / "good" / "broken.png").write_bytes(b"not a png")
     return root
@@ -34,9 +34,27 @@ def test_train_writes_model_and_report(tmp_path):
     rep = tmp_path / "report"
     res = CliRunner().invoke(
         cli,
-        ["train", str(data), "-o", str(out), "--backbone", "test_efficientnet",
-         "--no-pretrained", "--epochs", "3", "--base-lr", "0.01", "--batch-size", "16",
-         "--size", "48", "--threads", "1", "--report", str(rep)],
+        [
+            "train",
+            str(data),
+            "-o",
+            str(out),
+            "--backbone",
+            "test_efficientnet",
+            "--no-pretrained",
+            "--epochs",
+            "3",
+            "--base-lr",
+            "0.01",
+            "--batch-size",
+            "16",
+            "--size",
+            "48",
+            "--threads",
+            "1",
+            "--report",
+            str(rep),
+        ],
     )
     assert res.exit_code == 0, res.output
     assert "skipped" in res.output and "broken.png" in res.output
@@ -57,8 +75,22 @@ def test_train_vit_soart(tmp_path):
     data = image_folder(tmp_path / "data", n=20)
     out = tmp_path / "v.gaikan"
     res = CliRunner().invoke(
-        cli, ["train", str(data), "-o", str(out), "--backbone", "vit-soart", "--epochs", "1",
-              "--freeze-epochs", "0", "--size", "32", "--quiet"],
+        cli,
+        [
+            "train",
+            str(data),
+            "-o",
+            str(out),
+            "--backbone",
+            "vit-soart",
+            "--epochs",
+            "1",
+            "--freeze-epochs",
+            "0",
+            "--size",
+            "32",
+            "--quiet",
+        ],
     )
     assert res.exit_code == 0, res.output
     clf = ViTClassifier.load(out)
@@ -72,19 +104,37 @@ def test_train_reference_focus(tmp_path):
     data = image_folder(tmp_path / "data", n=20)
     out = tmp_path / "f.gaikan"
     res = CliRunner().invoke(
-        cli, ["train", str(data), "-o", str(out), "--backbone", "test_efficientnet",
-              "--no-pretrained", "--epochs", "1", "--size", "32", "--focus", "16", "--net-size",
-              "32", "--threads", "1", "--quiet"],
+        cli,
+        [
+            "train",
+            str(data),
+            "-o",
+            str(out),
+            "--backbone",
+            "test_efficientnet",
+            "--no-pretrained",
+            "--epochs",
+            "1",
+            "--size",
+            "32",
+            "--focus",
+            "16",
+            "--net-size",
+            "32",
+            "--threads",
+            "1",
+            "--quiet",
+        ],
     )
     assert res.exit_code == 0, res.output
     clf = Classifier.load(out)
     assert clf.reference and clf.focus == 16 and clf.reference_.shape == (32, 32)
     assert clf._size() == (32, 32)
     res = CliRunner().invoke(
-        cli, ["train", str(data), "-o", str(out), "--backbone", "vit-raw", "--reference"])
+        cli, ["train", str(data), "-o", str(out), "--backbone", "vit-raw", "--reference"]
+    )
     assert res.exit_code != 0 and "CNN backbones" in res.output
-    res = CliRunner().invoke(
-        cli, ["train", str(data), "-o", str(out), "--focus", "0"])
+    res = CliRunner().invoke(cli, ["train", str(data), "-o", str(out), "--focus", "0"])
     assert res.exit_code == 2 and "--focus" in res.output
 
 

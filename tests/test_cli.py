@@ -6,9 +6,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 import gaikan
-from gaikan.cli import cli
-
 from conftest import plant_defect, structured_images
+from gaikan.cli import cli
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +28,21 @@ def folders(tmp_path_factory):
 @pytest.fixture(scope="module")
 def model(folders, tmp_path_factory):
     path = tmp_path_factory.mktemp("m") / "model.gaikan"
-    res = CliRunner().invoke(cli, ["fit", str(folders / "train" / "good"), "-o", str(path),
-                                   "--kernel", "8", "--stride", "4", "--size", "40"])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "fit",
+            str(folders / "train" / "good"),
+            "-o",
+            str(path),
+            "--kernel",
+            "8",
+            "--stride",
+            "4",
+            "--size",
+            "40",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "saved" in res.output
     return path
@@ -39,7 +51,7 @@ def model(folders, tmp_path_factory):
 def test_help_everywhere():
     runner = CliRunner()
     for args in ([], ["fit"], ["inspect"], ["demo"], ["bench"]):
-        res = runner.invoke(cli, args + ["--help"])
+        res = runner.invoke(cli, [*args, "--help"])
         assert res.exit_code == 0 and "Usage" in res.output
 
 
@@ -49,16 +61,48 @@ def test_fit_writes_loadable_model(model):
 
 
 def test_fit_accepts_mvtec_root_and_other_detectors(folders, tmp_path):
-    res = CliRunner().invoke(cli, ["fit", str(folders), "-o", str(tmp_path / "m"), "--detector", "rt",
-                                   "--size", "40", "-p", "threshold_quantile=0.9"])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "fit",
+            str(folders),
+            "-o",
+            str(tmp_path / "m"),
+            "--detector",
+            "rt",
+            "--size",
+            "40",
+            "-p",
+            "threshold_quantile=0.9",
+        ],
+    )
     assert res.exit_code == 0, res.output
     det = gaikan.load(tmp_path / "m")
-    assert isinstance(det, gaikan.RTDetector) and det.n_train_ == 12 and det.threshold_quantile == 0.9
+    assert (
+        isinstance(det, gaikan.RTDetector) and det.n_train_ == 12 and det.threshold_quantile == 0.9
+    )
 
 
 def test_fit_variants_passes_kernel_on(folders, tmp_path):
-    res = CliRunner().invoke(cli, ["fit", str(folders), "-o", str(tmp_path / "v"), "--detector", "variants",
-                                   "--kernel", "8", "--stride", "4", "--size", "40", "-p", "n_variants=2"])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "fit",
+            str(folders),
+            "-o",
+            str(tmp_path / "v"),
+            "--detector",
+            "variants",
+            "--kernel",
+            "8",
+            "--stride",
+            "4",
+            "--size",
+            "40",
+            "-p",
+            "n_variants=2",
+        ],
+    )
     assert res.exit_code == 0, res.output
     det = gaikan.load(tmp_path / "v")
     assert isinstance(det, gaikan.VariantDetector) and det.members_[0].kernel == 8
@@ -67,13 +111,15 @@ def test_fit_variants_passes_kernel_on(folders, tmp_path):
 def test_inspect_outputs_and_labels(model, folders, tmp_path):
     (folders / "test" / "scratch" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     try:
-        res = CliRunner().invoke(cli, ["inspect", str(model), str(folders / "test"), "-o", str(tmp_path)])
+        res = CliRunner().invoke(
+            cli, ["inspect", str(model), str(folders / "test"), "-o", str(tmp_path)]
+        )
     finally:
         (folders / "test" / "scratch" / "broken.png").unlink()
     assert res.exit_code == 0, res.output
     rows = list(csv.DictReader(open(tmp_path / "results.csv")))
     assert len(rows) == 9
-    broken = [r for r in rows if r["file"].endswith("broken.png")][0]
+    broken = next(r for r in rows if r["file"].endswith("broken.png"))
     assert broken["verdict"] == "" and "broken.png" in broken["error"]
     scored = [r for r in rows if r["verdict"]]
     flagged = {r["folder_label"] for r in scored if r["verdict"] == "defect"}
@@ -88,30 +134,66 @@ def test_exit_codes(model, folders, tmp_path):
     runner = CliRunner()
     bad = tmp_path / "junk.png"
     bad.write_text("junk")
-    res = runner.invoke(cli, ["inspect", str(model), str(folders / "test" / "scratch"), "-o",
-                              str(tmp_path / "o1"), "--fail-on-defect"])
+    res = runner.invoke(
+        cli,
+        [
+            "inspect",
+            str(model),
+            str(folders / "test" / "scratch"),
+            "-o",
+            str(tmp_path / "o1"),
+            "--fail-on-defect",
+        ],
+    )
     assert res.exit_code == 1
     res = runner.invoke(cli, ["inspect", str(model), str(bad), "-o", str(tmp_path / "o2")])
     assert res.exit_code == 2 and "none of the images could be scored" in res.output
-    res = runner.invoke(cli, ["inspect", str(model), str(folders / "test" / "good"), str(bad),
-                              "-o", str(tmp_path / "o3"), "--strict"])
+    res = runner.invoke(
+        cli,
+        [
+            "inspect",
+            str(model),
+            str(folders / "test" / "good"),
+            str(bad),
+            "-o",
+            str(tmp_path / "o3"),
+            "--strict",
+        ],
+    )
     assert res.exit_code == 2 and "--strict" in res.output
-    res = runner.invoke(cli, ["inspect", str(bad), str(folders / "test"), "-o", str(tmp_path / "o4")])
+    res = runner.invoke(
+        cli, ["inspect", str(bad), str(folders / "test"), "-o", str(tmp_path / "o4")]
+    )
     assert res.exit_code == 2 and "not a gaikan model file" in res.output
-    res = runner.invoke(cli, ["fit", str(folders / "train" / "good"), "-o", str(tmp_path / "x"),
-                              "--detector", "nope"])
+    res = runner.invoke(
+        cli,
+        ["fit", str(folders / "train" / "good"), "-o", str(tmp_path / "x"), "--detector", "nope"],
+    )
     assert res.exit_code == 2 and "unknown detector" in res.output
-    res = runner.invoke(cli, ["fit", str(folders / "train" / "good"), "-o", str(tmp_path / "x"),
-                              "-p", "colour=1"])
+    res = runner.invoke(
+        cli, ["fit", str(folders / "train" / "good"), "-o", str(tmp_path / "x"), "-p", "colour=1"]
+    )
     assert res.exit_code == 2 and "no parameter" in res.output
-    res = runner.invoke(cli, ["fit", str(folders / "test" / "scratch"), "-o", str(tmp_path / "x"),
-                              "--size", "40"])
+    res = runner.invoke(
+        cli, ["fit", str(folders / "test" / "scratch"), "-o", str(tmp_path / "x"), "--size", "40"]
+    )
     assert res.exit_code == 2 and "at least 5" in res.output
 
 
 def test_threshold_override(model, folders, tmp_path):
-    res = CliRunner().invoke(cli, ["inspect", str(model), str(folders / "test" / "good"), "-o",
-                                   str(tmp_path), "--threshold", "1e-9", "--no-overlays"])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "inspect",
+            str(model),
+            str(folders / "test" / "good"),
+            "-o",
+            str(tmp_path),
+            "--threshold",
+            "1e-9",
+            "--no-overlays",
+        ],
+    )
     assert res.exit_code == 0
     rows = list(csv.DictReader(open(tmp_path / "results.csv")))
     assert all(r["verdict"] == "defect" for r in rows)
@@ -120,10 +202,23 @@ def test_threshold_override(model, folders, tmp_path):
 
 @pytest.mark.slow
 def test_bench_on_mvtec_folder(folders):
-    res = CliRunner().invoke(cli, ["bench", str(folders), "--detectors", "soartc,rt,soartc[map_baseline=median]", "--size", "40",
-                                   "--kernel", "8", "--stride", "4"])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "bench",
+            str(folders),
+            "--detectors",
+            "soartc,rt,soartc[map_baseline=median]",
+            "--size",
+            "40",
+            "--kernel",
+            "8",
+            "--stride",
+            "4",
+        ],
+    )
     assert res.exit_code == 0, res.output
-    lines = [l for l in res.output.splitlines() if l.rstrip().endswith("%")]
+    lines = [ln for ln in res.output.splitlines() if ln.rstrip().endswith("%")]
     assert len(lines) == 3 and "map_baseline=median" in lines[2]
     auc = float(lines[0].split()[3])
     assert auc >= 0.9
@@ -133,5 +228,8 @@ def test_split_top_keeps_nested_brackets():
     from gaikan.cli.core import _split_top
 
     assert _split_top('padim,padim[layers=[2,3];k=8],v[p={"a":1,"b":2}]', ",") == [
-        "padim", "padim[layers=[2,3];k=8]", 'v[p={"a":1,"b":2}]']
+        "padim",
+        "padim[layers=[2,3];k=8]",
+        'v[p={"a":1,"b":2}]',
+    ]
     assert _split_top("layers=[2,3];k=8", ";") == ["layers=[2,3]", "k=8"]

@@ -22,16 +22,31 @@ def test_inspect_classifier_model(tmp_path, kw):
     X = rng.normal(110, 10, (40, 32, 32))
     y = np.array(["good", "scratch"] * 20)
     X[1::2, 10:14, 3:29] += 100
-    clf = Classifier("test_efficientnet", pretrained=False, image_size=32, batch_size=16,
-                     num_threads=1, random_state=0, **kw)
+    clf = Classifier(
+        "test_efficientnet",
+        pretrained=False,
+        image_size=32,
+        batch_size=16,
+        num_threads=1,
+        random_state=0,
+        **kw,
+    )
     clf.fine_tune(X.clip(0, 255), y, epochs=3, base_lr=0.01)
     clf.save(tmp_path / "clf.gaikan")
     for i, cls in enumerate(["good", "scratch"]):
         (tmp_path / "in" / cls).mkdir(parents=True)
         Image.fromarray(X[i].clip(0, 255).astype(np.uint8)).save(tmp_path / "in" / cls / "a.png")
     (tmp_path / "in" / "good" / "junk.png").write_text("junk")
-    res = CliRunner().invoke(cli, ["inspect", str(tmp_path / "clf.gaikan"), str(tmp_path / "in"),
-                                   "-o", str(tmp_path / "out")])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "inspect",
+            str(tmp_path / "clf.gaikan"),
+            str(tmp_path / "in"),
+            "-o",
+            str(tmp_path / "out"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     rows = list(csv.DictReader(open(tmp_path / "out" / "results.csv")))
     assert [r["class"] for r in rows if not r["error"]] == clf.predict(X[:2]).tolist()
@@ -40,9 +55,20 @@ def test_inspect_classifier_model(tmp_path, kw):
     assert len(list((tmp_path / "out" / "overlays").glob("*.png"))) == 2
     html = (tmp_path / "out" / "report.html").read_text()
     assert "class scratch" in html and "Least confident first" in html
-    res = CliRunner().invoke(cli, ["inspect", str(tmp_path / "clf.gaikan"), str(tmp_path / "in"),
-                                   "-o", str(tmp_path / "o2"), "--threshold", "3"])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "inspect",
+            str(tmp_path / "clf.gaikan"),
+            str(tmp_path / "in"),
+            "-o",
+            str(tmp_path / "o2"),
+            "--threshold",
+            "3",
+        ],
+    )
     assert res.exit_code == 2
-    res = CliRunner().invoke(cli, ["fit", str(tmp_path / "in"), "-o", str(tmp_path / "x"),
-                                   "--detector", "classifier"])
+    res = CliRunner().invoke(
+        cli, ["fit", str(tmp_path / "in"), "-o", str(tmp_path / "x"), "--detector", "classifier"]
+    )
     assert res.exit_code == 2 and "gaikan train" in res.output

@@ -79,9 +79,7 @@ def test_features_only_drops_unused_blocks_and_keeps_weights():
     feat = create_backbone("efficientnet_lite0", features_only=True, out_indices=(1, 2))
     assert feat.feature_info.channels() == [24, 40]
     assert len(feat.blocks) == 3  # stages after stride 8 are not computed
-    torch.testing.assert_close(
-        feat.blocks[2][0].conv_pw.weight, full.blocks[2][0].conv_pw.weight
-    )
+    torch.testing.assert_close(feat.blocks[2][0].conv_pw.weight, full.blocks[2][0].conv_pw.weight)
     x = torch.randn(1, 3, 64, 64)
     with torch.inference_mode():
         outs = feat(x)
@@ -105,10 +103,7 @@ def test_new_head_and_local_weights_file(tmp_path):
 
 def test_weights_that_do_not_fit_are_an_error(tmp_path):
     safetensors = pytest.importorskip("safetensors.torch")
-    sd = {
-        k: v.contiguous()
-        for k, v in create_backbone("efficientnet_lite0").state_dict().items()
-    }
+    sd = {k: v.contiguous() for k, v in create_backbone("efficientnet_lite0").state_dict().items()}
     del sd["blocks.3.0.conv_dw.weight"]
     path = tmp_path / "broken.safetensors"
     safetensors.save_file(sd, str(path))
@@ -146,16 +141,14 @@ def grey_batch():
 def test_runtimes_agree_with_eager(grey_batch):
     from gaikan.deep.features import FeatureExtractor
 
-    ref = FeatureExtractor(
-        layers=(1, 2, 3), runtime="eager", num_threads=1, batch_size=2
-    )(grey_batch)
+    ref = FeatureExtractor(layers=(1, 2, 3), runtime="eager", num_threads=1, batch_size=2)(
+        grey_batch
+    )
     assert [f.shape for f in ref] == [(5, 24, 18, 20), (5, 40, 9, 10), (5, 112, 5, 5)]
     for runtime in ("channels_last", "onnx", "auto"):
         if runtime == "onnx":
             pytest.importorskip("onnxruntime")
-        fe = FeatureExtractor(
-            layers=(1, 2, 3), runtime=runtime, num_threads=1, batch_size=4
-        )
+        fe = FeatureExtractor(layers=(1, 2, 3), runtime=runtime, num_threads=1, batch_size=4)
         got = fe(grey_batch)
         for a, b in zip(got, ref):
             scale = np.abs(b).max()
@@ -180,9 +173,7 @@ def test_grey_input_equals_three_identical_channels(grey_batch):
     got = fe(grey_batch[:2])
     net = create_backbone("efficientnet_lite0", features_only=True, out_indices=(1, 2))
     x = torch.as_tensor(grey_batch[:2], dtype=torch.float32)[:, None]
-    x = torch.nn.functional.interpolate(
-        x, size=(64, 64), mode="bilinear", antialias=True
-    )
+    x = torch.nn.functional.interpolate(x, size=(64, 64), mode="bilinear", antialias=True)
     x = ((x / 255.0 - 0.5) / 0.5).expand(-1, 3, -1, -1)
     with torch.inference_mode():
         ref = net(x)

@@ -109,9 +109,7 @@ def test_contract_shapes_and_directions(fitted, data):
     s = det.anomaly_score(test[:3])
     np.testing.assert_array_equal(det.score_samples(test[:3]), -s)
     np.testing.assert_allclose(s, grid.reshape(3, -1).max(axis=1))
-    np.testing.assert_array_equal(
-        det.predict(test[:3]), np.where(s > det.threshold_, -1, 1)
-    )
+    np.testing.assert_array_equal(det.predict(test[:3]), np.where(s > det.threshold_, -1, 1))
     res = det.detect(test[:3])
     np.testing.assert_allclose(res.scores, s)
     np.testing.assert_allclose(res.maps, maps)
@@ -150,9 +148,7 @@ def test_save_load_round_trip_gives_identical_scores(fitted, data, tmp_path):
     back = gaikan.load(path)
     assert type(back) is type(det)
     assert back.threshold_ == det.threshold_
-    np.testing.assert_array_equal(
-        back.anomaly_score(test[:4]), det.anomaly_score(test[:4])
-    )
+    np.testing.assert_array_equal(back.anomaly_score(test[:4]), det.anomaly_score(test[:4]))
     np.testing.assert_array_equal(back.anomaly_map(test[:2]), det.anomaly_map(test[:2]))
 
 
@@ -160,9 +156,7 @@ def test_fit_is_seeded(fitted, data):
     kind, det = fitted
     train, test, _ = data
     again = FACTORIES[kind]().fit(train)
-    np.testing.assert_array_equal(
-        again.anomaly_score(test[:4]), det.anomaly_score(test[:4])
-    )
+    np.testing.assert_array_equal(again.anomaly_score(test[:4]), det.anomaly_score(test[:4]))
     assert again.threshold_ == det.threshold_
 
 
@@ -232,12 +226,7 @@ def test_greedy_coreset_keeps_rare_patches_and_is_seeded(block):
 
     # it covers the data better than a random subset of the same size
     def radius(idx):
-        return (
-            torch.cdist(x, x[torch.from_numpy(np.asarray(idx))])
-            .min(dim=1)
-            .values.max()
-            .item()
-        )
+        return torch.cdist(x, x[torch.from_numpy(np.asarray(idx))]).min(dim=1).values.max().item()
 
     rand = rng.choice(len(x), size=len(keep), replace=False)
     assert radius(keep) < radius(rand)
@@ -245,9 +234,7 @@ def test_greedy_coreset_keeps_rare_patches_and_is_seeded(block):
 
 def test_patchcore_scores_are_nearest_bank_distances(data):
     train, test, _ = data
-    det = _patchcore(n_neighbors=0, coreset_ratio=1.0, bank_dtype="float32").fit(
-        train[:8]
-    )
+    det = _patchcore(n_neighbors=0, coreset_ratio=1.0, bank_dtype="float32").fit(train[:8])
     assert det.bank_.shape[0] == 8 * int(np.prod(det.grid_shape_))
     feats = np.concatenate(
         [
@@ -256,13 +243,9 @@ def test_patchcore_scores_are_nearest_bank_distances(data):
         ]
     )
     ref = (
-        torch.cdist(torch.from_numpy(feats), torch.from_numpy(det.bank_))
-        .min(dim=2)
-        .values.numpy()
+        torch.cdist(torch.from_numpy(feats), torch.from_numpy(det.bank_)).min(dim=2).values.numpy()
     )
-    np.testing.assert_allclose(
-        det.patch_scores(test[:2]).reshape(2, -1), ref, rtol=1e-3, atol=1e-3
-    )
+    np.testing.assert_allclose(det.patch_scores(test[:2]).reshape(2, -1), ref, rtol=1e-3, atol=1e-3)
     # the leave-one-out threshold scores exclude the image's own bank entries
     assert (det.train_scores_ > 0).all()
 
@@ -315,7 +298,6 @@ def test_padim_threshold_is_sane_with_few_images():
     """Regression: with fewer images than feature items the closed-form LOO
     needs full-precision features (float16 gave thresholds of 1e8)."""
     from conftest import plant_defect, structured_images
-
     from gaikan.deep.padim import PaDiM
 
     good = structured_images(10, size=64, seed=0)

@@ -5,11 +5,10 @@ import numpy as np
 import pytest
 
 import gaikan
-from gaikan.errors import NotFittedError
-from gaikan.metrics import pixel_roc_auc, roc_auc
-
 import reference as ref
 from conftest import plant_defect, structured_images
+from gaikan.errors import NotFittedError
+from gaikan.metrics import pixel_roc_auc, roc_auc
 
 DETECTORS = [
     lambda: gaikan.SOARTC(kernel=8, stride=4),
@@ -149,6 +148,7 @@ def test_deterministic(make, data):
 
 # -- golden values against the loop-by-loop reference (1e-9 relative) -----
 
+
 @pytest.fixture(scope="module")
 def small():
     rng = np.random.default_rng(11)
@@ -166,7 +166,9 @@ def test_soartc_golden(small, backend, precision):
     got = gaikan.SOARTC(kernel=4, stride=3, backend=backend, precision=precision).fit(train)
     want = ref.soartc(list(train), list(test), 4, 3)
     np.testing.assert_allclose(got.patch_scores(test), want, rtol=1e-9)
-    np.testing.assert_allclose(got.anomaly_map(test)[1], ref.fold(want[1], (16, 16), 4, 3), rtol=1e-9)
+    np.testing.assert_allclose(
+        got.anomaly_map(test)[1], ref.fold(want[1], (16, 16), 4, 3), rtol=1e-9
+    )
 
 
 def test_soartc_non_integer_input_uses_float64(small):
@@ -219,7 +221,7 @@ def test_registry_create_and_unknown():
 
 
 def test_soartc_median_baseline_variant(data):
-    good, test_good, bad, masks = data
+    good, _test_good, bad, masks = data
     plain = gaikan.SOARTC(kernel=8, stride=4).fit(good)
     var = gaikan.SOARTC(kernel=8, stride=4, map_baseline="median").fit(good)
     np.testing.assert_array_equal(var.anomaly_score(bad), plain.anomaly_score(bad))
@@ -246,9 +248,16 @@ def _two_variants(n, seed):
 def test_variant_detector_finds_variants_and_scores_each_against_its_own():
     a, b = _two_variants(15, 0)
     good = np.concatenate([a, b])
-    det = gaikan.VariantDetector(detector="soart3map", detector_params={"kernel": 8, "stride": 4}).fit(good)
+    det = gaikan.VariantDetector(
+        detector="soart3map", detector_params={"kernel": 8, "stride": 4}
+    ).fit(good)
     lab = det.train_labels_
-    assert det.n_fitted_ == 2 and len(set(lab[:15])) == 1 and len(set(lab[15:])) == 1 and lab[0] != lab[15]
+    assert (
+        det.n_fitted_ == 2
+        and len(set(lab[:15])) == 1
+        and len(set(lab[15:])) == 1
+        and lab[0] != lab[15]
+    )
     ta, tb = _two_variants(10, 50)
     assert set(det.variant(ta)) == {lab[0]} and set(det.variant(tb)) == {lab[15]}
     bad_a, _ = plant_defect(ta, delta=40.0)

@@ -6,6 +6,7 @@ import zipfile
 
 import numpy as np
 import pytest
+
 from conftest import tiny_classifier
 
 pytest.importorskip("torch")
@@ -32,7 +33,8 @@ def ens(data):
     X, y, *_ = data
     # epochs positionally, as Classifier.fine_tune takes them
     return ClassifierEnsemble(tiny_classifier(random_state=3), n_members=3).fine_tune(
-        X, y, 4, base_lr=1e-2)
+        X, y, 4, base_lr=1e-2
+    )
 
 
 def test_members_are_the_recipe_with_successive_seeds(ens, data):
@@ -41,10 +43,10 @@ def test_members_are_the_recipe_with_successive_seeds(ens, data):
     assert all(type(m) is Classifier and m.image_size == 48 for m in ens.members_)
     assert ens.estimator.random_state == 3 and not hasattr(ens.estimator, "model_")
     # member 0 is exactly what the single recipe trains
-    single = tiny_classifier(random_state=3).fine_tune(X, y, epochs=4, base_lr=1e-2,
-                                                       progress=False)
-    np.testing.assert_allclose(ens.members_[0].predict_proba(Xt), single.predict_proba(Xt),
-                               atol=1e-6)
+    single = tiny_classifier(random_state=3).fine_tune(X, y, epochs=4, base_lr=1e-2, progress=False)
+    np.testing.assert_allclose(
+        ens.members_[0].predict_proba(Xt), single.predict_proba(Xt), atol=1e-6
+    )
     # members differ (seed), so averaging means something
     p = [m.predict_proba(Xt) for m in ens.members_]
     assert not np.allclose(p[0], p[1], atol=1e-4)
@@ -128,21 +130,41 @@ def test_train_cli_members_and_inspect(tmp_path):
             img = rng.normal(110, 10, (32, 32))
             if cls == "scratch":
                 r = rng.integers(2, 26)
-                img[r:r + 4, 3:29] += 100
+                img[r : r + 4, 3:29] += 100
             Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(
-                tmp_path / "data" / cls / f"{i}.png")
+                tmp_path / "data" / cls / f"{i}.png"
+            )
     out = tmp_path / "e.gaikan"
     res = CliRunner().invoke(
-        cli, ["train", str(tmp_path / "data"), "-o", str(out), "--backbone", "test_efficientnet",
-              "--no-pretrained", "--epochs", "1", "--size", "32", "--threads", "1",
-              "--members", "2", "--report", str(tmp_path / "rep")])
+        cli,
+        [
+            "train",
+            str(tmp_path / "data"),
+            "-o",
+            str(out),
+            "--backbone",
+            "test_efficientnet",
+            "--no-pretrained",
+            "--epochs",
+            "1",
+            "--size",
+            "32",
+            "--threads",
+            "1",
+            "--members",
+            "2",
+            "--report",
+            str(tmp_path / "rep"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "member 2/2" in res.output
     ens = ClassifierEnsemble.load(out)
     assert len(ens.members_) == 2 and [m.random_state for m in ens.members_] == [0, 1]
     assert "confusion matrix" in (tmp_path / "rep" / "index.html").read_text()
-    res = CliRunner().invoke(cli, ["inspect", str(out), str(tmp_path / "data" / "scratch"),
-                                   "-o", str(tmp_path / "insp")])
+    res = CliRunner().invoke(
+        cli, ["inspect", str(out), str(tmp_path / "data" / "scratch"), "-o", str(tmp_path / "insp")]
+    )
     assert res.exit_code == 0, res.output
     csv = (tmp_path / "insp" / "results.csv").read_text().splitlines()
     assert len(csv) == 17 and csv[0].startswith("file,class,confidence")
@@ -153,25 +175,29 @@ def test_service_serves_an_ensemble(ens, data, tmp_path):
     pytest.importorskip("python_multipart")
     pytest.importorskip("uvicorn")
     httpx = pytest.importorskip("httpx")
-    from test_service import LiveServer, png_bytes
-
     from gaikan.io import decode_image
     from gaikan.service import create_app
+    from test_service import LiveServer, png_bytes
 
     Xt = data[2]
     path = tmp_path / "ens.gaikan"
     ens.save(path)
-    with LiveServer(create_app(str(path), workers=1)) as srv, \
-            httpx.Client(base_url=srv.url, timeout=60) as client:
+    with (
+        LiveServer(create_app(str(path), workers=1)) as srv,
+        httpx.Client(base_url=srv.url, timeout=60) as client,
+    ):
         info = client.get("/v1/model").json()
         assert info["kind"] == "classifier" and info["detector"] == "classifier-ensemble"
         assert info["classes"] == list(CLASSES) and info["good_class"] == "good"
         pngs = [png_bytes(x) for x in Xt[:3]]
-        r = client.post("/v1/inspect", files=[("files", (f"{i}.png", p, "image/png"))
-                                              for i, p in enumerate(pngs)])
+        r = client.post(
+            "/v1/inspect",
+            files=[("files", (f"{i}.png", p, "image/png")) for i, p in enumerate(pngs)],
+        )
         assert r.status_code == 200, r.text
         res = r.json()["results"]
     pix = np.stack([decode_image(p, "x.png") for p in pngs]).astype(np.float64)
     assert [x["class"] for x in res] == ens.predict(pix).tolist()
-    np.testing.assert_allclose([x["confidence"] for x in res], ens.predict_proba(pix).max(1),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        [x["confidence"] for x in res], ens.predict_proba(pix).max(1), rtol=1e-6
+    )

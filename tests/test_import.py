@@ -7,8 +7,12 @@ HEAVY = ["torch", "timm", "fastapi", "uvicorn", "bpy", "onnxruntime", "matplotli
 
 
 def _modules_after(code: str) -> set[str]:
-    out = subprocess.run([sys.executable, "-c", code + "\nimport sys; print(' '.join(sys.modules))"],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code + "\nimport sys; print(' '.join(sys.modules))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return set(out.stdout.split())
 
 
@@ -28,6 +32,20 @@ def test_all_matches_exports():
     for name in gaikan.__all__:
         assert hasattr(gaikan, name), name
     public = {n for n in dir(gaikan) if not n.startswith("_")} - {
-        "cli", "detectors", "errors", "io", "modelfile", "patches", "taguchi", "metrics",
-        "report", "datasets", "benchmark", "annotations", "synth", "deep", "service"}
+        "cli",
+        "detectors",
+        "errors",
+        "io",
+        "modelfile",
+        "patches",
+        "taguchi",
+        "metrics",
+        "report",
+        "datasets",
+        "benchmark",
+        "annotations",
+        "synth",
+        "deep",
+        "service",
+    }
     assert public <= set(gaikan.__all__), public - set(gaikan.__all__)

@@ -22,7 +22,7 @@ def test_8bit_grey_is_taken_as_is(tmp_path):
 
 
 def test_16bit_is_divided_by_257(tmp_path):
-    a = (np.arange(200, dtype=np.uint16).reshape(10, 20) * 300)
+    a = np.arange(200, dtype=np.uint16).reshape(10, 20) * 300
     Image.fromarray(a).save(tmp_path / "g16.png")
     np.testing.assert_allclose(load_image(tmp_path / "g16.png"), a / 257.0, rtol=1e-6)
     Image.fromarray(a).save(tmp_path / "g16.tif")
@@ -127,7 +127,9 @@ def test_load_mvtec(tmp_path):
     for folder, n in [("train/good", 3), ("test/good", 2), ("test/crack", 2)]:
         (tmp_path / folder).mkdir(parents=True)
         for i in range(n):
-            Image.fromarray(rng.integers(0, 255, (10, 10), dtype=np.uint8)).save(tmp_path / folder / f"{i:03d}.png")
+            Image.fromarray(rng.integers(0, 255, (10, 10), dtype=np.uint8)).save(
+                tmp_path / folder / f"{i:03d}.png"
+            )
     (tmp_path / "ground_truth/crack").mkdir(parents=True)
     m = np.zeros((10, 10), np.uint8)
     m[2:4, 2:4] = 255

@@ -25,7 +25,7 @@ def test_roc_auc_equals_pair_counting(pairs):
 def test_roc_curve_and_pixel_auroc():
     y = np.array([0, 0, 1, 1])
     s = np.array([0.1, 0.4, 0.35, 0.8])
-    fpr, tpr, thr = roc_curve(y, s)
+    fpr, tpr, _thr = roc_curve(y, s)
     assert fpr[0] == 0 and tpr[0] == 0 and fpr[-1] == 1 and tpr[-1] == 1
     assert np.trapezoid(tpr, fpr) == pytest.approx(roc_auc(y, s))
     masks = np.zeros((2, 4, 4), bool)
@@ -50,9 +50,19 @@ def test_overlay_colours_follow_threshold():
 
 
 def test_write_report(tmp_path):
-    recs = [InspectionRecord(f"good/{i}.png", score=1.0 + i, verdict="ok", label="good") for i in range(5)]
-    recs += [InspectionRecord(f"bad/{i}.png", score=50.0 + i, verdict="defect", label="bad") for i in range(5)]
-    recs.append(InspectionRecord("bad/broken.png", error="bad/broken.png: the file is truncated", label="bad"))
+    recs = [
+        InspectionRecord(f"good/{i}.png", score=1.0 + i, verdict="ok", label="good")
+        for i in range(5)
+    ]
+    recs += [
+        InspectionRecord(f"bad/{i}.png", score=50.0 + i, verdict="defect", label="bad")
+        for i in range(5)
+    ]
+    recs.append(
+        InspectionRecord(
+            "bad/broken.png", error="bad/broken.png: the file is truncated", label="bad"
+        )
+    )
     html = write_report(tmp_path, recs, threshold=10.0, model="m").read_text()
     assert "image AUROC (folder labels)</td><td>1.0000" in html
     assert "the file is truncated" in html

@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 
 import gaikan
+from conftest import structured_images
 from gaikan.errors import ModelFileError
 from gaikan.modelfile import ModelFile, read_model, write_model
-
-from conftest import structured_images
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +27,13 @@ def _rewrite(src, dst, edit):
 
 
 def test_round_trip_blobs_and_meta(tmp_path):
-    mf = ModelFile(kind="soartc", params={"a": 1}, meta={"x": [1, 2]},
-                   arrays={"w": np.arange(6.0).reshape(2, 3)}, blobs={"weights.safetensors": b"abc"})
+    mf = ModelFile(
+        kind="soartc",
+        params={"a": 1},
+        meta={"x": [1, 2]},
+        arrays={"w": np.arange(6.0).reshape(2, 3)},
+        blobs={"weights.safetensors": b"abc"},
+    )
     write_model(tmp_path / "m", mf)
     back = read_model(tmp_path / "m")
     assert back.kind == "soartc" and back.params == {"a": 1} and back.meta == {"x": [1, 2]}

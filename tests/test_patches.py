@@ -4,9 +4,8 @@ import scipy.signal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gaikan.patches import correlate2d, extract, fold, grid_shape
-
 import reference as ref
+from gaikan.patches import correlate2d, extract, fold, grid_shape
 
 
 def test_extract_matches_loop_reference():
@@ -39,8 +38,13 @@ def test_grid_shape_and_errors():
 
 
 @settings(max_examples=40, deadline=None)
-@given(h=st.integers(4, 14), w=st.integers(4, 14), k=st.integers(1, 4), s=st.integers(1, 4),
-       seed=st.integers(0, 10_000))
+@given(
+    h=st.integers(4, 14),
+    w=st.integers(4, 14),
+    k=st.integers(1, 4),
+    s=st.integers(1, 4),
+    seed=st.integers(0, 10_000),
+)
 def test_fold_matches_loop_reference(h, w, k, s, seed):
     nh, nw = grid_shape((h, w), k, s)
     vals = np.random.default_rng(seed).uniform(0, 1e4, (nh, nw))
@@ -72,12 +76,20 @@ def test_fold_constant_and_uncovered_pixels():
 
 
 @settings(max_examples=40, deadline=None)
-@given(h=st.integers(3, 16), w=st.integers(3, 16), kh=st.integers(1, 3), kw=st.integers(1, 3),
-       seed=st.integers(0, 10_000))
+@given(
+    h=st.integers(3, 16),
+    w=st.integers(3, 16),
+    kh=st.integers(1, 3),
+    kw=st.integers(1, 3),
+    seed=st.integers(0, 10_000),
+)
 def test_correlate2d_matches_scipy(h, w, kh, kw, seed):
     rng = np.random.default_rng(seed)
     img = rng.normal(size=(h, w))
     ker = rng.normal(size=(kh, kw))
     np.testing.assert_allclose(
-        correlate2d(img, ker), scipy.signal.correlate2d(img, ker, mode="valid"), rtol=1e-10, atol=1e-12
+        correlate2d(img, ker),
+        scipy.signal.correlate2d(img, ker, mode="valid"),
+        rtol=1e-10,
+        atol=1e-12,
     )

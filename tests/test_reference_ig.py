@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from conftest import plant_classes, tiny_classifier
 
 torch = pytest.importorskip("torch")
@@ -78,8 +79,7 @@ def test_reference_checks_inputs(ref_model, data):
         tiny(reference=True, good_class="ok").fine_tune(X, y, epochs=1)
     # classes without a good one: the reference comes from X_good
     d = y != "good"
-    clf = tiny(reference=True).fine_tune(X[d], y[d], epochs=1, freeze_epochs=0,
-                                         X_good=X[~d][:10])
+    clf = tiny(reference=True).fine_tune(X[d], y[d], epochs=1, freeze_epochs=0, X_good=X[~d][:10])
     np.testing.assert_allclose(clf.reference_, X[~d][:10].mean(0), rtol=1e-6)
 
 
@@ -88,13 +88,16 @@ def test_integrated_gradients_completeness(ref_model, data):
     Xt = data[2]
     x = Xt[:4]
     tgt = np.array(["bright", "dark", "good", "bright"])
-    attr = ref_model.integrated_gradients(x, target=tgt, steps=128, smooth=0, part="signed",
-                                          normalize=False)
+    attr = ref_model.integrated_gradients(
+        x, target=tgt, steps=128, smooth=0, part="signed", normalize=False
+    )
     assert attr.shape == (4, 32, 32)
     with torch.no_grad():
         ref_model.model_.eval()
         lx = ref_model.model_(ref_model._expand(ref_model._encode(x))).numpy()
-        lr = ref_model.model_(ref_model._expand(ref_model._encode(ref_model.reference_[None]))).numpy()
+        lr = ref_model.model_(
+            ref_model._expand(ref_model._encode(ref_model.reference_[None]))
+        ).numpy()
     idx = np.searchsorted(ref_model.classes_, tgt)
     want = lx[np.arange(4), idx] - lr[0, idx]
     np.testing.assert_allclose(attr.reshape(4, -1).sum(1), want, rtol=0.05, atol=0.05)
@@ -155,7 +158,7 @@ def test_focus_model_learns_explains_and_round_trips(focus_model, data, tmp_path
         assert maps.shape == (int(d.sum()), 32, 32)
         for m, (r0, c0, h, w) in zip(maps, boxes):
             outside = m.copy()
-            outside[r0:r0 + h, c0:c0 + w] = 0
+            outside[r0 : r0 + h, c0 : c0 + w] = 0
             if method == "gradcam":  # pasted into the frame: nothing outside the window
                 assert not outside.any()
             else:  # IG: pixels outside the window get no gradient; smoothing bleeds ≤ a few px
@@ -179,7 +182,11 @@ def test_photometric_jitter_only_moves_the_camera_image(ref_model, data):
     X = data[0]
     x = ref_model._encode(X[:6])
     aug = tiny(reference=True, brightness=0.2, contrast=0.2)
-    aug.reference, aug.input_mean_, aug.input_std_ = True, ref_model.input_mean_, ref_model.input_std_
+    aug.reference, aug.input_mean_, aug.input_std_ = (
+        True,
+        ref_model.input_mean_,
+        ref_model.input_std_,
+    )
     out = aug._augment(x, torch.Generator().manual_seed(0))
     m = torch.tensor(ref_model.input_mean_).view(1, 3, 1, 1)
     sd = torch.tensor(ref_model.input_std_).view(1, 3, 1, 1)
@@ -197,7 +204,9 @@ def test_reference_needs_a_good_class(data):
     clf = tiny(reference=True, good_class=np.str_("ok")).fine_tune(X, y2, epochs=1, freeze_epochs=0)
     assert clf.reference_.shape == (32, 32)
     assert clf.good_class_ == "ok"
-    assert tiny().fine_tune(X, y2, epochs=1, freeze_epochs=0).good_class_ is None  # all defect types
+    assert (
+        tiny().fine_tune(X, y2, epochs=1, freeze_epochs=0).good_class_ is None
+    )  # all defect types
     with pytest.raises(ValueError, match="not among the classes"):
         tiny(reference=True, good_class="okay").fine_tune(X, y2, epochs=1)
 
@@ -207,8 +216,9 @@ def test_lr_mult_default_follows_pretraining(data, monkeypatch):
 
     seen = []
     real = mod.discriminative_lrs
-    monkeypatch.setattr(mod, "discriminative_lrs",
-                        lambda lr, mult, k: seen.append(mult) or real(lr, mult, k))
+    monkeypatch.setattr(
+        mod, "discriminative_lrs", lambda lr, mult, k: seen.append(mult) or real(lr, mult, k)
+    )
     X, y, *_ = data
     tiny().fine_tune(X[:30], y[:30], epochs=1, freeze_epochs=0)
     tiny().fine_tune(X[:30], y[:30], epochs=1, freeze_epochs=0, lr_mult=10)

@@ -21,11 +21,11 @@ pytest.importorskip("fastapi")
 pytest.importorskip("python_multipart")
 uvicorn = pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
-from PIL import Image  # noqa: E402
+from PIL import Image
 
-import gaikan  # noqa: E402
-from gaikan.io import decode_image  # noqa: E402
-from gaikan.service import create_app  # noqa: E402
+import gaikan
+from gaikan.io import decode_image
+from gaikan.service import create_app
 
 pytestmark = pytest.mark.serve
 
@@ -65,10 +65,11 @@ class LiveServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.app = app
         self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
-                                       daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
+        )
 
-    def __enter__(self) -> "LiveServer":
+    def __enter__(self) -> LiveServer:
         self.thread.start()
         deadline = time.monotonic() + 20
         while not self.server.started:
@@ -108,8 +109,7 @@ def detector():
 
 @pytest.fixture(scope="module")
 def live(detector):
-    app = create_app(detector, workers=2, max_upload_bytes=300_000, max_pixels=200_000,
-                     max_files=8)
+    app = create_app(detector, workers=2, max_upload_bytes=300_000, max_pixels=200_000, max_files=8)
     with LiveServer(app) as srv:
         with httpx.Client(base_url=srv.url, timeout=30) as client:
             srv.client = client
@@ -135,8 +135,14 @@ def test_inspect_batch_in_upload_order_with_per_file_errors(live, detector, imag
     r = live.client.post("/v1/inspect", files=files)
     assert r.status_code == 200, r.text
     res = r.json()["results"]
-    assert [x["file"] for x in res] == ["good.png", "notes.txt", "scratch.png", "cut.png",
-                                        "empty.png", "good2.jpg"]
+    assert [x["file"] for x in res] == [
+        "good.png",
+        "notes.txt",
+        "scratch.png",
+        "cut.png",
+        "empty.png",
+        "good2.jpg",
+    ]
     assert [x.get("verdict") for x in res] == ["ok", None, "defect", None, None, "ok"]
     for i in (1, 3, 4):
         assert "score" not in res[i]
@@ -145,8 +151,11 @@ def test_inspect_batch_in_upload_order_with_per_file_errors(live, detector, imag
     assert "truncated" in res[3]["error"] or "corrupt" in res[3]["error"]
     assert "empty" in res[4]["error"]
     # Scores are exactly the library's on the same decoded pixels.
-    expect = detector.detect(np.stack([decode_image(ok, "a", size=(SIZE, SIZE)),
-                                       decode_image(ng, "b", size=(SIZE, SIZE))]))
+    expect = detector.detect(
+        np.stack(
+            [decode_image(ok, "a", size=(SIZE, SIZE)), decode_image(ng, "b", size=(SIZE, SIZE))]
+        )
+    )
     assert res[0]["score"] == pytest.approx(expect.scores[0], rel=1e-12)
     assert res[2]["score"] == pytest.approx(expect.scores[1], rel=1e-12)
     assert res[2]["score"] > 10 * res[0]["threshold"]
@@ -173,7 +182,9 @@ def test_overlay_by_url_inline_and_off(live, images):
     with Image.open(io.BytesIO(png.content)) as im:
         assert im.size == (SIZE, SIZE) and im.mode == "RGB"
 
-    r = live.client.post("/v1/inspect?inline=1&alpha=1", files={"files": ("a.png", data, "image/png")})
+    r = live.client.post(
+        "/v1/inspect?inline=1&alpha=1", files={"files": ("a.png", data, "image/png")}
+    )
     res = r.json()["results"][0]
     assert "overlay_url" not in res
     head, b64 = res["overlay"].split(",", 1)
@@ -203,15 +214,29 @@ def test_content_type_by_content_not_by_name(live, images):
 
 def test_filenames_are_labels_never_paths(live, images, tmp_path):
     before = set(os.listdir(tmp_path.parent))
-    names = ["../../../../tmp/pwned.png", "C:\\Windows\\evil.png", "dir/sub/ok.png",
-             "\x1b[31m\x07.png", ""]
+    names = [
+        "../../../../tmp/pwned.png",
+        "C:\\Windows\\evil.png",
+        "dir/sub/ok.png",
+        "\x1b[31m\x07.png",
+        "",
+    ]
     # Hand-made body: httpx would percent-escape the control characters.
     data = png_bytes(images["ok"])
-    body = b"".join(b"--BND\r\nContent-Disposition: form-data; name=\"files\"; filename=\""
-                    + n.encode() + b"\"\r\nContent-Type: image/png\r\n\r\n" + data + b"\r\n"
-                    for n in names) + b"--BND--\r\n"
-    res = live.client.post("/v1/inspect", content=body,
-                           headers={"content-type": "multipart/form-data; boundary=BND"})
+    body = (
+        b"".join(
+            b'--BND\r\nContent-Disposition: form-data; name="files"; filename="'
+            + n.encode()
+            + b'"\r\nContent-Type: image/png\r\n\r\n'
+            + data
+            + b"\r\n"
+            for n in names
+        )
+        + b"--BND--\r\n"
+    )
+    res = live.client.post(
+        "/v1/inspect", content=body, headers={"content-type": "multipart/form-data; boundary=BND"}
+    )
     res = res.json()["results"]
     assert [x["file"] for x in res] == ["pwned.png", "evil.png", "ok.png", "[31m.png", "file5"]
     assert all(x["verdict"] == "ok" for x in res)
@@ -222,23 +247,44 @@ def test_filenames_are_labels_never_paths(live, images, tmp_path):
 # ---------------------------------------------------------------- limits and malformed requests
 def test_limits_give_4xx_json(live, images):
     c = live.client
-    big = np.random.default_rng(0).integers(0, 256, (500, 500)).astype(np.uint8)  # 250 kpx > 200 kpx
-    res = c.post("/v1/inspect", files=[("files", ("big.png", png_bytes(big), "image/png")),
-                                       ("files", ("ok.png", png_bytes(images["ok"]), "image/png"))])
+    big = (
+        np.random.default_rng(0).integers(0, 256, (500, 500)).astype(np.uint8)
+    )  # 250 kpx > 200 kpx
+    res = c.post(
+        "/v1/inspect",
+        files=[
+            ("files", ("big.png", png_bytes(big), "image/png")),
+            ("files", ("ok.png", png_bytes(images["ok"]), "image/png")),
+        ],
+    )
     out = res.json()["results"]
     assert "200,000" in out[0]["error"] and "--max-pixels" in out[0]["error"]
     assert out[1]["verdict"] == "ok"
 
-    body = assert_json_error(c.post("/v1/inspect", files={"files": ("x.png", b"\0" * 400_000)}), 413)
+    body = assert_json_error(
+        c.post("/v1/inspect", files={"files": ("x.png", b"\0" * 400_000)}), 413
+    )
     assert "limit" in body["error"]
     many = [("files", (f"{i}.png", png_bytes(images["ok"]), "image/png")) for i in range(9)]
     assert_json_error(c.post("/v1/inspect", files=many), 413)
 
 
-@pytest.mark.parametrize("case", [
-    "json", "no_boundary", "truncated", "garbage", "no_files_field", "empty_body", "bad_flag",
-    "bad_alpha", "get", "unknown_path", "bad_length",
-])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "json",
+        "no_boundary",
+        "truncated",
+        "garbage",
+        "no_files_field",
+        "empty_body",
+        "bad_flag",
+        "bad_alpha",
+        "get",
+        "unknown_path",
+        "bad_length",
+    ],
+)
 def test_malformed_requests_get_4xx_json(live, images, case):
     c = live.client
     ok = png_bytes(images["ok"])
@@ -251,18 +297,26 @@ def test_malformed_requests_get_4xx_json(live, images, case):
     elif case == "truncated":
         req = c.build_request("POST", "/v1/inspect", files={"files": ("a.png", ok, "image/png")})
         body = req.read()
-        r = c.post("/v1/inspect", content=body[: len(body) - 40],
-                   headers={"content-type": req.headers["content-type"]})
+        r = c.post(
+            "/v1/inspect",
+            content=body[: len(body) - 40],
+            headers={"content-type": req.headers["content-type"]},
+        )
         assert "truncated" in assert_json_error(r, 400)["error"]
     elif case == "garbage":
-        r = c.post("/v1/inspect", content=os.urandom(2000),
-                   headers={"content-type": "multipart/form-data; boundary=xyz"})
+        r = c.post(
+            "/v1/inspect",
+            content=os.urandom(2000),
+            headers={"content-type": "multipart/form-data; boundary=xyz"},
+        )
         assert_json_error(r, 400)
     elif case == "no_files_field":
         r = c.post("/v1/inspect", files={"image": ("a.png", ok, "image/png")}, data={"x": "1"})
         assert "'files'" in assert_json_error(r, 400)["error"]
     elif case == "empty_body":
-        r = c.post("/v1/inspect", content=b"", headers={"content-type": "multipart/form-data; boundary=b"})
+        r = c.post(
+            "/v1/inspect", content=b"", headers={"content-type": "multipart/form-data; boundary=b"}
+        )
         assert_json_error(r, 400)
     elif case == "bad_flag":
         r = c.post("/v1/inspect?inline=maybe", files={"files": ("a.png", ok)})
@@ -277,8 +331,10 @@ def test_malformed_requests_get_4xx_json(live, images, case):
     elif case == "bad_length":
         # A raw request whose Content-Length promises more than the limit.
         with socket.create_connection(("127.0.0.1", live.port), timeout=10) as s:
-            s.sendall(b"POST /v1/inspect HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data;"
-                      b" boundary=b\r\nContent-Length: 999999999\r\n\r\n")
+            s.sendall(
+                b"POST /v1/inspect HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data;"
+                b" boundary=b\r\nContent-Length: 999999999\r\n\r\n"
+            )
             reply = b""
             while b'"error"' not in reply and len(reply) < 8192:
                 chunk = s.recv(4096)
@@ -293,10 +349,14 @@ def test_client_disconnect_mid_upload_is_not_a_bug(live):
     lab = '{path="/v1/inspect",status="400"}'
     before = metric(live.client.get("/metrics").text, "gaikan_http_request_errors_total", lab)
     with socket.create_connection(("127.0.0.1", live.port), timeout=10) as s:
-        s.sendall(b"POST /v1/inspect HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data;"
-                  b" boundary=b\r\nContent-Length: 100000\r\n\r\n--b\r\n" + b"x" * 1000)
+        s.sendall(
+            b"POST /v1/inspect HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data;"
+            b" boundary=b\r\nContent-Length: 100000\r\n\r\n--b\r\n" + b"x" * 1000
+        )
     deadline = time.monotonic() + 10
-    while metric(live.client.get("/metrics").text, "gaikan_http_request_errors_total", lab) == before:
+    while (
+        metric(live.client.get("/metrics").text, "gaikan_http_request_errors_total", lab) == before
+    ):
         assert time.monotonic() < deadline, "the server never finished the aborted request"
         time.sleep(0.05)
     assert metric(live.client.get("/metrics").text, "gaikan_internal_errors_total") == 0
@@ -307,7 +367,9 @@ def test_bad_inputs_never_reach_the_catch_all(live):
     text = live.client.get("/metrics").text
     assert metric(text, "gaikan_internal_errors_total") == 0
     assert 'status="500"' not in text
-    assert metric(text, "gaikan_http_request_errors_total", '{path="/v1/inspect",status="400"}') >= 5
+    assert (
+        metric(text, "gaikan_http_request_errors_total", '{path="/v1/inspect",status="400"}') >= 5
+    )
 
 
 # ---------------------------------------------------------------- model, health, metrics
@@ -326,7 +388,8 @@ def test_model_and_health(live, detector):
     ui = live.client.get("/")
     assert ui.status_code == 200 and "text/html" in ui.headers["content-type"]
     assert "/static/app.js" in ui.text and "http" not in re.sub(r"<!--.*?-->", "", ui.text).replace(
-        "http-equiv", "")  # nothing from a CDN
+        "http-equiv", ""
+    )  # nothing from a CDN
     for asset in ("/static/app.js", "/static/app.css"):
         assert live.client.get(asset).status_code == 200
 
@@ -334,28 +397,45 @@ def test_model_and_health(live, detector):
 def test_metrics_prometheus_text(live, images):
     c = live.client
     before = c.get("/metrics").text
-    files = [("files", ("a.png", png_bytes(images["ok"]), "image/png")),
-             ("files", ("b.png", png_bytes(images["ng"]), "image/png")),
-             ("files", ("c.txt", b"nope", "text/plain"))]
+    files = [
+        ("files", ("a.png", png_bytes(images["ok"]), "image/png")),
+        ("files", ("b.png", png_bytes(images["ng"]), "image/png")),
+        ("files", ("c.txt", b"nope", "text/plain")),
+    ]
     assert c.post("/v1/inspect", files=files).status_code == 200
     after = c.get("/metrics")
     assert after.headers["content-type"].startswith("text/plain; version=0.0.4")
     text = after.text
-    for name, delta in (("gaikan_images_inspected_total", 2), ("gaikan_defects_found_total", 1),
-                        ("gaikan_image_errors_total", 1)):
+    for name, delta in (
+        ("gaikan_images_inspected_total", 2),
+        ("gaikan_defects_found_total", 1),
+        ("gaikan_image_errors_total", 1),
+    ):
         assert metric(text, name) - metric(before, name) == delta, name
     lab = '{method="POST",path="/v1/inspect",status="200"}'
     name = "gaikan_http_requests_total"
     assert metric(text, name, lab) - metric(before, name, lab) == 1
-    inf = metric(text, "gaikan_http_request_duration_seconds_bucket", '{path="/v1/inspect",le="+Inf"}')
-    assert inf == metric(text, "gaikan_http_request_duration_seconds_count", '{path="/v1/inspect"}') > 0
+    inf = metric(
+        text, "gaikan_http_request_duration_seconds_bucket", '{path="/v1/inspect",le="+Inf"}'
+    )
+    assert (
+        inf
+        == metric(text, "gaikan_http_request_duration_seconds_count", '{path="/v1/inspect"}')
+        > 0
+    )
     assert metric(text, "process_resident_memory_bytes") > 1e6
     # Every line is a comment or a well-formed sample; histogram buckets are cumulative.
     sample = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_]+="[^"]*",?)*\})? -?[0-9.e+Inf]+$')
     for line in text.strip().splitlines():
         assert line.startswith("# HELP ") or line.startswith("# TYPE ") or sample.match(line), line
-    buckets = [float(v) for v in re.findall(
-        r'^gaikan_http_request_duration_seconds_bucket\{path="/v1/inspect",le="[^"]+"\} (\S+)$', text, re.M)]
+    buckets = [
+        float(v)
+        for v in re.findall(
+            r'^gaikan_http_request_duration_seconds_bucket\{path="/v1/inspect",le="[^"]+"\} (\S+)$',
+            text,
+            re.M,
+        )
+    ]
     assert buckets == sorted(buckets) and len(buckets) == 13
 
 
@@ -364,7 +444,9 @@ def test_concurrent_requests_agree(live, detector, images):
 
     def one(k):
         with httpx.Client(base_url=live.url, timeout=30) as c:
-            return k, c.post("/v1/inspect?overlay=0", files={"files": (k, data[k], "image/png")}).json()
+            return k, c.post(
+                "/v1/inspect?overlay=0", files={"files": (k, data[k], "image/png")}
+            ).json()
 
     with ThreadPoolExecutor(8) as ex:
         out = list(ex.map(one, ["ok", "ng", "ok2"] * 6))
@@ -406,8 +488,10 @@ def test_scoring_failure_is_a_per_file_error(detector, images):
     bright = images["ok"].copy()
     bright[0, 0] = 255
     with LiveServer(create_app(Flaky(), workers=1)) as srv, httpx.Client(base_url=srv.url) as c:
-        files = [("files", ("a.png", png_bytes(images["ok"]), "image/png")),
-                 ("files", ("b.png", png_bytes(bright), "image/png"))]
+        files = [
+            ("files", ("a.png", png_bytes(images["ok"]), "image/png")),
+            ("files", ("b.png", png_bytes(bright), "image/png")),
+        ]
         res = c.post("/v1/inspect", files=files).json()["results"]
         assert res[0]["verdict"] == "ok"
         assert res[1]["error"] == "b.png: internal error while scoring"
@@ -420,13 +504,19 @@ def test_token_auth(detector, images):
     with LiveServer(app) as srv, httpx.Client(base_url=srv.url) as c:
         good = {"Authorization": "Bearer s3cret"}
         files = {"files": ("a.png", png_bytes(images["ok"]), "image/png")}
-        for method, path in (("GET", "/v1/model"), ("GET", "/metrics"), ("POST", "/v1/inspect"),
-                             ("GET", "/v1/overlays/x.png")):
+        for method, path in (
+            ("GET", "/v1/model"),
+            ("GET", "/metrics"),
+            ("POST", "/v1/inspect"),
+            ("GET", "/v1/overlays/x.png"),
+        ):
             kw = {"files": files} if method == "POST" else {}
             r = c.request(method, path, **kw)
             assert_json_error(r, 401)
             assert r.headers["www-authenticate"].startswith("Bearer")
-            assert_json_error(c.request(method, path, headers={"Authorization": "Bearer nope"}, **kw), 401)
+            assert_json_error(
+                c.request(method, path, headers={"Authorization": "Bearer nope"}, **kw), 401
+            )
         # The page, its assets and the health check stay open.
         assert c.get("/").status_code == 200 and c.get("/static/app.js").status_code == 200
         assert c.get("/healthz").status_code == 200
@@ -460,9 +550,23 @@ def test_gaikan_serve_cli(detector, tmp_path):
         port = s.getsockname()[1]
     env = dict(os.environ, GAIKAN_TOKEN="tok", OMP_NUM_THREADS="1")
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from gaikan.cli import main; main()", "serve", str(path),
-         "--port", str(port), "--workers", "1", "--max-upload-mb", "1"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-c",
+            "from gaikan.cli import main; main()",
+            "serve",
+            str(path),
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--max-upload-mb",
+            "1",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
@@ -496,9 +600,12 @@ def test_overload_gives_503_not_unbounded_queueing(detector, images):
     app = create_app(Slow(), workers=1, max_inflight=1)
     data = png_bytes(images["ok"])
     with LiveServer(app) as srv:
+
         def post(_):
             with httpx.Client(base_url=srv.url, timeout=30) as c:
-                return c.post("/v1/inspect?overlay=0", files={"files": ("a.png", data, "image/png")})
+                return c.post(
+                    "/v1/inspect?overlay=0", files={"files": ("a.png", data, "image/png")}
+                )
 
         with ThreadPoolExecutor(3) as ex:
             codes = sorted(r.status_code for r in ex.map(post, range(3)))
@@ -548,8 +655,10 @@ def test_non_finite_scores_are_per_file_errors_not_500(detector, images):
 
     with LiveServer(create_app(NaNOnDark(), workers=1)) as srv, httpx.Client(base_url=srv.url) as c:
         dark = np.random.default_rng(0).integers(0, 6, (SIZE, SIZE))  # dark, not blank
-        files = [("files", ("black.png", png_bytes(dark), "image/png")),
-                 ("files", ("ok.png", png_bytes(images["ok"]), "image/png"))]
+        files = [
+            ("files", ("black.png", png_bytes(dark), "image/png")),
+            ("files", ("ok.png", png_bytes(images["ok"]), "image/png")),
+        ]
         r = c.post("/v1/inspect", files=files)
         assert r.status_code == 200
         res = r.json()["results"]
@@ -567,12 +676,16 @@ def test_serves_a_deep_model_file(tmp_path, images):
     path = tmp_path / "padim.gaikan"
     # finer layers than the default stride-16 grid: these images are only 64 px
     padim.PaDiM(num_threads=1, layers=(2, 3), feature_stride=8).fit(good).save(path)
-    with LiveServer(create_app(str(path), workers=1)) as srv, \
-            httpx.Client(base_url=srv.url, timeout=60) as c:
+    with (
+        LiveServer(create_app(str(path), workers=1)) as srv,
+        httpx.Client(base_url=srv.url, timeout=60) as c,
+    ):
         assert c.get("/v1/model").json()["detector"] == "padim"
-        files = [("files", ("ok.png", png_bytes(images["ok"]), "image/png")),
-                 ("files", ("ng.png", png_bytes(images["ng"]), "image/png")),
-                 ("files", ("x.txt", b"text", "text/plain"))]
+        files = [
+            ("files", ("ok.png", png_bytes(images["ok"]), "image/png")),
+            ("files", ("ng.png", png_bytes(images["ng"]), "image/png")),
+            ("files", ("x.txt", b"text", "text/plain")),
+        ]
         res = c.post("/v1/inspect", files=files).json()["results"]
         assert res[1]["score"] > res[0]["score"] > 0
         assert res[0]["map"]["shape"] == [SIZE, SIZE] and "error" in res[2]

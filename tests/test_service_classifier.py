@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+
 from conftest import plant_classes, tiny_classifier
 
 pytest.importorskip("fastapi")
@@ -21,11 +22,11 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("torch")
 pytest.importorskip("timm")
 from PIL import Image
-from test_service import PNG_MAGIC, LiveServer, assert_json_error, metric, png_bytes
 
 from gaikan.io import decode_image
 from gaikan.service import create_app
 from gaikan.service.app import good_class_of
+from test_service import PNG_MAGIC, LiveServer, assert_json_error, metric, png_bytes
 
 pytestmark = [pytest.mark.serve, pytest.mark.deep]
 
@@ -113,7 +114,13 @@ def test_classify_batch_with_per_file_errors(live, clf, parts):
     assert r.status_code == 200, r.text
     body = r.json()
     res = body["results"]
-    assert [x["file"] for x in res] == ["bright.png", "notes.txt", "dark.png", "cut.png", "good.png"]
+    assert [x["file"] for x in res] == [
+        "bright.png",
+        "notes.txt",
+        "dark.png",
+        "cut.png",
+        "good.png",
+    ]
     for i in (1, 3):
         assert "class" not in res[i] and "score" not in res[i]
         assert res[i]["error"].startswith(res[i]["file"] + ":"), res[i]
@@ -186,8 +193,12 @@ def test_model_info_and_metrics(live, clf, parts):
     res = live.client.post("/v1/inspect", files=files).json()["results"]
     ng = sum(x.get("verdict") == "defect" for x in res)
     text = live.client.get("/metrics").text
-    for name, delta in (("gaikan_images_inspected_total", 3), ("gaikan_defects_found_total", ng),
-                        ("gaikan_image_errors_total", 1), ("gaikan_internal_errors_total", 0)):
+    for name, delta in (
+        ("gaikan_images_inspected_total", 3),
+        ("gaikan_defects_found_total", ng),
+        ("gaikan_image_errors_total", 1),
+        ("gaikan_internal_errors_total", 0),
+    ):
         assert metric(text, name) - metric(before, name) == delta, name
     assert metric(text, "gaikan_model_threshold") == 0.5
 
@@ -205,8 +216,15 @@ def test_concurrent_requests_agree(live, parts):
         out = list(ex.map(one, list(range(6)) * 2))
     seen: dict[int, set] = {}
     for i, res in out:
-        seen.setdefault(i, set()).add((res["class"], res["score"], res["map"]["max"],
-                                       res["map"]["argmax"]["row"], res["map"]["argmax"]["col"]))
+        seen.setdefault(i, set()).add(
+            (
+                res["class"],
+                res["score"],
+                res["map"]["max"],
+                res["map"]["argmax"]["row"],
+                res["map"]["argmax"]["col"],
+            )
+        )
     assert all(len(s) == 1 for s in seen.values())  # shared network, no cross-talk
     assert [next(iter(seen[i]))[0] for i in range(6)] == y.tolist()
 
@@ -229,8 +247,10 @@ def test_good_class_resolution():
 def test_a_classifier_without_good_class_judges_everything_defect(clf, parts):
     X, _ = parts
     wrapped = Wrapped(clf, labels=["crack", "dent", "scratch"])
-    with LiveServer(create_app(wrapped, workers=1)) as srv, \
-            httpx.Client(base_url=srv.url, timeout=60) as c:
+    with (
+        LiveServer(create_app(wrapped, workers=1)) as srv,
+        httpx.Client(base_url=srv.url, timeout=60) as c,
+    ):
         m = c.get("/v1/model").json()
         assert m["kind"] == "classifier" and m["good_class"] is None and m["threshold"] is None
         assert m["classes"] == ["crack", "dent", "scratch"]
@@ -251,16 +271,19 @@ def test_a_classifier_without_good_class_judges_everything_defect(clf, parts):
 def test_named_good_class_and_scoring_failure_is_a_per_file_error(clf, parts):
     X, _ = parts
     # good_class names the 'dark' column; bright images make the model fail
-    wrapped = Wrapped(clf, labels=["bright", "fine", "other"], good_class="fine",
-                      fail_bright=True)
+    wrapped = Wrapped(clf, labels=["bright", "fine", "other"], good_class="fine", fail_bright=True)
     bright = X[2].copy()
     bright[0, 0] = 255
-    with LiveServer(create_app(wrapped, workers=1)) as srv, \
-            httpx.Client(base_url=srv.url, timeout=60) as c:
+    with (
+        LiveServer(create_app(wrapped, workers=1)) as srv,
+        httpx.Client(base_url=srv.url, timeout=60) as c,
+    ):
         assert c.get("/v1/model").json()["good_class"] == "fine"
-        files = [("files", ("dark.png", png_bytes(X[1]), "image/png")),
-                 ("files", ("hot.png", png_bytes(bright), "image/png")),
-                 ("files", ("good.png", png_bytes(X[2]), "image/png"))]
+        files = [
+            ("files", ("dark.png", png_bytes(X[1]), "image/png")),
+            ("files", ("hot.png", png_bytes(bright), "image/png")),
+            ("files", ("good.png", png_bytes(X[2]), "image/png")),
+        ]
         r = c.post("/v1/inspect", files=files)
         assert r.status_code == 200
         res = r.json()["results"]
@@ -325,25 +348,40 @@ def test_page_shows_class_and_confidence(chromium, live, parts, tmp_path):
     d.find_element(By.ID, "file-input").send_keys("\n".join(map(str, paths)))
 
     def cards():
-        return {c.find_element(By.CLASS_NAME, "name").text:
-                (c.get_attribute("data-verdict"), c.find_element(By.CLASS_NAME, "badge").text)
-                for c in d.find_elements(By.CSS_SELECTOR, "#results .card")}
+        return {
+            c.find_element(By.CLASS_NAME, "name").text: (
+                c.get_attribute("data-verdict"),
+                c.find_element(By.CLASS_NAME, "badge").text,
+            )
+            for c in d.find_elements(By.CSS_SELECTOR, "#results .card")
+        }
 
     wait.until(lambda d: len(cards()) == 3 and all(v != "pending" for v, _ in cards().values()))
     shown = cards()
-    assert {k: v for k, (v, _) in shown.items()} == {"bright.png": "defect", "dark.png": "defect",
-                                                     "good.png": "ok"}
+    assert {k: v for k, (v, _) in shown.items()} == {
+        "bright.png": "defect",
+        "dark.png": "defect",
+        "good.png": "ok",
+    }
     for name, (_, badge) in shown.items():
         cls, pct = badge.rsplit(" ", 1)
         assert cls == name[:-4] and pct.endswith("%") and 33 <= int(pct[:-1]) <= 100, badge
     assert "3 images: 1 OK, 2 NG" in d.find_element(By.ID, "summary").text
     # The first NG part is selected: its class and overlay are shown.
-    wait.until(lambda d: d.execute_script(
-        "const o = document.getElementById('viewer-overlay');"
-        "return o.src.startsWith('blob:') && o.complete && o.naturalWidth;") == SIZE)
+    wait.until(
+        lambda d: (
+            d.execute_script(
+                "const o = document.getElementById('viewer-overlay');"
+                "return o.src.startsWith('blob:') && o.complete && o.naturalWidth;"
+            )
+            == SIZE
+        )
+    )
     details = d.find_element(By.ID, "viewer-details").text
     assert "Class" in details and "bright" in details and "Probabilities" in details
     if os.environ.get("GAIKAN_SCREENSHOT_DIR"):
-        d.save_screenshot(os.path.join(os.environ["GAIKAN_SCREENSHOT_DIR"], "gaikan-ui-classifier.png"))
+        d.save_screenshot(
+            os.path.join(os.environ["GAIKAN_SCREENSHOT_DIR"], "gaikan-ui-classifier.png")
+        )
     logs = [e for e in d.get_log("browser") if e["level"] == "SEVERE"]
     assert not logs, logs

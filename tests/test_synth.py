@@ -22,7 +22,15 @@ from gaikan.synth import (
     render_sample,
 )
 from gaikan.synth.raycast import camera_rays, cast, pack
-from gaikan.synth.scene import N_COLS, N_ROWS, make_camera, parse_defect, pin_name, pin_pattern, sample_defect
+from gaikan.synth.scene import (
+    N_COLS,
+    N_ROWS,
+    make_camera,
+    parse_defect,
+    pin_name,
+    pin_pattern,
+    sample_defect,
+)
 
 STILL = Jitter().scaled(0.0)  # no nominal variation: exact geometry
 
@@ -49,7 +57,9 @@ def _hull(points: np.ndarray) -> np.ndarray:
         for p in seq:
             while (
                 len(h) >= 2
-                and (h[-1][0] - h[-2][0]) * (p[1] - h[-2][1]) - (h[-1][1] - h[-2][1]) * (p[0] - h[-2][0]) <= 0
+                and (h[-1][0] - h[-2][0]) * (p[1] - h[-2][1])
+                - (h[-1][1] - h[-2][1]) * (p[0] - h[-2][0])
+                <= 0
             ):
                 h.pop()
             h.append(p)
@@ -123,7 +133,10 @@ def test_layouts_and_patterns():
         pin_pattern("hexagonal")
     kinds = {p.kind for p in build_scene("cylinder").primitives if p.name.startswith("pin")}
     assert kinds == {"cylinder"}
-    assert len([p for p in build_scene("square").primitives if p.name.startswith("pin")]) == N_ROWS * N_COLS
+    assert (
+        len([p for p in build_scene("square").primitives if p.name.startswith("pin")])
+        == N_ROWS * N_COLS
+    )
 
 
 def test_parse_defect_and_severity_sampling():
@@ -151,7 +164,7 @@ def test_parse_defect_and_severity_sampling():
 
 def test_camera_views_and_pixel_model():
     cam = make_camera("top")
-    o, d = camera_rays(cam, (33, 33))
+    _o, d = camera_rays(cam, (33, 33))
     # the centre pixel's ray looks straight down the optical axis
     np.testing.assert_allclose(d[16, 16], [0, 0, -1], atol=1e-12)
     # top camera: world +x to the right, +y up in the image
@@ -202,7 +215,11 @@ def test_render_determinism_and_noise():
 def test_good_images_align_pixelwise():
     """Nominal jitter keeps every pin on the same pixels: good images differ only a little."""
     imgs = np.stack(
-        [render_sample("good", view=v, size=128, split="train", index=i)[0] for v in ("top",) for i in range(6)]
+        [
+            render_sample("good", view=v, size=128, split="train", index=i)[0]
+            for v in ("top",)
+            for i in range(6)
+        ]
     ).astype(float)
     spread = imgs.std(axis=0)
     assert np.median(spread) < 3.0  # sensor noise level
@@ -227,7 +244,9 @@ def test_masks_nonempty_and_defect_changes_image_inside_mask(mode, view):
     # a corner pin: pushing the centre pin in changes nothing from the top but
     # its shadow (true to life: that is why there is an oblique view)
     size = 96
-    scene, nominal = build_sample_scenes(mode, views=(view,), seed=1, index=0, jitter=STILL, pin=(8, 2))
+    scene, nominal = build_sample_scenes(
+        mode, views=(view,), seed=1, index=0, jitter=STILL, pin=(8, 2)
+    )
     img, ids = render(scene, view, size)
     ref, nids = render(nominal, view, size)
     from gaikan.synth import defect_mask
@@ -243,7 +262,9 @@ def test_masks_nonempty_and_defect_changes_image_inside_mask(mode, view):
     outside = changed & ~mask
     assert outside.sum() <= max(0.6 * mask.sum(), 25)
     # the label matches what was rendered
-    _, _, label = render_sample(mode, view=view, size=size, seed=1, index=0, jitter=STILL, pin=(8, 2))
+    _, _, label = render_sample(
+        mode, view=view, size=size, seed=1, index=0, jitter=STILL, pin=(8, 2)
+    )
     assert label["pin"]["row"] == 8 and label["pin"]["col"] == 2
     assert label["defect"] == mode and label["view"] == view
     if mode != "missing":
@@ -251,22 +272,34 @@ def test_masks_nonempty_and_defect_changes_image_inside_mask(mode, view):
 
 
 def test_good_sample_has_empty_mask():
-    img, mask, label = render_sample("good", view="top", size=48)
+    _img, mask, label = render_sample("good", view="top", size=48)
     assert not mask.any() and label["pin"] is None and label["defect"] == "good"
 
 
 @pytest.mark.parametrize(
     "mode,pin",
-    [("missing", (4, 1)), ("missing", (0, 0)), ("shifted", (4, 1)), ("shifted", (8, 2)), ("pushed", (3, 1))],
+    [
+        ("missing", (4, 1)),
+        ("missing", (0, 0)),
+        ("shifted", (4, 1)),
+        ("shifted", (8, 2)),
+        ("pushed", (3, 1)),
+    ],
 )
 def test_mask_equals_analytic_silhouette_union(mode, pin):
     """Top view, upright pins: mask == projected hull of the pin in the defect ∪ nominal scene."""
     size = 128
     view = "top"
-    scene, nominal = build_sample_scenes(mode, views=(view,), seed=0, index=0, jitter=STILL, pin=pin)
+    scene, nominal = build_sample_scenes(
+        mode, views=(view,), seed=0, index=0, jitter=STILL, pin=pin
+    )
     _, mask, _ = render_sample(mode, view=view, size=size, seed=0, index=0, jitter=STILL, pin=pin)
     name = pin_name(*pin)
-    fields = [f for f in (_analytic_silhouette(s, name, view, size) for s in (scene, nominal)) if f is not None]
+    fields = [
+        f
+        for f in (_analytic_silhouette(s, name, view, size) for s in (scene, nominal))
+        if f is not None
+    ]
     dist = np.max(np.stack(fields), axis=0)  # union: inside either
     expected = dist > 0
     sure = np.abs(dist) > 1e-3  # pixel centres not on an edge
@@ -276,7 +309,7 @@ def test_mask_equals_analytic_silhouette_union(mode, pin):
 
 
 def test_combination_defect():
-    img, mask, label = render_sample("pushed+tilt_x", view="oblique", size=64, seed=2, index=0)
+    _img, mask, label = render_sample("pushed+tilt_x", view="oblique", size=64, seed=2, index=0)
     assert set(label["severity"]) == {"pushed", "tilt_x"} and mask.any()
 
 
@@ -291,10 +324,10 @@ def test_import_synth_pulls_no_heavy_modules():
 
 # ---------------------------------------------------------------- ray-casting properties
 
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from gaikan.synth import Material, Primitive, Sun  # noqa: E402
+from gaikan.synth import Material, Primitive, Sun
 
 _unit = st.floats(-1.0, 1.0, allow_nan=False)
 

@@ -80,7 +80,15 @@ def test_blender_dataset_plumbing_with_stand_in_renderer(tmp_path, monkeypatch):
         return out
 
     monkeypatch.setattr(blender, "render_scenes", stand_in)
-    kw = dict(n_good=2, n_test_good=0, n_defect=2, defects=("missing",), views=("top", "oblique"), size=32, seed=4)
+    kw = dict(
+        n_good=2,
+        n_test_good=0,
+        n_defect=2,
+        defects=("missing",),
+        views=("top", "oblique"),
+        size=32,
+        seed=4,
+    )
     a = make_dataset(tmp_path / "b", renderer="blender", blender_python="unused", **kw)
     b = make_dataset(tmp_path / "n", **kw)
     # 2 goods × 2 views + 2 defects × 2 views × (image + nominal ids)
@@ -94,6 +102,7 @@ def test_blender_dataset_plumbing_with_stand_in_renderer(tmp_path, monkeypatch):
         d = np.abs(px(a, rel) - px(b, rel))
         assert d.max() <= 1 and d.mean() < 0.6
     np.testing.assert_array_equal(
-        px(a, "oblique/ground_truth/missing/001_mask.png"), px(b, "oblique/ground_truth/missing/001_mask.png")
+        px(a, "oblique/ground_truth/missing/001_mask.png"),
+        px(b, "oblique/ground_truth/missing/001_mask.png"),
     )
     assert (a / "labels.jsonl").read_text() == (b / "labels.jsonl").read_text()

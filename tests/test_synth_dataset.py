@@ -15,12 +15,19 @@ from gaikan.cli import cli
 from gaikan.synth import count_images, iter_labels, make_dataset, render_sample
 
 SMALL = dict(
-    n_good=3, n_test_good=2, n_defect=2, defects=("missing", "pushed+tilt_x"), views=("top", "oblique"), size=48
+    n_good=3,
+    n_test_good=2,
+    n_defect=2,
+    defects=("missing", "pushed+tilt_x"),
+    views=("top", "oblique"),
+    size=48,
 )
 
 
 def _files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +38,11 @@ def small_set(tmp_path_factory) -> Path:
 def test_mvtec_layout_and_labels(small_set: Path):
     root = small_set
     for view in ("top", "oblique"):
-        assert sorted(p.name for p in (root / view / "train" / "good").iterdir()) == ["000.png", "001.png", "002.png"]
+        assert sorted(p.name for p in (root / view / "train" / "good").iterdir()) == [
+            "000.png",
+            "001.png",
+            "002.png",
+        ]
         assert len(list((root / view / "test" / "good").iterdir())) == 2
         for d in ("missing", "pushed+tilt_x"):
             imgs = sorted(p.name for p in (root / view / "test" / d).iterdir())
@@ -67,12 +78,18 @@ def test_mvtec_layout_and_labels(small_set: Path):
 
 
 def test_files_equal_in_memory_render(small_set: Path):
-    img, mask, label = render_sample("pushed+tilt_x", view="oblique", size=48, seed=7, split="test", index=1)
-    np.testing.assert_array_equal(np.asarray(Image.open(small_set / "oblique/test/pushed+tilt_x/001.png")), img)
+    img, mask, _label = render_sample(
+        "pushed+tilt_x", view="oblique", size=48, seed=7, split="test", index=1
+    )
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(small_set / "oblique/test/pushed+tilt_x/001.png")), img
+    )
     m = np.asarray(Image.open(small_set / "oblique/ground_truth/pushed+tilt_x/001_mask.png")) > 0
     np.testing.assert_array_equal(m, mask)
     good, _, _ = render_sample("good", view="top", size=48, seed=7, split="train", index=2)
-    np.testing.assert_array_equal(np.asarray(Image.open(small_set / "top/train/good/002.png")), good)
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(small_set / "top/train/good/002.png")), good
+    )
 
 
 def test_same_seed_byte_identical_any_workers(small_set: Path, tmp_path: Path):
@@ -119,7 +136,9 @@ def test_progress_and_validation(tmp_path: Path):
         (dict(renderer="povray"), "renderer"),
     ]:
         with pytest.raises(ValueError, match=msg):
-            make_dataset(tmp_path / "bad", **{"n_good": 1, "n_test_good": 0, "n_defect": 0, "size": 16, **kw})
+            make_dataset(
+                tmp_path / "bad", **{"n_good": 1, "n_test_good": 0, "n_defect": 0, "size": 16, **kw}
+            )
 
 
 def test_cli_synth(tmp_path: Path):
@@ -137,7 +156,9 @@ def test_cli_synth(tmp_path: Path):
     assert bad.exit_code == 2 and "bent" in bad.output
     bad = CliRunner().invoke(cli, ["synth", str(tmp_path / "x"), "--renderer", "blender"])
     assert bad.exit_code != 0 and "--blender-python" in bad.output
-    bad = CliRunner().invoke(cli, ["synth", str(tmp_path / "x"), "--views", "side", "--n-good", "1"])
+    bad = CliRunner().invoke(
+        cli, ["synth", str(tmp_path / "x"), "--views", "side", "--n-good", "1"]
+    )
     assert bad.exit_code == 1 and "unknown view" in bad.output
 
 
@@ -146,9 +167,15 @@ def test_soartc_finds_planted_defects():
     from gaikan.metrics import pixel_roc_auc, roc_auc
 
     view, size = "oblique", 128
-    train = np.stack([render_sample("good", view=view, size=size, split="train", index=i)[0] for i in range(25)])
+    train = np.stack(
+        [render_sample("good", view=view, size=size, split="train", index=i)[0] for i in range(25)]
+    )
     goods = [render_sample("good", view=view, size=size, index=i)[:2] for i in range(6)]
-    bad = [render_sample(m, view=view, size=size, index=i)[:2] for m in gaikan.synth.DEFECT_MODES for i in range(2)]
+    bad = [
+        render_sample(m, view=view, size=size, index=i)[:2]
+        for m in gaikan.synth.DEFECT_MODES
+        for i in range(2)
+    ]
     X = np.stack([g[0] for g in goods] + [b[0] for b in bad]).astype(float)
     M = np.stack([g[1] for g in goods] + [b[1] for b in bad])
     y = np.r_[np.zeros(len(goods)), np.ones(len(bad))]

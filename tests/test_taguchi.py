@@ -4,6 +4,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+import reference as ref
+from gaikan.patches import extract
 from gaikan.taguchi import (
     MTUnitSpace,
     RTUnitSpace,
@@ -16,9 +18,6 @@ from gaikan.taguchi import (
     soart3,
     soartc_features,
 )
-from gaikan.patches import extract
-
-import reference as ref
 
 vec = arrays(np.float64, st.integers(2, 30), elements=st.floats(-300, 300, allow_nan=False))
 
@@ -134,7 +133,7 @@ def test_loo_mahalanobis_matches_refitting():
     got = loo_mahalanobis(f, g, chunk=5)
     for t in range(12):
         keep = np.delete(np.arange(12), t)
-        want = ref.mahalanobis_stage(f[keep], g[t:t + 1])[0]
+        want = ref.mahalanobis_stage(f[keep], g[t : t + 1])[0]
         np.testing.assert_allclose(got[t], want, rtol=1e-9)
 
 
@@ -145,5 +144,7 @@ def test_flat_soart_module_matches_detector():
     rng = np.random.default_rng(9)
     good = rng.integers(0, 256, (6, 20, 20)).astype(float)
     det = gaikan.SOART3Map(kernel=5, stride=5).fit(good)
-    np.testing.assert_array_equal(soart.soart3_map(good[:2], good.mean(0), 5, 5), det.soart_image(good[:2]))
+    np.testing.assert_array_equal(
+        soart.soart3_map(good[:2], good.mean(0), 5, 5), det.soart_image(good[:2])
+    )
     assert soart.RT is RTUnitSpace and soart.MT is MTUnitSpace

@@ -10,11 +10,11 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .detectors import (
+    SOARTC,
     BaseDetector,
     Detection,
     RTDetector,
     SOART3Map,
-    SOARTC,
     VariantDetector,
     create,
     load,
@@ -24,7 +24,7 @@ from .patches import correlate2d, extract, fold
 from .taguchi import MTUnitSpace, RTUnitSpace, soart3
 
 __all__ = [
-    "__version__",
+    "SOARTC",
     "BaseDetector",
     "Detection",
     "GaikanError",
@@ -35,8 +35,8 @@ __all__ = [
     "RTDetector",
     "RTUnitSpace",
     "SOART3Map",
-    "SOARTC",
     "VariantDetector",
+    "__version__",
     "correlate2d",
     "create",
     "extract",

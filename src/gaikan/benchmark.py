@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BenchData", "load_bench_data", "run_one", "run_bench", "format_table"]
+__all__ = ["BenchData", "format_table", "load_bench_data", "run_bench", "run_one"]
 
 
 @dataclass
@@ -80,8 +80,16 @@ def connectors_path(seed: int = 0, size=128, cache: str | os.PathLike | None = N
     base = Path(cache or os.environ.get("GAIKAN_CACHE", Path.home() / ".cache" / "gaikan"))
     root = base / f"connectors-s{seed}-{hw[0]}x{hw[1]}"
     if not (root / ".complete").exists():
-        make_dataset(root, layout="mixed", n_good=200, n_test_good=50, n_defect=20,
-                     size=hw[0], seed=seed, workers=min(2, os.cpu_count() or 1))
+        make_dataset(
+            root,
+            layout="mixed",
+            n_good=200,
+            n_test_good=50,
+            n_defect=20,
+            size=hw[0],
+            seed=seed,
+            workers=min(2, os.cpu_count() or 1),
+        )
         (root / ".complete").write_text("ok")
     return root
 
@@ -90,16 +98,23 @@ def _from_mvtec(root: Path, name: str, size) -> BenchData:
     from .io import load_mvtec
 
     d = load_mvtec(root, size)
-    return BenchData(name, d.train.images, d.test.images, d.labels, d.test_types,
-                     d.masks if d.has_masks else None)
+    return BenchData(
+        name,
+        d.train.images,
+        d.test.images,
+        d.labels,
+        d.test_types,
+        d.masks if d.has_masks else None,
+    )
 
 
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def run_one(dataset: str, size, kind: str, params: dict[str, Any], seed: int = 0,
-            batch_size: int = 16) -> dict[str, Any]:
+def run_one(
+    dataset: str, size, kind: str, params: dict[str, Any], seed: int = 0, batch_size: int = 16
+) -> dict[str, Any]:
     """Fit and evaluate one detector; return a row of numbers."""
     from .detectors.registry import create
     from .metrics import pixel_roc_auc, roc_auc
@@ -113,7 +128,7 @@ def run_one(dataset: str, size, kind: str, params: dict[str, Any], seed: int = 0
     t0 = time.perf_counter()
     scores, maps = [], []
     for i in range(0, len(data.test), batch_size):
-        res = det.detect(data.test[i:i + batch_size])
+        res = det.detect(data.test[i : i + batch_size])
         scores.append(res.scores)
         if data.masks is not None:
             maps.append(res.maps.astype(np.float32))
@@ -137,7 +152,10 @@ def run_one(dataset: str, size, kind: str, params: dict[str, Any], seed: int = 0
     all_maps = np.concatenate(maps) if maps else None
     for t in sorted(set(data.types) - {"good"}):
         sel = good | (types == t)
-        entry = {"image_auroc": roc_auc(data.labels[sel], scores[sel]), "n": int((types == t).sum())}
+        entry = {
+            "image_auroc": roc_auc(data.labels[sel], scores[sel]),
+            "n": int((types == t).sum()),
+        }
         if all_maps is not None:  # pixels of this type's images and of the good ones
             entry["pixel_auroc"] = pixel_roc_auc(data.masks[sel], all_maps[sel])
         per_type[t] = entry
@@ -150,12 +168,18 @@ def run_one(dataset: str, size, kind: str, params: dict[str, Any], seed: int = 0
 def _child(queue, args) -> None:
     try:
         queue.put(("ok", run_one(*args)))
-    except BaseException as exc:  # report, never hang the parent
+    except BaseException as exc:  # noqa: BLE001 - report, never hang the parent
         queue.put(("error", f"{type(exc).__name__}: {exc}"))
 
 
-def run_bench(dataset: str, detectors: list[tuple[str, dict[str, Any]]], size, seed: int = 0,
-              batch_size: int = 16, isolate: bool = True) -> list[dict[str, Any]]:
+def run_bench(
+    dataset: str,
+    detectors: list[tuple[str, dict[str, Any]]],
+    size,
+    seed: int = 0,
+    batch_size: int = 16,
+    isolate: bool = True,
+) -> list[dict[str, Any]]:
     """Run each detector (in its own process when ``isolate``)."""
     import multiprocessing as mp
 
@@ -180,8 +204,10 @@ def run_bench(dataset: str, detectors: list[tuple[str, dict[str, Any]]], size, s
 
 def format_table(rows: list[dict[str, Any]], per_type: bool = True) -> str:
     """Plain-text table of benchmark rows."""
-    head = f"{'row':<4} {'detector':<12} {'params':<28} {'img AUROC':>9} {'px AUROC':>9} {'fit s':>7} " \
-           f"{'ms/img':>8} {'RSS MB':>7} {'good flagged':>12}"
+    head = (
+        f"{'row':<4} {'detector':<12} {'params':<28} {'img AUROC':>9} {'px AUROC':>9} {'fit s':>7} "
+        f"{'ms/img':>8} {'RSS MB':>7} {'good flagged':>12}"
+    )
     lines = [head, "-" * len(head)]
     for i, r in enumerate(rows, 1):
         ps = ",".join(f"{k}={v}" for k, v in r.get("params", {}).items())[:28]
@@ -194,12 +220,17 @@ def format_table(rows: list[dict[str, Any]], per_type: bool = True) -> str:
             f"{r['ms_per_img']:>8.2f} {r['peak_rss_mb']:>7.0f} {100 * r['flagged_good']:>11.1f}%"
         )
     if per_type and any(r.get("per_type") for r in rows):
-        lines += ["", "per defect type (its images against the good ones; pixel AUROC over both)",
-                  f"{'row':<4} {'detector':<12} {'defect type':<14} {'n':>4} {'img AUROC':>9} {'px AUROC':>9}"]
+        lines += [
+            "",
+            "per defect type (its images against the good ones; pixel AUROC over both)",
+            f"{'row':<4} {'detector':<12} {'defect type':<14} {'n':>4} {'img AUROC':>9} {'px AUROC':>9}",
+        ]
         for i, r in enumerate(rows, 1):
             for t, e in (r.get("per_type") or {}).items():
                 px = f"{e['pixel_auroc']:.4f}" if "pixel_auroc" in e else "-"
-                lines.append(f"{i:<4} {r['detector']:<12} {t:<14} {e['n']:>4} {e['image_auroc']:>9.4f} {px:>9}")
+                lines.append(
+                    f"{i:<4} {r['detector']:<12} {t:<14} {e['n']:>4} {e['image_auroc']:>9.4f} {px:>9}"
+                )
     return "\n".join(lines)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from .io import normalize_size
 
-__all__ = ["ElpvData", "load_elpv", "elpv_split"]
+__all__ = ["ElpvData", "elpv_split", "load_elpv"]
 
 
 @dataclass

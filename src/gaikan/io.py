@@ -16,9 +16,10 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -26,11 +27,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .errors import ImageError
 
 __all__ = [
-    "IMAGE_SUFFIXES",
     "ALLOWED_FORMATS",
     "DEFAULT_MAX_PIXELS",
+    "IMAGE_SUFFIXES",
     "LoadResult",
     "MVTecData",
+    "classifier_image_shape",
     "decode_image",
     "find_images",
     "folder_label",
@@ -38,7 +40,6 @@ __all__ = [
     "load_image",
     "load_images",
     "load_mask",
-    "classifier_image_shape",
     "load_mvtec",
     "normalize_size",
 ]
@@ -156,8 +157,12 @@ def _decode(im_source, name: str, size, max_pixels: int, allow_blank: bool = Fal
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         msg = str(exc) or type(exc).__name__
         if "truncated" in msg.lower():
-            raise ImageError(name, "the file is truncated", "copy it again from the camera") from None
-        raise ImageError(name, f"corrupt image ({msg})", "re-export or re-capture the image") from None
+            raise ImageError(
+                name, "the file is truncated", "copy it again from the camera"
+            ) from None
+        raise ImageError(
+            name, f"corrupt image ({msg})", "re-export or re-capture the image"
+        ) from None
 
 
 def load_image(
@@ -193,8 +198,9 @@ def load_image(
         with open(p, "rb") as fh:
             data = fh.read()
     except OSError as exc:
-        raise ImageError(p, f"cannot read the file ({exc.strerror or exc})",
-                         "check the path and permissions") from None
+        raise ImageError(
+            p, f"cannot read the file ({exc.strerror or exc})", "check the path and permissions"
+        ) from None
     if not data:
         raise ImageError(p, "the file is empty", "copy it again from the camera")
     return _decode(io.BytesIO(data), str(p), size, max_pixels, allow_blank)
@@ -245,7 +251,8 @@ def find_images(inputs: Iterable[str | os.PathLike], recursive: bool = True) -> 
         if p.is_dir():
             it = p.rglob("*") if recursive else p.glob("*")
             found = [
-                f for f in it
+                f
+                for f in it
                 if f.is_file()
                 and f.suffix.lower() in IMAGE_SUFFIXES
                 and not any(part.startswith(".") for part in f.relative_to(p).parts)
@@ -389,8 +396,10 @@ def load_mvtec(
     for i, (p, t) in enumerate(zip(test.paths, types)):
         if t == "good":
             continue
-        for cand in (r / "ground_truth" / t / f"{p.stem}_mask.png",
-                     r / "ground_truth" / t / f"{p.stem}.png"):
+        for cand in (
+            r / "ground_truth" / t / f"{p.stem}_mask.png",
+            r / "ground_truth" / t / f"{p.stem}.png",
+        ):
             if cand.is_file():
                 masks[i] = load_mask(cand, shape)
                 has = True

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import rankdata
 
-__all__ = ["roc_auc", "pixel_roc_auc", "roc_curve"]
+__all__ = ["pixel_roc_auc", "roc_auc", "roc_curve"]
 
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:

@@ -29,7 +29,7 @@ import numpy as np
 
 from .errors import ModelFileError
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "ModelFile", "ModelFileMixin", "write_model", "read_model"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "ModelFile", "ModelFileMixin", "read_model", "write_model"]
 
 FORMAT = "gaikan-model"
 FORMAT_VERSION = 1
@@ -175,8 +175,9 @@ def read_model(path: str | os.PathLike) -> ModelFile:
             arrays = {k: npz[k] for k in npz.files}
     except (ValueError, OSError, EOFError) as exc:
         raise ModelFileError(f"{where}: arrays.npz is unreadable or unsafe ({exc})") from None
-    return ModelFile(kind=kind, params=params, meta=meta, arrays=arrays, blobs=data,
-                     format_version=version)
+    return ModelFile(
+        kind=kind, params=params, meta=meta, arrays=arrays, blobs=data, format_version=version
+    )
 
 
 class ModelFileMixin:

@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-__all__ = ["grid_shape", "extract", "fold", "correlate2d"]
+__all__ = ["correlate2d", "extract", "fold", "grid_shape"]
 
 
 def _pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:

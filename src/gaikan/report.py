@@ -14,9 +14,10 @@ import base64
 import io
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -24,8 +25,8 @@ from PIL import Image
 __all__ = [
     "InspectionRecord",
     "heat_norm",
-    "overlay_rgb",
     "overlay_png",
+    "overlay_rgb",
     "save_overlay",
     "write_report",
 ]
@@ -110,7 +111,8 @@ def overlay_png(
     """
     buf = io.BytesIO()
     Image.fromarray(overlay_rgb(image, amap, vmin, vmax, alpha, threshold)).save(
-        buf, format="PNG", compress_level=compress_level)
+        buf, format="PNG", compress_level=compress_level
+    )
     return buf.getvalue()
 
 
@@ -154,12 +156,19 @@ def _histogram(records: Sequence[InspectionRecord], threshold: float, labelled: 
     hi = max(vals.max(), threshold) * 1.25
     bins = np.geomspace(lo, hi, 40)
     if labelled:
-        groups = [("good (folder)", [r.score for r in scored if r.label == "good"], "tab:blue"),
-                  ("defect (folder)", [r.score for r in scored if r.label not in (None, "good")],
-                   "tab:red")]
+        groups = [
+            ("good (folder)", [r.score for r in scored if r.label == "good"], "tab:blue"),
+            (
+                "defect (folder)",
+                [r.score for r in scored if r.label not in (None, "good")],
+                "tab:red",
+            ),
+        ]
     else:
-        groups = [("ok", [r.score for r in scored if r.verdict == "ok"], "tab:blue"),
-                  ("flagged", [r.score for r in scored if r.verdict == "defect"], "tab:red")]
+        groups = [
+            ("ok", [r.score for r in scored if r.verdict == "ok"], "tab:blue"),
+            ("flagged", [r.score for r in scored if r.verdict == "defect"], "tab:red"),
+        ]
     for name, v, c in groups:
         if v:
             ax.hist(np.clip(v, lo, hi), bins=bins, alpha=0.6, label=f"{name} ({len(v)})", color=c)

@@ -20,7 +20,7 @@ import click
 
 from ..errors import GaikanError
 
-__all__ = ["COMMANDS", "fit", "inspect", "demo", "bench"]
+__all__ = ["COMMANDS", "bench", "demo", "fit", "inspect"]
 
 #: Default image size when none is given: the spec's 100×100 for the
 #: pixel detectors, 256×256 for deep ones.
@@ -30,8 +30,9 @@ DEFAULT_SIZE = {"pixel": 100, "deep": 256}
 def _progress(total: int, desc: str):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, dynamic_ncols=True,
-                disable=None)
+    return tqdm(
+        total=total, desc=desc, unit="img", file=sys.stderr, dynamic_ncols=True, disable=None
+    )
 
 
 def _parse_size(value: str | None) -> tuple[int, int] | None:
@@ -94,7 +95,7 @@ def _collect(inputs: tuple[str, ...]) -> list[Path]:
 
 
 def _report_errors(errors, strict: bool) -> None:
-    for path, msg in errors:
+    for _path, msg in errors:
         click.echo(f"skipped: {msg}", err=True)
     if errors and strict:
         _fail(f"{len(errors)} unreadable image(s) and --strict is set")
@@ -124,8 +125,10 @@ def build_detector(detector: str, kernel, stride, params: dict[str, Any]):
             _fail(f"--{key} does not apply to detector {detector!r}")
     unknown = sorted(set(params) - names)
     if unknown:
-        _fail(f"detector {detector!r} has no parameter(s) {', '.join(unknown)}; "
-              f"it takes {', '.join(sorted(names))}")
+        _fail(
+            f"detector {detector!r} has no parameter(s) {', '.join(unknown)}; "
+            f"it takes {', '.join(sorted(names))}"
+        )
     try:
         return cls(**params)
     except (TypeError, ValueError) as exc:
@@ -141,23 +144,45 @@ def _default_size(detector: str) -> tuple[int, int]:
 
 @click.command()
 @click.argument("good", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False),
-              help="Model file to write (e.g. model.gaikan).")
-@click.option("--detector", default="soartc", show_default=True,
-              help="soartc | soart3map | rt | padim | patchcore | soart-deep")
+@click.option(
+    "-o",
+    "--output",
+    "output",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Model file to write (e.g. model.gaikan).",
+)
+@click.option(
+    "--detector",
+    default="soartc",
+    show_default=True,
+    help="soartc | soart3map | rt | padim | patchcore | soart-deep",
+)
 @click.option("--kernel", type=int, default=None, help="Window size k (default 10).")
 @click.option("--stride", type=int, default=None, help="Window stride s (default 5).")
-@click.option("--size", default=None,
-              help="Resize images to this size, e.g. 100 or 96x128 (HxW). "
-                   "Default: 100 for pixel detectors, 256 for deep ones.")
+@click.option(
+    "--size",
+    default=None,
+    help="Resize images to this size, e.g. 100 or 96x128 (HxW). "
+    "Default: 100 for pixel detectors, 256 for deep ones.",
+)
 @click.option("--backbone", default=None, help="Backbone of a deep detector.")
-@click.option("--threshold-quantile", type=float, default=None,
-              help="Quantile of leave-one-out training scores used as threshold (0.99).")
-@click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE",
-              help="Any other detector parameter (repeatable), value as JSON or text.")
+@click.option(
+    "--threshold-quantile",
+    type=float,
+    default=None,
+    help="Quantile of leave-one-out training scores used as threshold (0.99).",
+)
+@click.option(
+    "-p",
+    "--param",
+    "params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Any other detector parameter (repeatable), value as JSON or text.",
+)
 @click.option("--strict", is_flag=True, help="Fail (exit 2) if any image is unreadable.")
-def fit(good, output, detector, kernel, stride, size, backbone, threshold_quantile, params,
-        strict):
+def fit(good, output, detector, kernel, stride, size, backbone, threshold_quantile, params, strict):
     """Fit a detector on GOOD images (files, folders, or an MVTec AD folder)."""
     from ..io import is_mvtec, load_images
 
@@ -187,8 +212,7 @@ def fit(good, output, detector, kernel, stride, size, backbone, threshold_quanti
     dt = time.perf_counter() - t0
     det.save(output)
     click.echo(
-        f"saved {output}: {detector}, {n} images, threshold {det.threshold_:.4g} "
-        f"(fit {dt:.1f} s)"
+        f"saved {output}: {detector}, {n} images, threshold {det.threshold_:.4g} (fit {dt:.1f} s)"
     )
 
 
@@ -197,8 +221,17 @@ def _safe_name(i: int, path: Path) -> str:
     return f"{i:05d}_{stem}.png"
 
 
-def _run_batches(files: list[Path], out: Path, size, judge, label_of, *, overlays: bool,
-                 batch_size: int, progress):
+def _run_batches(
+    files: list[Path],
+    out: Path,
+    size,
+    judge,
+    label_of,
+    *,
+    overlays: bool,
+    batch_size: int,
+    progress,
+):
     """Load files batch by batch, let ``judge(images)`` give one
     ``(record, map, overlay options)`` per image, write overlays; bad files
     become records with an ``error``.  Memory stays bounded by the batch."""
@@ -210,7 +243,7 @@ def _run_batches(files: list[Path], out: Path, size, judge, label_of, *, overlay
     if overlays:
         ov_dir.mkdir(parents=True, exist_ok=True)
     for start in range(0, len(files), batch_size):
-        chunk = files[start:start + batch_size]
+        chunk = files[start : start + batch_size]
         batch = load_images(chunk, size)
         bad = dict(batch.errors)
         judged = judge(batch.images) if batch.images.shape[0] else []
@@ -232,8 +265,16 @@ def _run_batches(files: list[Path], out: Path, size, judge, label_of, *, overlay
     return records
 
 
-def run_inspection(det, files: list[Path], out: Path, *, overlays: bool = True,
-                   batch_size: int = 32, label_folders: bool = True, progress=None):
+def run_inspection(
+    det,
+    files: list[Path],
+    out: Path,
+    *,
+    overlays: bool = True,
+    batch_size: int = 32,
+    label_folders: bool = True,
+    progress=None,
+):
     """Score files with an anomaly detector; return InspectionRecords.
 
     Pure orchestration: loading (io), scoring (detector), pictures (report).
@@ -251,17 +292,32 @@ def run_inspection(det, files: list[Path], out: Path, *, overlays: bool = True,
 
     def judge(images):
         res = det.detect(images)
-        return [(InspectionRecord(file="", score=float(s),
-                                  verdict="defect" if s > res.threshold else "ok"),
-                 amap, {"threshold": res.threshold})
-                for s, amap in zip(res.scores, res.maps)]
+        return [
+            (
+                InspectionRecord(
+                    file="", score=float(s), verdict="defect" if s > res.threshold else "ok"
+                ),
+                amap,
+                {"threshold": res.threshold},
+            )
+            for s, amap in zip(res.scores, res.maps)
+        ]
 
-    return _run_batches(files, out, det.image_shape_, judge, label_of, overlays=overlays,
-                        batch_size=batch_size, progress=progress)
+    return _run_batches(
+        files,
+        out,
+        det.image_shape_,
+        judge,
+        label_of,
+        overlays=overlays,
+        batch_size=batch_size,
+        progress=progress,
+    )
 
 
-def run_classification(clf, files: list[Path], out: Path, *, overlays: bool = True,
-                       batch_size: int = 32, progress=None):
+def run_classification(
+    clf, files: list[Path], out: Path, *, overlays: bool = True, batch_size: int = 32, progress=None
+):
     """Classify files; the verdict is the class, the score its probability,
     overlays show where the network looked (``explain``)."""
     from ..io import classifier_image_shape
@@ -271,15 +327,26 @@ def run_classification(clf, files: list[Path], out: Path, *, overlays: bool = Tr
         proba = clf.predict_proba(images)
         best = proba.argmax(axis=1)
         # the predicted class, given: an ensemble would otherwise predict again
-        maps = (clf.explain(images, target=clf.classes_[best]) if overlays
-                else [None] * len(images))
-        return [(InspectionRecord(file="", score=float(pr[c]), verdict=str(clf.classes_[c])),
-                 amap, {"vmin": 0.0, "vmax": 1.0})
-                for pr, c, amap in zip(proba, best, maps)]
+        maps = clf.explain(images, target=clf.classes_[best]) if overlays else [None] * len(images)
+        return [
+            (
+                InspectionRecord(file="", score=float(pr[c]), verdict=str(clf.classes_[c])),
+                amap,
+                {"vmin": 0.0, "vmax": 1.0},
+            )
+            for pr, c, amap in zip(proba, best, maps)
+        ]
 
-    return _run_batches(files, out, classifier_image_shape(clf), judge,
-                        lambda p: p.parent.name, overlays=overlays, batch_size=batch_size,
-                        progress=progress)
+    return _run_batches(
+        files,
+        out,
+        classifier_image_shape(clf),
+        judge,
+        lambda p: p.parent.name,
+        overlays=overlays,
+        batch_size=batch_size,
+        progress=progress,
+    )
 
 
 def write_results_csv(path: Path, records) -> None:
@@ -289,8 +356,12 @@ def write_results_csv(path: Path, records) -> None:
         w = csv.writer(fh)
         w.writerow(["file", "score", "verdict", "error"] + (["folder_label"] if labelled else []))
         for r in records:
-            row = [r.file, "" if r.score is None else f"{r.score:.6g}", r.verdict or "",
-                   r.error or ""]
+            row = [
+                r.file,
+                "" if r.score is None else f"{r.score:.6g}",
+                r.verdict or "",
+                r.error or "",
+            ]
             w.writerow(row + ([r.label or ""] if labelled else []))
 
 
@@ -300,8 +371,14 @@ def write_classes_csv(path: Path, records) -> None:
         w = csv.writer(fh)
         w.writerow(["file", "class", "confidence", "error"])
         for r in records:
-            w.writerow([r.file, r.verdict or "", "" if r.score is None else f"{r.score:.6g}",
-                        r.error or ""])
+            w.writerow(
+                [
+                    r.file,
+                    r.verdict or "",
+                    "" if r.score is None else f"{r.score:.6g}",
+                    r.error or "",
+                ]
+            )
 
 
 def _load_model(path: str):
@@ -316,8 +393,15 @@ def _load_model(path: str):
 @click.command()
 @click.argument("model", type=click.Path(exists=True, dir_okay=False))
 @click.argument("images", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("-o", "--output", "output", default="gaikan-out", show_default=True,
-              type=click.Path(file_okay=False), help="Folder for results.csv, overlays, report.")
+@click.option(
+    "-o",
+    "--output",
+    "output",
+    default="gaikan-out",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Folder for results.csv, overlays, report.",
+)
 @click.option("--threshold", type=float, default=None, help="Override the model's threshold.")
 @click.option("--no-overlays", is_flag=True, help="Do not write heatmap overlay PNGs.")
 @click.option("--batch-size", type=int, default=32, show_default=True)
@@ -346,15 +430,26 @@ def inspect(model, images, output, threshold, no_overlays, batch_size, strict, f
     out.mkdir(parents=True, exist_ok=True)
     with _progress(len(files), "inspecting") as bar:
         run = run_classification if is_classifier else run_inspection
-        records = run(det, files, out, overlays=not no_overlays,
-                      batch_size=max(1, batch_size), progress=bar.update)
+        records = run(
+            det,
+            files,
+            out,
+            overlays=not no_overlays,
+            batch_size=max(1, batch_size),
+            progress=bar.update,
+        )
     errors = [r for r in records if r.error]
     n_ok = len(records) - len(errors)
     flagged = [r for r in records if r.verdict == "defect"] if not is_classifier else []
     if is_classifier:
         write_classes_csv(out / "results.csv", records)
-        report = write_report(out, records, threshold=None, model=f"{model} ({det!r})",
-                              classes=[str(c) for c in det.classes_])
+        report = write_report(
+            out,
+            records,
+            threshold=None,
+            model=f"{model} ({det!r})",
+            classes=[str(c) for c in det.classes_],
+        )
         for r in records:
             if r.score is not None:
                 click.echo(f"{r.file}\t{r.verdict}\t{r.score:.3f}")
@@ -372,10 +467,22 @@ def inspect(model, images, output, threshold, no_overlays, batch_size, strict, f
 
 
 @click.command()
-@click.option("-o", "--output", "output", default="gaikan-demo", show_default=True,
-              type=click.Path(file_okay=False), help="Folder for the demo's data and report.")
-@click.option("--dataset", type=click.Choice(["connectors", "elpv"]), default="connectors",
-              show_default=True, help="Built-in example data.")
+@click.option(
+    "-o",
+    "--output",
+    "output",
+    default="gaikan-demo",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Folder for the demo's data and report.",
+)
+@click.option(
+    "--dataset",
+    type=click.Choice(["connectors", "elpv"]),
+    default="connectors",
+    show_default=True,
+    help="Built-in example data.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 def demo(output, dataset, seed):
     """Run the whole job on built-in example data, offline.
@@ -395,7 +502,10 @@ def demo(output, dataset, seed):
     if dataset == "elpv":
         data_dir, det = _demo_elpv(out, seed), SOARTC(kernel=10, stride=5)
     else:
-        data_dir, det = _demo_connectors(out, seed), SOARTC(kernel=8, stride=4, map_baseline="median")
+        data_dir, det = (
+            _demo_connectors(out, seed),
+            SOARTC(kernel=8, stride=4, map_baseline="median"),
+        )
     train_dir, test_dir = data_dir / "train" / "good", data_dir / "test"
     files = find_images([train_dir])
     with _progress(len(files), "loading good images") as bar:
@@ -407,8 +517,13 @@ def demo(output, dataset, seed):
     with _progress(len(test_files), "inspecting") as bar:
         records = run_inspection(det, test_files, out, progress=bar.update)
     write_results_csv(out / "results.csv", records)
-    report = write_report(out, records, threshold=det.threshold_, model=f"demo: {det!r}",
-                          title=f"gaikan demo ({dataset})")
+    report = write_report(
+        out,
+        records,
+        threshold=det.threshold_,
+        model=f"demo: {det!r}",
+        title=f"gaikan demo ({dataset})",
+    )
     flagged = sum(r.verdict == "defect" for r in records)
     defect_files = sum(r.label not in (None, "good") for r in records)
     caught = sum(r.verdict == "defect" and r.label not in (None, "good") for r in records)
@@ -446,26 +561,50 @@ def _demo_connectors(out: Path, seed: int) -> Path:
     from ..synth import make_dataset
 
     root = out / "data"
-    make_dataset(root, layout="mixed", n_good=100, n_test_good=15, n_defect=6,
-                 views=("oblique",), size=128, seed=seed)
+    make_dataset(
+        root,
+        layout="mixed",
+        n_good=100,
+        n_test_good=15,
+        n_defect=6,
+        views=("oblique",),
+        size=128,
+        seed=seed,
+    )
     return root / "oblique"
 
 
 @click.command()
 @click.argument("dataset")
-@click.option("--detectors", default="soartc,soart3map,rt", show_default=True,
-              help="Comma-separated registry names; parameters inline as "
-                   "soartc[map_baseline=median;kernel=8].")
-@click.option("--size", default=None, help="Image size (default 100 pixel / 256 deep; "
-                                           "connectors: 128).")
+@click.option(
+    "--detectors",
+    default="soartc,soart3map,rt",
+    show_default=True,
+    help="Comma-separated registry names; parameters inline as "
+    "soartc[map_baseline=median;kernel=8].",
+)
+@click.option(
+    "--size", default=None, help="Image size (default 100 pixel / 256 deep; connectors: 128)."
+)
 @click.option("--kernel", type=int, default=None)
 @click.option("--stride", type=int, default=None)
-@click.option("-p", "--param", "params", multiple=True, metavar="DETECTOR.KEY=VALUE",
-              help="Detector parameter, e.g. -p padim.n_features=200 (repeatable).")
+@click.option(
+    "-p",
+    "--param",
+    "params",
+    multiple=True,
+    metavar="DETECTOR.KEY=VALUE",
+    help="Detector parameter, e.g. -p padim.n_features=200 (repeatable).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--batch-size", type=int, default=16, show_default=True)
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
-              help="Also write the rows as JSON.")
+@click.option(
+    "--json",
+    "json_out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write the rows as JSON.",
+)
 def bench(dataset, detectors, size, kernel, stride, params, seed, batch_size, json_out):
     """Benchmark detectors on DATASET: elpv | elpv-mono | elpv-poly | connectors[:VIEW] |
     an MVTec AD folder.  Prints image AUROC, pixel AUROC (with masks), fit
@@ -500,8 +639,11 @@ def bench(dataset, detectors, size, kernel, stride, params, seed, batch_size, js
     hw = _parse_size(size)
     if hw is None:
         deep = any(k in DEEP_KINDS for k, _ in plan)
-        hw = (128, 128) if dataset.startswith("connectors") else _default_size(
-            "padim" if deep else "soartc")
+        hw = (
+            (128, 128)
+            if dataset.startswith("connectors")
+            else _default_size("padim" if deep else "soartc")
+        )
     if not (dataset.startswith(("elpv", "connectors")) or Path(dataset).is_dir()):
         _fail(f"{dataset}: not a folder, and not one of elpv, elpv-mono, elpv-poly, connectors")
     click.echo(f"# gaikan bench {dataset} at {hw[0]}x{hw[1]}, seed {seed}, {threads_note()}")

@@ -29,10 +29,22 @@ def _csv(ctx, param, value: str) -> tuple[str, ...]:
     help="Mixed layout: checker (default), column, rows, or 27 characters of s/c (row-major).",
 )
 @click.option(
-    "--n-good", type=click.IntRange(0), default=200, show_default=True, help="Good training images (unit space)."
+    "--n-good",
+    type=click.IntRange(0),
+    default=200,
+    show_default=True,
+    help="Good training images (unit space).",
 )
-@click.option("--n-test-good", type=click.IntRange(0), default=50, show_default=True, help="Good test images.")
-@click.option("--n-defect", type=click.IntRange(0), default=30, show_default=True, help="Test images per defect mode.")
+@click.option(
+    "--n-test-good", type=click.IntRange(0), default=50, show_default=True, help="Good test images."
+)
+@click.option(
+    "--n-defect",
+    type=click.IntRange(0),
+    default=30,
+    show_default=True,
+    help="Test images per defect mode.",
+)
 @click.option(
     "--defects",
     default="missing,pushed,tilt_x,tilt_y,shifted",
@@ -47,9 +59,19 @@ def _csv(ctx, param, value: str) -> tuple[str, ...]:
     callback=_csv,
     help="Comma-separated cameras: top, oblique, oblique_y.",
 )
-@click.option("--size", type=click.IntRange(16, 4096), default=128, show_default=True, help="Image side in pixels.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Same seed → byte-identical files.")
-@click.option("--workers", type=click.IntRange(1), default=1, show_default=True, help="Rendering processes.")
+@click.option(
+    "--size",
+    type=click.IntRange(16, 4096),
+    default=128,
+    show_default=True,
+    help="Image side in pixels.",
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Same seed → byte-identical files."
+)
+@click.option(
+    "--workers", type=click.IntRange(1), default=1, show_default=True, help="Rendering processes."
+)
 @click.option(
     "--format",
     "fmt",
@@ -100,7 +122,9 @@ def synth(out_dir, layout, pattern, n_good, n_test_good, n_defect, defects, view
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--defects") from None
     if renderer == "blender" and not blender_python:
-        raise click.UsageError("--renderer blender needs --blender-python PATH (a Python that can import bpy)")
+        raise click.UsageError(
+            "--renderer blender needs --blender-python PATH (a Python that can import bpy)"
+        )
     total = count_images(n_good, n_test_good, n_defect, defects, views)
     with tqdm(total=total, unit="img", desc="synth", disable=None) as bar:
         try:

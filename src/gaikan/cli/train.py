@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-__all__ = ["train", "COMMANDS", "load_image_folder"]
+__all__ = ["COMMANDS", "load_image_folder", "train"]
 
 VIT_BACKBONES = {"vit-raw": "raw", "vit-soart": "soart"}
 
@@ -66,19 +66,25 @@ def write_train_report(out_dir: Path, clf, X_valid, y_valid, lr_plot=None, error
     out_dir.mkdir(parents=True, exist_ok=True)
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>gaikan train report</title>",
-        "<style>body{font-family:sans-serif;max-width:1000px;margin:auto}"
-        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;"
-        "text-align:right}</style></head><body>",
+        (
+            "<style>body{font-family:sans-serif;max-width:1000px;margin:auto}"
+            "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;"
+            "text-align:right}</style></head><body>"
+        ),
         f"<h1>gaikan train: {html.escape(type(clf).__name__)}</h1>",
-        f"<p>classes: {html.escape(', '.join(map(str, clf.classes_.tolist())))}; "
-        f"{clf.n_train_} training and {clf.n_valid_} validation images; "
-        f"fit time {clf.fit_time_:.1f} s; best epoch {clf.best_epoch_}.</p>",
+        (
+            f"<p>classes: {html.escape(', '.join(map(str, clf.classes_.tolist())))}; "
+            f"{clf.n_train_} training and {clf.n_valid_} validation images; "
+            f"fit time {clf.fit_time_:.1f} s; best epoch {clf.best_epoch_}.</p>"
+        ),
         "<h2>Training curves</h2>",
         f"<img alt='training curves' src='data:image/png;base64,{_png(plot_history(clf.history_))}'>",
     ]
     if lr_plot is not None:
-        parts += ["<h2>Learning-rate finder</h2>",
-                  f"<img alt='lr finder' src='data:image/png;base64,{_png(lr_plot)}'>"]
+        parts += [
+            "<h2>Learning-rate finder</h2>",
+            f"<img alt='lr finder' src='data:image/png;base64,{_png(lr_plot)}'>",
+        ]
     if X_valid is not None and len(X_valid):
         ev = evaluate(clf, X_valid, y_valid, k=min(9, len(X_valid)))
         m = ev.metrics
@@ -86,8 +92,10 @@ def write_train_report(out_dir: Path, clf, X_valid, y_valid, lr_plot=None, error
         parts += [
             f"<h2>Validation: accuracy {m['accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f}</h2>",
             f"<img alt='confusion matrix' src='data:image/png;base64,{_png(cm)}'>",
-            "<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th>"
-            "<th>support</th></tr>",
+            (
+                "<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th>"
+                "<th>support</th></tr>"
+            ),
         ]
         for r in m["per_class"]:
             parts.append(
@@ -98,12 +106,14 @@ def write_train_report(out_dir: Path, clf, X_valid, y_valid, lr_plot=None, error
         idx = ev.top_loss_idx
         maps = clf.explain(X_valid[idx])
         titles = [
-            f"true {y_valid[i]} / pred {ev.y_pred[i]}\nloss {l:.2f} p={ev.proba[i].max():.2f}"
-            for i, l in zip(idx, ev.top_loss_values)
+            f"true {y_valid[i]} / pred {ev.y_pred[i]}\nloss {loss:.2f} p={ev.proba[i].max():.2f}"
+            for i, loss in zip(idx, ev.top_loss_values)
         ]
         gal = plot_top_losses(X_valid[idx], maps, titles)
-        parts += ["<h2>Top losses (with explanation maps)</h2>",
-                  f"<img alt='top losses' src='data:image/png;base64,{_png(gal)}'>"]
+        parts += [
+            "<h2>Top losses (with explanation maps)</h2>",
+            f"<img alt='top losses' src='data:image/png;base64,{_png(gal)}'>",
+        ]
     if errors:
         parts.append("<h2>Files skipped</h2><ul>")
         parts += [f"<li>{html.escape(str(p))}: {html.escape(msg)}</li>" for p, msg in errors]
@@ -116,19 +126,34 @@ def write_train_report(out_dir: Path, clf, X_valid, y_valid, lr_plot=None, error
 
 @click.command()
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Model file to write (.gaikan).")
-@click.option("--backbone", default="efficientnet_lite0", show_default=True,
-              help="efficientnet_lite0/1/2 (offline ImageNet weights), any timm name "
-                   "(with --no-pretrained), or vit-raw / vit-soart (small ViT from scratch).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Model file to write (.gaikan).",
+)
+@click.option(
+    "--backbone",
+    default="efficientnet_lite0",
+    show_default=True,
+    help="efficientnet_lite0/1/2 (offline ImageNet weights), any timm name "
+    "(with --no-pretrained), or vit-raw / vit-soart (small ViT from scratch).",
+)
 @click.option("--pretrained/--no-pretrained", default=True, show_default=True)
 @click.option("--epochs", default=5, show_default=True, help="Epochs with the body unfrozen.")
 @click.option("--base-lr", default=2e-3, show_default=True, type=float)
 @click.option("--freeze-epochs", default=1, show_default=True, help="Head-only epochs first.")
-@click.option("--lr-mult", default=None, type=float,
-              help="Head rate / stem rate (discriminative learning rates); default 100 for "
-                   "pretrained backbones, 1 from scratch; try 10 for images far from photos.")
-@click.option("--lr-find", "lr_find", is_flag=True, help="Run the LR finder and use its suggestion.")
+@click.option(
+    "--lr-mult",
+    default=None,
+    type=float,
+    help="Head rate / stem rate (discriminative learning rates); default 100 for "
+    "pretrained backbones, 1 from scratch; try 10 for images far from photos.",
+)
+@click.option(
+    "--lr-find", "lr_find", is_flag=True, help="Run the LR finder and use its suggestion."
+)
 @click.option("--batch-size", default=32, show_default=True)
 @click.option("--size", default=128, show_default=True, help="Images are loaded at size×size.")
 @click.option("--valid-frac", default=0.2, show_default=True, type=float)
@@ -136,28 +161,69 @@ def write_train_report(out_dir: Path, clf, X_valid, y_valid, lr_plot=None, error
 @click.option("--hflip", is_flag=True, help="Augment with horizontal flips (symmetric parts only).")
 @click.option("--vflip", is_flag=True, help="Augment with vertical flips (symmetric parts only).")
 @click.option("--rot90", is_flag=True, help="Augment with 90° rotations (symmetric parts only).")
-@click.option("--reference", is_flag=True,
-              help="Show the network each image next to the mean good image and their difference "
-                   "(grey images of one fixed view; needs a 'good' class or --good-class).")
-@click.option("--focus", default=None, type=click.IntRange(min=8),
-              help="Classify a FOCUS-pixel window around the largest difference from the good "
-                   "parts, at --net-size (small defects); implies --reference.")
+@click.option(
+    "--reference",
+    is_flag=True,
+    help="Show the network each image next to the mean good image and their difference "
+    "(grey images of one fixed view; needs a 'good' class or --good-class).",
+)
+@click.option(
+    "--focus",
+    default=None,
+    type=click.IntRange(min=8),
+    help="Classify a FOCUS-pixel window around the largest difference from the good "
+    "parts, at --net-size (small defects); implies --reference.",
+)
 @click.option("--good-class", default=None, help="Class folder of the good parts (default: good).")
-@click.option("--net-size", default=None, type=int,
-              help="Network input size (default: --size).")
+@click.option("--net-size", default=None, type=int, help="Network input size (default: --size).")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--members", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Train this many networks (seeds SEED, SEED+1, ...) and average their "
-                   "probabilities: a seed ensemble, more accurate and better calibrated, "
-                   "at MEMBERS x the training and inference time.")
+@click.option(
+    "--members",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Train this many networks (seeds SEED, SEED+1, ...) and average their "
+    "probabilities: a seed ensemble, more accurate and better calibrated, "
+    "at MEMBERS x the training and inference time.",
+)
 @click.option("--threads", default=None, type=int, help="torch CPU threads.")
 @click.option("--device", default="cpu", show_default=True)
-@click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path),
-              default=None, help="Write an HTML report (curves, confusion matrix) here.")
+@click.option(
+    "--report",
+    "report_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write an HTML report (curves, confusion matrix) here.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train(data_dir, output, backbone, pretrained, epochs, base_lr, freeze_epochs, lr_mult,
-          lr_find, batch_size, size, valid_frac, patience, hflip, vflip, rot90, reference, focus,
-          good_class, net_size, seed, members, threads, device, report_dir, quiet):
+def train(
+    data_dir,
+    output,
+    backbone,
+    pretrained,
+    epochs,
+    base_lr,
+    freeze_epochs,
+    lr_mult,
+    lr_find,
+    batch_size,
+    size,
+    valid_frac,
+    patience,
+    hflip,
+    vflip,
+    rot90,
+    reference,
+    focus,
+    good_class,
+    net_size,
+    seed,
+    members,
+    threads,
+    device,
+    report_dir,
+    quiet,
+):
     """Fine-tune a defect classifier on DATA_DIR (one sub-folder per class).
 
     Example: gaikan train parts/ -o parts.gaikan --epochs 5 --report report/
@@ -171,7 +237,7 @@ def train(data_dir, output, backbone, pretrained, epochs, base_lr, freeze_epochs
             f"{exc}. Install the deep extra: pip install 'gaikan[deep]'"
         ) from None
 
-    X, y, paths, errors = load_image_folder(data_dir, size)
+    X, y, _paths, errors = load_image_folder(data_dir, size)
     for p, msg in errors:
         click.echo(f"skipped {p}: {msg}", err=True)
     import numpy as np
@@ -179,18 +245,35 @@ def train(data_dir, output, backbone, pretrained, epochs, base_lr, freeze_epochs
     labels, counts = np.unique(y, return_counts=True)
     if len(labels) < 2:
         raise click.ClickException(f"{data_dir}: need at least two class folders with images")
-    click.echo(f"{len(y)} images, classes: "
-               + ", ".join(f"{c} ({n})" for c, n in zip(labels.tolist(), counts.tolist())))
-    common = dict(batch_size=batch_size, valid_frac=valid_frac, patience=patience, hflip=hflip,
-                  vflip=vflip, rot90=rot90, random_state=seed, num_threads=threads,
-                  device=device, good_class=good_class)
+    click.echo(
+        f"{len(y)} images, classes: "
+        + ", ".join(f"{c} ({n})" for c, n in zip(labels.tolist(), counts.tolist()))
+    )
+    common = dict(
+        batch_size=batch_size,
+        valid_frac=valid_frac,
+        patience=patience,
+        hflip=hflip,
+        vflip=vflip,
+        rot90=rot90,
+        random_state=seed,
+        num_threads=threads,
+        device=device,
+        good_class=good_class,
+    )
     if backbone in VIT_BACKBONES:
         if reference or focus is not None or net_size is not None:
             raise click.ClickException("--reference/--focus/--net-size are for CNN backbones")
         clf = ViTClassifier(VIT_BACKBONES[backbone], **common)
     else:
-        clf = Classifier(backbone, pretrained=pretrained, image_size=net_size or size,
-                         reference=reference or focus is not None, focus=focus, **common)
+        clf = Classifier(
+            backbone,
+            pretrained=pretrained,
+            image_size=net_size or size,
+            reference=reference or focus is not None,
+            focus=focus,
+            **common,
+        )
     if members > 1:
         clf = ClassifierEnsemble(clf, n_members=members)
     lr_plot = None
@@ -200,16 +283,28 @@ def train(data_dir, output, backbone, pretrained, epochs, base_lr, freeze_epochs
             base_lr = res.suggestion
             lr_plot = res.plot()
             click.echo(f"lr_find: suggestion {base_lr:.3g} (min/10 {res.lr_min:.3g})")
-        clf.fine_tune(X, y, epochs=epochs, base_lr=base_lr, freeze_epochs=freeze_epochs,
-                      lr_mult=lr_mult, progress=not quiet)
+        clf.fine_tune(
+            X,
+            y,
+            epochs=epochs,
+            base_lr=base_lr,
+            freeze_epochs=freeze_epochs,
+            lr_mult=lr_mult,
+            progress=not quiet,
+        )
     except (ValueError, ImportError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from None
     clf.save(output)
     last = clf.history_[-1] if clf.history_ else {}
     acc = last.get("accuracy")
-    click.echo(f"wrote {output} ({clf.fit_time_:.1f} s"
-               + (f", best epoch {clf.best_epoch_}, last valid accuracy {acc:.3f})" if acc is not None
-                  else ")"))
+    click.echo(
+        f"wrote {output} ({clf.fit_time_:.1f} s"
+        + (
+            f", best epoch {clf.best_epoch_}, last valid accuracy {acc:.3f})"
+            if acc is not None
+            else ")"
+        )
+    )
     if report_dir is not None:
         vi = getattr(clf, "valid_idx_", None)
         Xv, yv = (X[vi], y[vi]) if vi is not None and len(vi) else (None, None)

@@ -199,7 +199,7 @@ def load_state_dict_file(path: str | os.PathLike) -> dict:
             sd = sd[key]
             break
     if not isinstance(sd, Mapping):
-        raise ValueError(f"{path}: not a state dict of tensors")  # noqa: TRY004
+        raise ValueError(f"{path}: not a state dict of tensors")
     return dict(sd)
 
 
@@ -254,9 +254,7 @@ def convert_efficientnet_pytorch(state_dict: Mapping, stage_depths: list[int]) -
     ValueError
         On a key that has no timm counterpart.
     """
-    flat: list[tuple[int, int]] = [
-        (s, i) for s, d in enumerate(stage_depths) for i in range(d)
-    ]
+    flat: list[tuple[int, int]] = [(s, i) for s, d in enumerate(stage_depths) for i in range(d)]
     expands = {
         int(m.group(1))
         for k in state_dict
@@ -387,9 +385,7 @@ def load_pretrained(model, state_dict: Mapping, *, features_only: bool = False) 
     own = model.state_dict()
     sd = dict(state_dict)
     for key in list(sd):
-        if key.startswith(_HEAD_PREFIXES) and (
-            key not in own or own[key].shape != sd[key].shape
-        ):
+        if key.startswith(_HEAD_PREFIXES) and (key not in own or own[key].shape != sd[key].shape):
             del sd[key]
     result = model.load_state_dict(sd, strict=False)
     missing = [k for k in result.missing_keys if not k.startswith("classifier.")]
@@ -405,11 +401,7 @@ def _truncate_features(model) -> None:
     """Drop EfficientNet blocks after the deepest requested feature level."""
     stage_idx = getattr(model, "_stage_out_idx", None)
     blocks = getattr(model, "blocks", None)
-    if (
-        not stage_idx
-        or blocks is None
-        or getattr(model, "feature_hooks", 0) is not None
-    ):
+    if not stage_idx or blocks is None or getattr(model, "feature_hooks", 0) is not None:
         return
     last = max(stage_idx)  # features are taken after blocks[stage - 1]
     if 0 < last < len(blocks):

@@ -79,7 +79,7 @@ def _to_grid(act, model):
     tok = act[:, n_prefix:]
     grid = getattr(getattr(model, "patch_embed", None), "grid_size", None)
     if grid is None or grid[0] * grid[1] != tok.shape[1]:
-        side = int(round(math.sqrt(tok.shape[1])))
+        side = round(math.sqrt(tok.shape[1]))
         if side * side != tok.shape[1]:
             raise ValueError("token count is not a square grid; pass layer=")
         grid = (side, side)
@@ -202,8 +202,10 @@ def attention_matrices(model, x) -> list:
     with _unfused(model) as mods:
         if not mods:
             raise ValueError("model has no timm attention modules (is it a ViT?)")
-        hooks = [m.attn_drop.register_forward_hook(lambda _m, _i, o: store.append(o.detach()))
-                 for m in mods]
+        hooks = [
+            m.attn_drop.register_forward_hook(lambda _m, _i, o: store.append(o.detach()))
+            for m in mods
+        ]
         try:
             with torch.no_grad():
                 logits = model(x)
@@ -216,8 +218,9 @@ def attention_matrices(model, x) -> list:
     return store
 
 
-def rollout(attns: Sequence, head_fusion: str = "mean", residual: float = 0.5,
-            discard_ratio: float = 0.0):
+def rollout(
+    attns: Sequence, head_fusion: str = "mean", residual: float = 0.5, discard_ratio: float = 0.0
+):
     """Attention rollout matrix, shape (n, N, N); every row sums to 1.
 
     Parameters
@@ -261,8 +264,9 @@ def rollout(attns: Sequence, head_fusion: str = "mean", residual: float = 0.5,
     return result
 
 
-def attention_rollout(model, x, head_fusion: str = "mean", residual: float = 0.5,
-                      discard_ratio: float = 0.0):
+def attention_rollout(
+    model, x, head_fusion: str = "mean", residual: float = 0.5, discard_ratio: float = 0.0
+):
     """Attention-rollout maps of a timm ViT, (n, h, w) at input resolution, in [0, 1].
 
     The class token's row of the rollout matrix, restricted to the patch

@@ -153,7 +153,7 @@ def stratified_split(
     valid = []
     for c in np.unique(y):
         idx = rng.permutation(np.flatnonzero(y == c))
-        k = int(round(valid_frac * idx.size))
+        k = round(valid_frac * idx.size)
         if idx.size >= 2:
             k = min(max(k, 1), idx.size - 1)
         else:
@@ -414,8 +414,12 @@ class Classifier(ModelFileMixin, ParamsMixin):
                 **kw,
             )
         else:
-            model = timm.create_model(self._timm_name(), pretrained=False, num_classes=n_classes, **kw)
-        arch = (getattr(model, "pretrained_cfg", None) or {}).get("architecture") or self._timm_name()
+            model = timm.create_model(
+                self._timm_name(), pretrained=False, num_classes=n_classes, **kw
+            )
+        arch = (getattr(model, "pretrained_cfg", None) or {}).get(
+            "architecture"
+        ) or self._timm_name()
         _init_head(model)
         mean, std = self._norm_stats(model)
         return model, arch, mean, std
@@ -427,7 +431,7 @@ class Classifier(ModelFileMixin, ParamsMixin):
 
             bc = backbone_config(self.backbone)
             mean, std = bc["mean"], bc["std"]
-        except Exception:  # not a gaikan backbone, or backbones.py absent
+        except Exception:  # noqa: BLE001 - not a gaikan backbone, or backbones.py absent
             mean = cfg.get("mean", (0.485, 0.456, 0.406))
             std = cfg.get("std", (0.229, 0.224, 0.225))
         mean = np.broadcast_to(np.asarray(mean, float), (3,))
@@ -490,13 +494,17 @@ class Classifier(ModelFileMixin, ParamsMixin):
             return self._check_X(X_good, "X_good")
         good = self.good_class_
         if good is None and self.good_class is not None:
-            raise ValueError(f"good_class {_plain(self.good_class)!r} is not among the classes "
-                             f"{self.classes_.tolist()}")
+            raise ValueError(
+                f"good_class {_plain(self.good_class)!r} is not among the classes "
+                f"{self.classes_.tolist()}"
+            )
         if good is not None:
             return X[y_idx == self.classes_.tolist().index(good)]
         if self.reference:
-            raise ValueError("reference=True needs good images: name their class with "
-                             "good_class= (CLI --good-class) or pass X_good= to fine_tune")
+            raise ValueError(
+                "reference=True needs good images: name their class with "
+                "good_class= (CLI --good-class) or pass X_good= to fine_tune"
+            )
         return X
 
     def _fit_input(self, X: np.ndarray, y_idx: np.ndarray, X_good: Any = None) -> None:
@@ -557,8 +565,9 @@ class Classifier(ModelFileMixin, ParamsMixin):
         out = np.zeros((len(maps), *hw))
         for i, (r0, c0, fh, fw) in enumerate(boxes):
             m = torch.as_tensor(maps[i][None, None], dtype=torch.float32)
-            m = torch.nn.functional.interpolate(m, size=(int(fh), int(fw)), mode="bilinear",
-                                                align_corners=False, antialias=True)[0, 0].numpy()
+            m = torch.nn.functional.interpolate(
+                m, size=(int(fh), int(fw)), mode="bilinear", align_corners=False, antialias=True
+            )[0, 0].numpy()
             hi = m.max()
             # scale again after resizing: downsampling can shave the maximum off
             out[i, r0 : r0 + fh, c0 : c0 + fw] = m / hi if hi > 0 else 0.0
@@ -574,11 +583,16 @@ class Classifier(ModelFileMixin, ParamsMixin):
         if self.reference:
             t = self._with_reference(t)
         if boxes is not None:
-            t = torch.stack([t[i, :, r0 : r0 + fh, c0 : c0 + fw]
-                             for i, (r0, c0, fh, fw) in enumerate(boxes.tolist())])
+            t = torch.stack(
+                [
+                    t[i, :, r0 : r0 + fh, c0 : c0 + fw]
+                    for i, (r0, c0, fh, fw) in enumerate(boxes.tolist())
+                ]
+            )
         if tuple(t.shape[-2:]) != self._size():
-            t = F.interpolate(t, size=self._size(), mode="bilinear", align_corners=False,
-                              antialias=True)
+            t = F.interpolate(
+                t, size=self._size(), mode="bilinear", align_corners=False, antialias=True
+            )
         c = t.shape[1]
         return (t - mean[:, :c].to(t.device)) / std[:, :c].to(t.device)
 
@@ -614,7 +628,9 @@ class Classifier(ModelFileMixin, ParamsMixin):
                 [torch.stack([cos, -sin, sh[:, 0]], 1), torch.stack([sin, cos, sh[:, 1]], 1)], 1
             )
             grid = F.affine_grid(theta, list(xb.shape), align_corners=False)
-            xb = F.grid_sample(xb, grid, mode="bilinear", padding_mode="border", align_corners=False)
+            xb = F.grid_sample(
+                xb, grid, mode="bilinear", padding_mode="border", align_corners=False
+            )
         if self.contrast > 0 or self.brightness > 0:
             c = 1 + (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * self.contrast
             b = (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * self.brightness  # 0–1 scale
@@ -640,7 +656,7 @@ class Classifier(ModelFileMixin, ParamsMixin):
         head = model.get_classifier()
         head_ids = {id(p) for p in head.parameters()} if head is not None else set()
         units: list[list] = []
-        direct = [p for p in model.parameters(recurse=False)]
+        direct = list(model.parameters(recurse=False))
         torch = require("torch", "deep")
         for child in model.children():
             subs = list(child.children()) if isinstance(child, torch.nn.Sequential) else []
@@ -653,7 +669,7 @@ class Classifier(ModelFileMixin, ParamsMixin):
         n_body = max(1, self.n_groups - 1)
         chunks = np.array_split(np.arange(len(units)), min(n_body, len(units)))
         groups = [[p for i in ch for p in units[i]] for ch in chunks]
-        groups.append([p for p in head.parameters()] if head is not None else [])
+        groups.append(list(head.parameters()) if head is not None else [])
         return groups
 
     def _optimizer(self, groups):
@@ -866,15 +882,23 @@ class Classifier(ModelFileMixin, ParamsMixin):
             rec["time"] = time.perf_counter() - te
             self.history_.append(rec)
             if bar is not None:
-                bar.set_postfix({k: f"{v:.4f}" for k, v in rec.items()
-                                 if k in ("train_loss", "valid_loss", "accuracy")})
+                bar.set_postfix(
+                    {
+                        k: f"{v:.4f}"
+                        for k, v in rec.items()
+                        if k in ("train_loss", "valid_loss", "accuracy")
+                    }
+                )
                 bar.update(1)
             elif callable(progress):
                 progress(dict(rec))
             if xv is not None:
                 if rec["valid_loss"] < best["loss"]:
-                    best.update(loss=rec["valid_loss"], epoch=rec["epoch"],
-                                state=copy.deepcopy(self.model_.state_dict()))
+                    best.update(
+                        loss=rec["valid_loss"],
+                        epoch=rec["epoch"],
+                        state=copy.deepcopy(self.model_.state_dict()),
+                    )
                 if rec["valid_loss"] < stage_best - 1e-6:
                     stage_best, bad = rec["valid_loss"], 0
                 else:
@@ -889,8 +913,11 @@ class Classifier(ModelFileMixin, ParamsMixin):
         torch = require("torch", "deep")
         if not self.precise_bn:
             return
-        bns = [m for m in self.model_.modules()
-               if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+        bns = [
+            m
+            for m in self.model_.modules()
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+        ]
         if not bns:
             return
         n = min(int(self.precise_bn), xt.shape[0])
@@ -1092,9 +1119,15 @@ class Classifier(ModelFileMixin, ParamsMixin):
                     maps.append(self._to_input_maps(m, Xc.shape[1:3]))
         return np.concatenate(maps)
 
-    def integrated_gradients(self, X: Any, target: Any = None, steps: int = 8,
-                             smooth: float = 1.5, part: str = "positive",
-                             normalize: bool = True) -> np.ndarray:
+    def integrated_gradients(
+        self,
+        X: Any,
+        target: Any = None,
+        steps: int = 8,
+        smooth: float = 1.5,
+        part: str = "positive",
+        normalize: bool = True,
+    ) -> np.ndarray:
         """Integrated gradients against the mean good image, (n, H, W) in [0, 1].
 
         Attribution of pixel p: ``(x_p − r_p) · mean_α ∂f_c/∂x_p`` along the
@@ -1137,8 +1170,10 @@ class Classifier(ModelFileMixin, ParamsMixin):
         X = self._check_X(X)
         ref = getattr(self, "reference_", None)
         if ref is None:
-            raise ValueError("this model has no reference image (a model file written before "
-                             "gaikan stored one): retrain it, or use method='layercam'")
+            raise ValueError(
+                "this model has no reference image (a model file written before "
+                "gaikan stored one): retrain it, or use method='layercam'"
+            )
         if ref.shape != X.shape[1:]:
             raise ValueError(
                 "integrated gradients need the images at the training size "
@@ -1149,15 +1184,20 @@ class Classifier(ModelFileMixin, ParamsMixin):
         out = []
         with _torch_context(self.num_threads, None, self.device):
             self.model_.eval()
-            base = torch.from_numpy(self._raw_channels(ref[None].astype(np.float32))).to(self.device)
+            base = torch.from_numpy(self._raw_channels(ref[None].astype(np.float32))).to(
+                self.device
+            )
             for s in range(0, X.shape[0], 16):
-                x = torch.from_numpy(np.ascontiguousarray(
-                    self._raw_channels(X[s : s + 16]), np.float32)).to(self.device)
+                x = torch.from_numpy(
+                    np.ascontiguousarray(self._raw_channels(X[s : s + 16]), np.float32)
+                ).to(self.device)
                 # the window is fixed by the image (|x_α − r| = α|x − r| peaks in the same place)
                 boxes = self._focus_boxes(X[s : s + 16])
                 if tgt_all is None:
                     with torch.no_grad():
-                        tgt = self.model_(self._expand(self._encode_tensor(x, boxes=boxes))).argmax(1)
+                        tgt = self.model_(self._expand(self._encode_tensor(x, boxes=boxes))).argmax(
+                            1
+                        )
                 else:
                     tgt = torch.as_tensor(tgt_all[s : s + 16], device=self.device)
                 grad = torch.zeros_like(x)
@@ -1203,7 +1243,9 @@ class Classifier(ModelFileMixin, ParamsMixin):
         t = np.asarray(target)
         t = np.broadcast_to(t, (n,)) if t.ndim == 0 else t
         idx = np.searchsorted(self.classes_, t)
-        if np.any(idx >= self.classes_.size) or np.any(self.classes_[np.minimum(idx, self.classes_.size - 1)] != t):
+        if np.any(idx >= self.classes_.size) or np.any(
+            self.classes_[np.minimum(idx, self.classes_.size - 1)] != t
+        ):
             raise ValueError(f"target {target!r} is not among the classes {self.classes_.tolist()}")
         return idx
 
@@ -1251,10 +1293,18 @@ class Classifier(ModelFileMixin, ParamsMixin):
         }
         state = {k: v.detach().cpu().contiguous() for k, v in self.model_.state_dict().items()}
         # numpy scalars (e.g. good_class=y[0]) become plain JSON numbers/strings
-        params = json.loads(json.dumps(self.get_params(),
-                                       default=lambda o: o.item() if hasattr(o, "item") else str(o)))
-        return ModelFile(kind=self.kind, params=params, meta=meta, arrays=arrays,
-                         blobs={"weights.safetensors": st_save(state)})
+        params = json.loads(
+            json.dumps(
+                self.get_params(), default=lambda o: o.item() if hasattr(o, "item") else str(o)
+            )
+        )
+        return ModelFile(
+            kind=self.kind,
+            params=params,
+            meta=meta,
+            arrays=arrays,
+            blobs={"weights.safetensors": st_save(state)},
+        )
 
     @classmethod
     def from_modelfile(cls, mf) -> Classifier:

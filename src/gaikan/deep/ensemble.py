@@ -85,8 +85,16 @@ class ClassifierEnsemble(ModelFileMixin, ParamsMixin):
         params["random_state"] = int(params.get("random_state") or 0) + i
         return type(est)(**params)
 
-    def fine_tune(self, X: Any, y: Any, *args: Any, X_valid: Any = None, y_valid: Any = None,
-                  progress: Any = False, **kw: Any) -> ClassifierEnsemble:
+    def fine_tune(
+        self,
+        X: Any,
+        y: Any,
+        *args: Any,
+        X_valid: Any = None,
+        y_valid: Any = None,
+        progress: Any = False,
+        **kw: Any,
+    ) -> ClassifierEnsemble:
         """Train every member with :meth:`Classifier.fine_tune` (same arguments).
 
         Parameters
@@ -122,6 +130,7 @@ class ClassifierEnsemble(ModelFileMixin, ParamsMixin):
             m = self._member(i)
             cb = progress
             if callable(progress):
+
                 def cb(rec, _i=i):
                     progress({**rec, "member": _i})
             elif progress:
@@ -150,8 +159,18 @@ class ClassifierEnsemble(ModelFileMixin, ParamsMixin):
 
     #: fitted attributes read from the first member (identical in all)
     _SHARED: ClassVar[frozenset] = frozenset(
-        {"classes_", "good_class_", "input_shape_", "history_", "best_epoch_", "arch_",
-         "in_chans_", "methods", "default_method"})
+        {
+            "classes_",
+            "good_class_",
+            "input_shape_",
+            "history_",
+            "best_epoch_",
+            "arch_",
+            "in_chans_",
+            "methods",
+            "default_method",
+        }
+    )
 
     def __getattr__(self, name: str) -> Any:
         # only reached for names the ensemble does not define: the shared
@@ -184,8 +203,9 @@ class ClassifierEnsemble(ModelFileMixin, ParamsMixin):
         """Accuracy on (X, y)."""
         return float(np.mean(self.predict(X) == np.asarray(y)))
 
-    def explain(self, X: Any, method: str | None = None, target: Any = None,
-                **kw: Any) -> np.ndarray:
+    def explain(
+        self, X: Any, method: str | None = None, target: Any = None, **kw: Any
+    ) -> np.ndarray:
         """Mean of the members' explanation maps, (n, H, W) in [0, 1].
 
         Every member explains the same class: ``target``, or by default the
@@ -194,8 +214,9 @@ class ClassifierEnsemble(ModelFileMixin, ParamsMixin):
         self._check_fitted()
         if target is None:
             target = self.predict(X)
-        maps = np.mean([m.explain(X, method=method, target=target, **kw)
-                        for m in self.members_], axis=0)
+        maps = np.mean(
+            [m.explain(X, method=method, target=target, **kw) for m in self.members_], axis=0
+        )
         hi = maps.reshape(len(maps), -1).max(axis=1) if maps.size else np.zeros(0)
         return maps / np.where(hi > 0, hi, 1.0)[:, None, None]
 
@@ -215,10 +236,17 @@ class ClassifierEnsemble(ModelFileMixin, ParamsMixin):
         meta = {"members": members, "n_train": self.n_train_, "n_valid": self.n_valid_}
         if valid is not None:
             arrays["valid_idx"] = np.asarray(valid, np.int64)
-        params = {"n_members": int(self.n_members),
-                  "estimator": {"kind": members[0]["kind"], "params": members[0]["params"]}}
-        return ModelFile(kind=self.kind, params=json.loads(json.dumps(params)), meta=meta,
-                         arrays=arrays, blobs=blobs)
+        params = {
+            "n_members": int(self.n_members),
+            "estimator": {"kind": members[0]["kind"], "params": members[0]["params"]},
+        }
+        return ModelFile(
+            kind=self.kind,
+            params=json.loads(json.dumps(params)),
+            meta=meta,
+            arrays=arrays,
+            blobs=blobs,
+        )
 
     @classmethod
     def from_modelfile(cls, mf) -> ClassifierEnsemble:
@@ -237,13 +265,17 @@ class ClassifierEnsemble(ModelFileMixin, ParamsMixin):
             for i, info in enumerate(mf.meta["members"]):
                 pre = f"m{i}."
                 sub = ModelFile(
-                    kind=info["kind"], params=info["params"], meta=info["meta"],
-                    arrays={k[len(pre):]: v for k, v in mf.arrays.items() if k.startswith(pre)},
-                    blobs={k[len(pre):]: v for k, v in mf.blobs.items() if k.startswith(pre)})
+                    kind=info["kind"],
+                    params=info["params"],
+                    meta=info["meta"],
+                    arrays={k[len(pre) :]: v for k, v in mf.arrays.items() if k.startswith(pre)},
+                    blobs={k[len(pre) :]: v for k, v in mf.blobs.items() if k.startswith(pre)},
+                )
                 members.append(member_cls.from_modelfile(sub))
             if len(members) != int(mf.params["n_members"]) or not members:
-                raise ModelFileError(f"ensemble file holds {len(members)} members, "
-                                     f"expected {mf.params['n_members']}")
+                raise ModelFileError(
+                    f"ensemble file holds {len(members)} members, expected {mf.params['n_members']}"
+                )
             if any(not np.array_equal(m.classes_, members[0].classes_) for m in members):
                 raise ModelFileError("ensemble members disagree on the classes")
             obj = cls(member_cls(**spec["params"]), n_members=int(mf.params["n_members"]))

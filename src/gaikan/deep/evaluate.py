@@ -110,7 +110,7 @@ def pointing_hits(maps: np.ndarray, masks: np.ndarray, tolerance: int = 0) -> np
     maps, masks = np.asarray(maps, dtype=np.float64), np.asarray(masks, dtype=bool)
     if maps.shape != masks.shape or maps.ndim != 3:
         raise ValueError(f"maps {maps.shape} and masks {masks.shape} must both be (n, H, W)")
-    n, H, W = maps.shape
+    n, _H, W = maps.shape
     flat = np.nan_to_num(maps.reshape(n, -1), nan=-np.inf)
     arg = flat.argmax(1)
     r, c = np.divmod(arg, W)
@@ -131,7 +131,9 @@ def pointing_score(maps: np.ndarray, masks: np.ndarray, tolerance: int = 0) -> f
     return float(pointing_hits(np.asarray(maps)[keep], masks[keep], tolerance).mean())
 
 
-def top_losses(proba: np.ndarray, y_true_idx: np.ndarray, k: int = 9) -> tuple[np.ndarray, np.ndarray]:
+def top_losses(
+    proba: np.ndarray, y_true_idx: np.ndarray, k: int = 9
+) -> tuple[np.ndarray, np.ndarray]:
     """Indices and cross-entropy losses of the ``k`` worst-classified images.
 
     Parameters
@@ -169,8 +171,9 @@ def plot_confusion_matrix(cm: np.ndarray, labels: Sequence, normalize: bool = Fa
         fig = ax.figure
     shown = cm / np.maximum(cm.sum(1, keepdims=True), 1) if normalize else cm
     im = ax.imshow(shown, cmap="Blues")
-    ax.set_xticks(range(k), [str(v) for v in labels], rotation=60, ha="right",
-                  fontsize=8 if k > 10 else 10)
+    ax.set_xticks(
+        range(k), [str(v) for v in labels], rotation=60, ha="right", fontsize=8 if k > 10 else 10
+    )
     ax.set_yticks(range(k), [str(v) for v in labels], fontsize=8 if k > 10 else 10)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
@@ -179,8 +182,15 @@ def plot_confusion_matrix(cm: np.ndarray, labels: Sequence, normalize: bool = Fa
         for i in range(k):
             for j in range(k):
                 txt = f"{shown[i, j]:.2f}" if normalize else f"{int(cm[i, j])}"
-                ax.text(j, i, txt, ha="center", va="center",
-                        color="white" if shown[i, j] > thr else "black", fontsize=8)
+                ax.text(
+                    j,
+                    i,
+                    txt,
+                    ha="center",
+                    va="center",
+                    color="white" if shown[i, j] > thr else "black",
+                    fontsize=8,
+                )
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
     return fig
@@ -209,7 +219,9 @@ def plot_history(history: Sequence[dict]):
     return fig
 
 
-def plot_top_losses(images: np.ndarray, maps: np.ndarray | None, titles: Sequence[str], ncols: int = 3):
+def plot_top_losses(
+    images: np.ndarray, maps: np.ndarray | None, titles: Sequence[str], ncols: int = 3
+):
     """Gallery of images (grey, 0–255) with their explanation maps overlaid."""
     plt = _plt()
     n = len(images)

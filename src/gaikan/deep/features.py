@@ -128,9 +128,7 @@ class FeatureExtractor:
             else:
                 runtime = "channels_last"
         if runtime == "onnx" and self.device.type != "cpu":
-            raise ValueError(
-                "runtime='onnx' runs on the CPU only; use 'eager' or 'channels_last'"
-            )
+            raise ValueError("runtime='onnx' runs on the CPU only; use 'eager' or 'channels_last'")
         self.runtime = runtime
         model = create_backbone(
             backbone,
@@ -148,9 +146,7 @@ class FeatureExtractor:
         )
         if self._grey_stem:
             _fold_grey_stem(model)
-            self._grey_stem = (
-                getattr(getattr(model, "conv_stem", None), "in_channels", 3) == 1
-            )
+            self._grey_stem = getattr(getattr(model, "conv_stem", None), "in_channels", 3) == 1
         model = model.to(self.device).eval()
         if runtime == "channels_last":
             model = model.to(memory_format=torch.channels_last)
@@ -179,11 +175,7 @@ class FeatureExtractor:
                 dynamo=False,
             )
         so = ort.SessionOptions()
-        n = (
-            self.num_threads
-            if self.num_threads is not None
-            else torch.get_num_threads()
-        )
+        n = self.num_threads if self.num_threads is not None else torch.get_num_threads()
         so.intra_op_num_threads = int(n)
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -196,9 +188,7 @@ class FeatureExtractor:
         # ORT's idle threads spin by default; on a small CPU they then steal
         # the cores torch needs for the Gaussians right after each run.
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        return ort.InferenceSession(
-            buf.getvalue(), so, providers=["CPUExecutionProvider"]
-        )
+        return ort.InferenceSession(buf.getvalue(), so, providers=["CPUExecutionProvider"])
 
     # -- preprocessing --------------------------------------------------------
     def preprocess(self, X: np.ndarray):
@@ -283,9 +273,7 @@ def parse_layers(layers) -> tuple[int, ...]:
     try:
         return tuple(int(v) for v in layers)
     except (TypeError, ValueError):
-        raise ValueError(
-            f"layers must be integers such as (3, 4), got {layers!r}"
-        ) from None
+        raise ValueError(f"layers must be integers such as (3, 4), got {layers!r}") from None
 
 
 def _size2(size) -> tuple[int, int] | None:
@@ -330,9 +318,7 @@ def embed(feats: list, grid: tuple[int, int]):
         elif h >= grid[0] and w >= grid[1]:
             out.append(F.adaptive_avg_pool2d(f, grid))
         else:
-            out.append(
-                F.interpolate(f, size=grid, mode="bilinear", align_corners=False)
-            )
+            out.append(F.interpolate(f, size=grid, mode="bilinear", align_corners=False))
     return torch.cat(out, dim=1)
 
 

@@ -296,9 +296,7 @@ class PaDiM(DeepFeatureDetector):
         with num_threads(self.num_threads), torch.inference_mode():
             for e in self._iter_embeddings(X):
                 b = e.shape[0]
-                f = (
-                    e[:, sel].reshape(b, m, P).permute(2, 0, 1).contiguous()
-                )  # (P, b, m)
+                f = e[:, sel].reshape(b, m, P).permute(2, 0, 1).contiguous()  # (P, b, m)
                 keep[i : i + b] = f.permute(1, 0, 2).numpy()
                 if shift is None:
                     # features are shifted by a reference mean so that
@@ -313,9 +311,7 @@ class PaDiM(DeepFeatureDetector):
             step = max(1, (32 << 20) // (m * m * 8))  # ~32 MB of float64 per chunk
             for p0 in range(0, P, step):
                 md = mean_d[p0 : p0 + step]
-                scatter = (
-                    s2[p0 : p0 + step].double() - n * md[:, :, None] * md[:, None, :]
-                )
+                scatter = s2[p0 : p0 + step].double() - n * md[:, :, None] * md[:, None, :]
                 cov = (scatter / (n - 1)).numpy()
                 whiten[p0 : p0 + step] = whitener(
                     regularise_covariance(cov, self.reg_rel, self.reg_abs)
@@ -323,9 +319,7 @@ class PaDiM(DeepFeatureDetector):
             del s2
             self.mean_ = (shift[:, 0].double() + mean_d).float().numpy()
             self.whiten_ = whiten
-            insample = np.concatenate(
-                [self._d2(keep[j : j + 64]) for j in range(0, n, 64)]
-            )
+            insample = np.concatenate([self._d2(keep[j : j + 64]) for j in range(0, n, 64)])
         del keep
         loo = loo_from_insample(insample, n, m).reshape(n, gh, gw)
         return self._smooth(loo)
@@ -334,10 +328,7 @@ class PaDiM(DeepFeatureDetector):
         """MT distances of features (b, P, m) → (b, P), float32 matmul."""
         torch = require("torch", "deep")
         # contiguous (P, m, b): bmm on arbitrary strides falls off the BLAS path
-        x = (
-            torch.as_tensor(f).permute(1, 2, 0)
-            - torch.from_numpy(self.mean_)[:, :, None]
-        )
+        x = torch.as_tensor(f).permute(1, 2, 0) - torch.from_numpy(self.mean_)[:, :, None]
         z = torch.bmm(torch.from_numpy(self.whiten_), x.contiguous())  # (P, m, b)
         return (z * z).sum(dim=1).T.numpy().astype(np.float64) / self.mean_.shape[-1]
 

@@ -88,9 +88,7 @@ def greedy_coreset(
     perm = torch.from_numpy(rng.permutation(n))
     if projection_dim and projection_dim < d:
         proj = torch.from_numpy(
-            (rng.standard_normal((d, projection_dim)) / np.sqrt(projection_dim)).astype(
-                np.float32
-            )
+            (rng.standard_normal((d, projection_dim)) / np.sqrt(projection_dim)).astype(np.float32)
         )
     else:
         proj = None
@@ -100,9 +98,7 @@ def greedy_coreset(
     # Pad with each block's own first element (a duplicate never wins the
     # farthest-point step: it is at distance 0 from the first pick).
     idx = torch.cat([perm, perm[:pad]]) if pad else perm
-    idx = idx.view(
-        size, n_blocks
-    ).T.contiguous()  # (B, size): interleaved ⇒ padding spread
+    idx = idx.view(size, n_blocks).T.contiguous()  # (B, size): interleaved ⇒ padding spread
     if pad:
         idx[n_blocks - pad :, -1] = idx[n_blocks - pad :, 0]
     chunks = []
@@ -114,19 +110,13 @@ def greedy_coreset(
     sq = (z * z).sum(-1)
     k = max(1, int(np.ceil(ratio * size)))
     rows = torch.arange(n_blocks)
-    cur = torch.zeros(
-        n_blocks, dtype=torch.long
-    )  # start: a random element (perm order)
+    cur = torch.zeros(n_blocks, dtype=torch.long)  # start: a random element (perm order)
     mind = torch.full((n_blocks, size), float("inf"))
     picks = torch.empty(n_blocks, k, dtype=torch.long)
     for step in range(k):
         picks[:, step] = cur
         s = z[rows, cur]  # (B, p)
-        dist = (
-            sq
-            - 2.0 * torch.bmm(z, s[:, :, None])[..., 0]
-            + (s * s).sum(-1, keepdim=True)
-        )
+        dist = sq - 2.0 * torch.bmm(z, s[:, :, None])[..., 0] + (s * s).sum(-1, keepdim=True)
         torch.minimum(mind, dist, out=mind)
         cur = mind.argmax(dim=1)
     chosen = torch.gather(idx, 1, picks).reshape(-1).numpy()
@@ -225,8 +215,7 @@ class PatchCore(DeepFeatureDetector):
         for outs in self._extractor().iter_batches(X):
             with num_threads(self._post_threads(outs[0].shape[0])):
                 outs = [
-                    F.avg_pool2d(o, 3, stride=1, padding=1, count_include_pad=False)
-                    for o in outs
+                    F.avg_pool2d(o, 3, stride=1, padding=1, count_include_pad=False) for o in outs
                 ]
                 e = embed(outs, grid)
             yield e
@@ -237,9 +226,7 @@ class PatchCore(DeepFeatureDetector):
         from .features import num_threads
 
         if self.bank_dtype not in ("float16", "float32"):
-            raise ValueError(
-                f"bank_dtype must be 'float16' or 'float32', got {self.bank_dtype!r}"
-            )
+            raise ValueError(f"bank_dtype must be 'float16' or 'float32', got {self.bank_dtype!r}")
         n = X.shape[0]
         gh, gw = self._grid_for(X.shape[1:])
         P = gh * gw
@@ -271,9 +258,7 @@ class PatchCore(DeepFeatureDetector):
             for j, t in enumerate(chosen):
                 f = feats[t * P : (t + 1) * P].float()
                 mask = torch.from_numpy(source == t)
-                loo[j] = self._score_features(f[None], bank, exclude=mask)[0].reshape(
-                    gh, gw
-                )
+                loo[j] = self._score_features(f[None], bank, exclude=mask)[0].reshape(gh, gw)
         return loo
 
     # -- scoring --------------------------------------------------------------------------
@@ -323,9 +308,7 @@ class PatchCore(DeepFeatureDetector):
             # neighbours of m* in the bank (m* itself comes first, distance 0)
             _, nb = self._nearest(m_star, bank, exclude=exclude, k=k + 1)
             f_star = f[rows, star]  # (b, d)
-            dn = (
-                ((bank[nb] - f_star[:, None]) ** 2).sum(-1).clamp_min(0).sqrt()
-            )  # (b, k+1)
+            dn = ((bank[nb] - f_star[:, None]) ** 2).sum(-1).clamp_min(0).sqrt()  # (b, k+1)
             dn[:, 0] = dist[rows, star]
             w = 1.0 - torch.softmax(dn, dim=1)[:, 0]
             dist = dist * w[:, None]

@@ -117,9 +117,7 @@ class SOARTDeep(DeepFeatureDetector):
     def _check_stages(self) -> tuple[str, ...]:
         st = tuple(self.stages)
         if not st or any(s not in STAGES for s in st) or len(set(st)) != len(st):
-            raise ValueError(
-                f"stages must be a non-empty subset of {STAGES}, got {self.stages!r}"
-            )
+            raise ValueError(f"stages must be a non-empty subset of {STAGES}, got {self.stages!r}")
         return st
 
     def _embeddings(self, X: np.ndarray, dtype=np.float32) -> np.ndarray:
@@ -134,9 +132,7 @@ class SOARTDeep(DeepFeatureDetector):
         with num_threads(self.num_threads), torch.inference_mode():
             for e in self._iter_embeddings(X):
                 b = e.shape[0]
-                out[i : i + b] = (
-                    e[:, sel].reshape(b, len(sel), -1).permute(0, 2, 1).numpy()
-                )
+                out[i : i + b] = e[:, sel].reshape(b, len(sel), -1).permute(0, 2, 1).numpy()
                 i += b
         return out
 
@@ -151,9 +147,7 @@ class SOARTDeep(DeepFeatureDetector):
                 out.append(soart3(E, ref))
             else:
                 parts = [
-                    soartc_features(
-                        E[i : i + 32], self.sbar_, loo_n=loo_n, gram_dtype=np.float32
-                    )
+                    soartc_features(E[i : i + 32], self.sbar_, loo_n=loo_n, gram_dtype=np.float32)
                     for i in range(0, E.shape[0], 32)
                 ]
                 out.append(np.concatenate(parts))
@@ -181,10 +175,7 @@ class SOARTDeep(DeepFeatureDetector):
             [self._stage1(E[i : i + 64].astype(np.float64)) for i in range(0, n, 64)]
         )
         loo_items = np.concatenate(
-            [
-                self._stage1(E[i : i + 64].astype(np.float64), loo_n=n)
-                for i in range(0, n, 64)
-            ]
+            [self._stage1(E[i : i + 64].astype(np.float64), loo_n=n) for i in range(0, n, 64)]
         )
         self.mean_, self.whiten_ = fit_gaussians(items, self.reg_rel, self.reg_abs)
         loo = loo_mahalanobis(items, loo_items, self.reg_rel, self.reg_abs)

@@ -213,8 +213,9 @@ class ViTClassifier(Classifier):
         return xb
 
     # -- explanations --------------------------------------------------------
-    def explain(self, X: Any, method: str | None = None, target: Any = None,
-                layer: str | None = None) -> np.ndarray:
+    def explain(
+        self, X: Any, method: str | None = None, target: Any = None, layer: str | None = None
+    ) -> np.ndarray:
         """Relevance maps (n, H, W) at X's resolution; default attention rollout."""
         return super().explain(X, method=method or self.default_method, target=target, layer=layer)
 
@@ -244,8 +245,9 @@ class ViTClassifier(Classifier):
         from ..detectors.soart3map import SOART3Map
         from ..modelfile import ModelFile
 
-        sub = {k[len("soart."):]: v for k, v in arrays.items() if k.startswith("soart.")}
+        sub = {k[len("soart.") :]: v for k, v in arrays.items() if k.startswith("soart.")}
         self.soart_ = SOART3Map.from_modelfile(
-            ModelFile(kind="soart3map", params=meta["soart_params"], meta=meta["soart_meta"],
-                      arrays=sub)
+            ModelFile(
+                kind="soart3map", params=meta["soart_params"], meta=meta["soart_meta"], arrays=sub
+            )
         )

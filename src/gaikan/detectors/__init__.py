@@ -9,11 +9,11 @@ from .variants import VariantDetector
 
 __all__ = [
     "REGISTRY",
+    "SOARTC",
     "BaseDetector",
     "Detection",
     "RTDetector",
     "SOART3Map",
-    "SOARTC",
     "VariantDetector",
     "check_images",
     "create",

@@ -26,8 +26,9 @@ would be optimistic and flag far more.  ``set_threshold`` overrides it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -35,7 +36,7 @@ from .._params import ParamsMixin
 from ..errors import NotFittedError
 from ..patches import fold, grid_shape
 
-__all__ = ["BaseDetector", "Detection", "check_images", "MIN_UNIT_SPACE"]
+__all__ = ["MIN_UNIT_SPACE", "BaseDetector", "Detection", "check_images"]
 
 #: Fewest good images a unit space may have (SOART.md §5).
 MIN_UNIT_SPACE = 5
@@ -112,7 +113,7 @@ class BaseDetector(ParamsMixin):
     _input_dtype: ClassVar[type] = np.float64
 
     # -- fitting ----------------------------------------------------------
-    def fit(self, X: Any, y: Any = None) -> "BaseDetector":
+    def fit(self, X: Any, y: Any = None) -> BaseDetector:
         """Fit the unit space on good images.
 
         Parameters
@@ -146,7 +147,7 @@ class BaseDetector(ParamsMixin):
             self.set_threshold(float(np.quantile(self.train_scores_, q)))
         return self
 
-    def set_threshold(self, threshold: float) -> "BaseDetector":
+    def set_threshold(self, threshold: float) -> BaseDetector:
         """Set the image-score threshold above which a part is a defect."""
         if not np.isfinite(threshold):
             raise ValueError("threshold must be finite")
@@ -217,9 +218,7 @@ class BaseDetector(ParamsMixin):
         """−1 for a defect, +1 for a good part."""
         return np.where(self.decision_function(X) < 0, -1, 1)
 
-    def detect(
-        self, X: Any, progress: Callable[[int], None] | None = None
-    ) -> Detection:
+    def detect(self, X: Any, progress: Callable[[int], None] | None = None) -> Detection:
         """Scores, maps and verdicts from one pass over X.
 
         Parameters
@@ -264,7 +263,7 @@ class BaseDetector(ParamsMixin):
         write_model(path, self.to_modelfile())
 
     @classmethod
-    def from_modelfile(cls, mf) -> "BaseDetector":
+    def from_modelfile(cls, mf) -> BaseDetector:
         """Rebuild a fitted detector from a :class:`ModelFile`."""
         from ..errors import ModelFileError
 
@@ -282,7 +281,7 @@ class BaseDetector(ParamsMixin):
         return det
 
     @classmethod
-    def load(cls, path) -> "BaseDetector":
+    def load(cls, path) -> BaseDetector:
         """Load a model file saved by :meth:`save`."""
         from .registry import load
 
@@ -303,7 +302,9 @@ class BaseDetector(ParamsMixin):
     def _get_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:  # pragma: no cover
         raise NotImplementedError
 
-    def _set_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:  # pragma: no cover
+    def _set_state(
+        self, arrays: dict[str, np.ndarray], meta: dict[str, Any]
+    ) -> None:  # pragma: no cover
         raise NotImplementedError
 
     def _get_blobs(self) -> dict[str, bytes]:

@@ -11,7 +11,7 @@ import os
 
 from ..errors import ModelFileError
 
-__all__ = ["REGISTRY", "get_detector_class", "create", "load"]
+__all__ = ["REGISTRY", "create", "get_detector_class", "load"]
 
 #: kind → import path.  Add new detectors here (one line each).
 REGISTRY: dict[str, str] = {
@@ -29,8 +29,9 @@ REGISTRY: dict[str, str] = {
 }
 
 #: Detectors that need the ``deep`` extra (torch, timm).
-DEEP_KINDS = frozenset({"padim", "patchcore", "soart-deep", "classifier", "vit-classifier",
-                        "classifier-ensemble"})
+DEEP_KINDS = frozenset(
+    {"padim", "patchcore", "soart-deep", "classifier", "vit-classifier", "classifier-ensemble"}
+)
 
 
 def get_detector_class(kind: str):

@@ -164,5 +164,9 @@ class SOARTC(BaseDetector):
     def _set_state(self, arrays, meta):
         self.sbar_, self.mean_, self.whiten_ = arrays["sbar"], arrays["mean"], arrays["whiten"]
         p = int(np.prod(self.grid_shape_))
-        if self.sbar_.shape != (p, p) or self.mean_.shape != (p, 3) or self.whiten_.shape != (p, 3, 3):
+        if (
+            self.sbar_.shape != (p, p)
+            or self.mean_.shape != (p, 3)
+            or self.whiten_.shape != (p, 3, 3)
+        ):
             raise ValueError("array shapes do not match the image shape and kernel")

@@ -36,12 +36,14 @@ def _signature(X: np.ndarray, cells: int = 8) -> np.ndarray:
     z = X[:, :hh, :ww]
     z = (z - z.mean(axis=(1, 2), keepdims=True)) / (z.std(axis=(1, 2), keepdims=True) + 1e-9)
     blocks = z.reshape(n, c, hh // c, c, ww // c)
-    return np.concatenate([blocks.mean(axis=(2, 4)).reshape(n, -1),
-                           blocks.std(axis=(2, 4)).reshape(n, -1)], axis=1)
+    return np.concatenate(
+        [blocks.mean(axis=(2, 4)).reshape(n, -1), blocks.std(axis=(2, 4)).reshape(n, -1)], axis=1
+    )
 
 
-def kmeans(F: np.ndarray, k: int, rng: np.random.Generator, n_init: int = 5,
-           n_iter: int = 100) -> np.ndarray:
+def kmeans(
+    F: np.ndarray, k: int, rng: np.random.Generator, n_init: int = 5, n_iter: int = 100
+) -> np.ndarray:
     """k-means (k-means++ seeding, Lloyd iterations, best of ``n_init``).
 
     Parameters
@@ -131,7 +133,11 @@ class VariantDetector(BaseDetector):
             k = max(1, X.shape[0] // MIN_UNIT_SPACE)
         f = _signature(X)
         f = (f - f.mean(0)) / (f.std(0) + 1e-9)
-        lab = kmeans(f, k, np.random.default_rng(self.random_state)) if k > 1 else np.zeros(len(X), int)
+        lab = (
+            kmeans(f, k, np.random.default_rng(self.random_state))
+            if k > 1
+            else np.zeros(len(X), int)
+        )
         # merge groups too small for a unit space into the nearest group
         while True:
             sizes = np.bincount(lab, minlength=lab.max() + 1)
@@ -139,8 +145,12 @@ class VariantDetector(BaseDetector):
             if not small:
                 break
             j = small[0]
-            cents = np.array([f[lab == i].mean(0) if sizes[i] else np.full(f.shape[1], np.inf)
-                              for i in range(sizes.size)])
+            cents = np.array(
+                [
+                    f[lab == i].mean(0) if sizes[i] else np.full(f.shape[1], np.inf)
+                    for i in range(sizes.size)
+                ]
+            )
             d = ((cents - cents[j]) ** 2).sum(1)
             d[j] = np.inf
             lab[lab == j] = int(np.argmin(d))
@@ -200,8 +210,13 @@ class VariantDetector(BaseDetector):
         self.members_ = []
         for j, info in enumerate(meta["members"]):
             pre = f"m{j}."
-            sub = {k[len(pre):]: v for k, v in arrays.items() if k.startswith(pre)}
+            sub = {k[len(pre) :]: v for k, v in arrays.items() if k.startswith(pre)}
             cls = get_detector_class(info["kind"])
-            self.members_.append(cls.from_modelfile(
-                ModelFile(kind=info["kind"], params=info["params"], meta=info["meta"], arrays=sub)))
+            self.members_.append(
+                cls.from_modelfile(
+                    ModelFile(
+                        kind=info["kind"], params=info["params"], meta=info["meta"], arrays=sub
+                    )
+                )
+            )
         self.n_fitted_ = len(self.members_)

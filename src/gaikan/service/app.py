@@ -51,7 +51,7 @@ from starlette.requests import ClientDisconnect
 
 from .. import __version__
 
-__all__ = ["create_app", "ServiceConfig", "DEFAULT_MAX_UPLOAD_BYTES", "DEFAULT_MAX_PIXELS"]
+__all__ = ["DEFAULT_MAX_PIXELS", "DEFAULT_MAX_UPLOAD_BYTES", "ServiceConfig", "create_app"]
 
 log = logging.getLogger("gaikan.service")
 
@@ -80,8 +80,15 @@ _SECURITY_HEADERS = {
 #: Latency histogram buckets (seconds).
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 #: Path labels for metrics (anything else is "other": no label explosion).
-_KNOWN_PATHS = ("/", "/healthz", "/metrics", "/v1/inspect", "/v1/model",
-                "/static/app.js", "/static/app.css")
+_KNOWN_PATHS = (
+    "/",
+    "/healthz",
+    "/metrics",
+    "/v1/inspect",
+    "/v1/model",
+    "/static/app.js",
+    "/static/app.css",
+)
 
 
 class ApiError(Exception):
@@ -142,8 +149,9 @@ class Metrics:
             h[-2] += seconds
             h[-1] += 1
 
-    def add(self, images: int = 0, image_errors: int = 0, defects: int = 0,
-            internal_errors: int = 0) -> None:
+    def add(
+        self, images: int = 0, image_errors: int = 0, defects: int = 0, internal_errors: int = 0
+    ) -> None:
         with self._lock:
             self.images += images
             self.image_errors += image_errors
@@ -161,38 +169,58 @@ class Metrics:
 
         out: list[str] = []
         with self._lock:
-            out += ["# HELP gaikan_http_requests_total HTTP requests by method, path and status.",
-                    "# TYPE gaikan_http_requests_total counter"]
+            out += [
+                "# HELP gaikan_http_requests_total HTTP requests by method, path and status.",
+                "# TYPE gaikan_http_requests_total counter",
+            ]
             for (m, p, s), n in sorted(self.requests.items()):
-                out.append(f'gaikan_http_requests_total{{method="{esc(m)}",path="{esc(p)}",'
-                           f'status="{s}"}} {n}')
-            out += ["# HELP gaikan_http_request_errors_total HTTP responses with status >= 400.",
-                    "# TYPE gaikan_http_request_errors_total counter"]
+                out.append(
+                    f'gaikan_http_requests_total{{method="{esc(m)}",path="{esc(p)}",'
+                    f'status="{s}"}} {n}'
+                )
+            out += [
+                "# HELP gaikan_http_request_errors_total HTTP responses with status >= 400.",
+                "# TYPE gaikan_http_request_errors_total counter",
+            ]
             for (p, s), n in sorted(self.errors.items()):
                 out.append(f'gaikan_http_request_errors_total{{path="{esc(p)}",status="{s}"}} {n}')
-            out += ["# HELP gaikan_http_request_duration_seconds HTTP request latency.",
-                    "# TYPE gaikan_http_request_duration_seconds histogram"]
+            out += [
+                "# HELP gaikan_http_request_duration_seconds HTTP request latency.",
+                "# TYPE gaikan_http_request_duration_seconds histogram",
+            ]
             for p, h in sorted(self.hist.items()):
                 lp = esc(p)
                 for i, b in enumerate(_BUCKETS):
-                    out.append(f'gaikan_http_request_duration_seconds_bucket{{path="{lp}",'
-                               f'le="{b}"}} {int(h[i])}')
-                out.append(f'gaikan_http_request_duration_seconds_bucket{{path="{lp}",'
-                           f'le="+Inf"}} {int(h[-1])}')
+                    out.append(
+                        f'gaikan_http_request_duration_seconds_bucket{{path="{lp}",'
+                        f'le="{b}"}} {int(h[i])}'
+                    )
+                out.append(
+                    f'gaikan_http_request_duration_seconds_bucket{{path="{lp}",'
+                    f'le="+Inf"}} {int(h[-1])}'
+                )
                 out.append(f'gaikan_http_request_duration_seconds_sum{{path="{lp}"}} {h[-2]!r}')
-                out.append(f'gaikan_http_request_duration_seconds_count{{path="{lp}"}} {int(h[-1])}')
+                out.append(
+                    f'gaikan_http_request_duration_seconds_count{{path="{lp}"}} {int(h[-1])}'
+                )
             for name, help_, value in (
                 ("gaikan_images_inspected_total", "Images scored.", self.images),
-                ("gaikan_image_errors_total", "Uploaded files rejected with a per-file error.",
-                 self.image_errors),
-                ("gaikan_defects_found_total", "Images judged 'defect'.",
-                 self.defects),
-                ("gaikan_internal_errors_total", "Bugs caught by the catch-all handler.",
-                 self.internal_errors),
+                (
+                    "gaikan_image_errors_total",
+                    "Uploaded files rejected with a per-file error.",
+                    self.image_errors,
+                ),
+                ("gaikan_defects_found_total", "Images judged 'defect'.", self.defects),
+                (
+                    "gaikan_internal_errors_total",
+                    "Bugs caught by the catch-all handler.",
+                    self.internal_errors,
+                ),
             ):
                 out += [f"# HELP {name} {help_}", f"# TYPE {name} counter", f"{name} {value}"]
-            gauges = {"gaikan_inspect_inflight": ("Inspect requests being served.",
-                                                  float(self.inflight))}
+            gauges = {
+                "gaikan_inspect_inflight": ("Inspect requests being served.", float(self.inflight))
+            }
         gauges.update(extra_gauges)
         for name, (help_, value) in gauges.items():
             out += [f"# HELP {name} {help_}", f"# TYPE {name} gauge", f"{name} {num(value)}"]
@@ -249,8 +277,11 @@ class OverlayStore:
 
     def _evict(self, now: float) -> None:
         items = self._items
-        while items and (len(items) > self.max_entries or self.nbytes > self.max_bytes
-                         or now - next(iter(items.values()))[0] > self.ttl_s):
+        while items and (
+            len(items) > self.max_entries
+            or self.nbytes > self.max_bytes
+            or now - next(iter(items.values()))[0] > self.ttl_s
+        ):
             _, (_, png) = items.popitem(last=False)
             self.nbytes -= len(png)
 
@@ -317,25 +348,36 @@ def parse_multipart(body: bytes, content_type: str, max_parts: int) -> list[Part
     def on_end() -> None:
         done[0] = True
 
-    parser = MultipartParser(boundary, {
-        "on_part_begin": on_part_begin, "on_header_field": on_header_field,
-        "on_header_value": on_header_value, "on_header_end": on_header_end,
-        "on_part_data": on_part_data, "on_part_end": on_part_end, "on_end": on_end,
-    })
+    parser = MultipartParser(
+        boundary,
+        {
+            "on_part_begin": on_part_begin,
+            "on_header_field": on_header_field,
+            "on_header_value": on_header_value,
+            "on_header_end": on_header_end,
+            "on_part_data": on_part_data,
+            "on_part_end": on_part_end,
+            "on_end": on_end,
+        },
+    )
     try:
         parser.write(body)
         parser.finalize()
     except MultipartParseError as exc:
         raise ApiError(400, f"malformed multipart body: {exc}") from None
     if not done[0]:
-        raise ApiError(400, "malformed multipart body: it ends before the closing boundary "
-                            "(truncated upload?)")
+        raise ApiError(
+            400, "malformed multipart body: it ends before the closing boundary (truncated upload?)"
+        )
     parts = []
     for headers, data in raw:
-        disp, opts = parse_options_header(headers.get(b"content-disposition", b"").decode("latin-1"))
+        disp, opts = parse_options_header(
+            headers.get(b"content-disposition", b"").decode("latin-1")
+        )
         if disp != b"form-data":
-            raise ApiError(400, "malformed multipart body: a part lacks "
-                                "'Content-Disposition: form-data'")
+            raise ApiError(
+                400, "malformed multipart body: a part lacks 'Content-Disposition: form-data'"
+            )
         name = _text(opts.get(b"name", b""))
         filename = _text(opts[b"filename"]) if b"filename" in opts else None
         ptype = headers.get(b"content-type", b"").decode("latin-1")
@@ -433,8 +475,9 @@ def _classifier_shape(clf: Any) -> tuple[int, int]:
 
     size = classifier_image_shape(clf)
     if size is None:
-        raise TypeError(f"this {type(clf).__name__} knows no image size (input_shape_ or "
-                        "image_size)")
+        raise TypeError(
+            f"this {type(clf).__name__} knows no image size (input_shape_ or image_size)"
+        )
     return size
 
 
@@ -457,8 +500,14 @@ class Inspector:
     threshold is None.
     """
 
-    def __init__(self, detector: Any, config: ServiceConfig, metrics: Metrics,
-                 overlays: OverlayStore, model_name: str | None) -> None:
+    def __init__(
+        self,
+        detector: Any,
+        config: ServiceConfig,
+        metrics: Metrics,
+        overlays: OverlayStore,
+        model_name: str | None,
+    ) -> None:
         self.det = detector
         self.config = config
         self.metrics = metrics
@@ -469,8 +518,9 @@ class Inspector:
         if self.is_classifier:
             self.classes = [str(c) for c in np.asarray(detector.classes_).tolist()]
             self.good_class = good_class_of(detector)
-            self._good_idx = (self.classes.index(self.good_class)
-                              if self.good_class is not None else None)
+            self._good_idx = (
+                self.classes.index(self.good_class) if self.good_class is not None else None
+            )
             self.shape = _classifier_shape(detector)
             self.threshold = CLASSIFIER_THRESHOLD if self.good_class is not None else None
             self._lock = threading.Lock()
@@ -488,29 +538,39 @@ class Inspector:
 
         det = self.det
         params = det.get_params() if hasattr(det, "get_params") else {}
-        extra = {"classes": self.classes, "good_class": self.good_class} if self.is_classifier else {}
-        return _jsonable({
-            "kind": self.kind,
-            "detector": getattr(det, "kind", "") or type(det).__name__.lower(),
-            "class": type(det).__name__,
-            "params": params,
-            "image_shape": list(self.shape),
-            "threshold": self.threshold,
-            **extra,
-            "n_train": getattr(det, "n_train_", None),
-            "format_version": FORMAT_VERSION,
-            "gaikan_version": __version__,
-            "model_file": self.model_name,
-            "limits": {
-                "max_upload_bytes": self.config.max_upload_bytes,
-                "max_pixels": self.config.max_pixels,
-                "max_files": self.config.max_files,
-            },
-            "auth": self.config.token is not None,
-        })
+        extra = (
+            {"classes": self.classes, "good_class": self.good_class} if self.is_classifier else {}
+        )
+        return _jsonable(
+            {
+                "kind": self.kind,
+                "detector": getattr(det, "kind", "") or type(det).__name__.lower(),
+                "class": type(det).__name__,
+                "params": params,
+                "image_shape": list(self.shape),
+                "threshold": self.threshold,
+                **extra,
+                "n_train": getattr(det, "n_train_", None),
+                "format_version": FORMAT_VERSION,
+                "gaikan_version": __version__,
+                "model_file": self.model_name,
+                "limits": {
+                    "max_upload_bytes": self.config.max_upload_bytes,
+                    "max_pixels": self.config.max_pixels,
+                    "max_files": self.config.max_files,
+                },
+                "auth": self.config.token is not None,
+            }
+        )
 
-    def inspect_body(self, body: bytes, content_type: str, inline: bool = False,
-                     overlay: bool = True, alpha: float = 0.45) -> dict[str, Any]:
+    def inspect_body(
+        self,
+        body: bytes,
+        content_type: str,
+        inline: bool = False,
+        overlay: bool = True,
+        alpha: float = 0.45,
+    ) -> dict[str, Any]:
         """Parse, decode, score and describe every file of one request."""
         from ..errors import GaikanError
         from ..io import decode_image
@@ -520,19 +580,25 @@ class Inspector:
         files = [p for p in parts if p.name == "files"]
         if not files:
             names = sorted({p.name for p in parts})
-            raise ApiError(400, "no files: put the images in the multipart field 'files'"
-                           + (f" (got fields {names})" if names else ""))
+            raise ApiError(
+                400,
+                "no files: put the images in the multipart field 'files'"
+                + (f" (got fields {names})" if names else ""),
+            )
         labels = [file_label(p.filename, i) for i, p in enumerate(files)]
         results: list[dict[str, Any]] = [{"file": lab} for lab in labels]
         images, slots = [], []
         internal = 0
         for i, (part, label) in enumerate(zip(files, labels)):
             if not part.data:
-                results[i]["error"] = f"{label}: the file is empty (0 bytes); upload the image again"
+                results[i]["error"] = (
+                    f"{label}: the file is empty (0 bytes); upload the image again"
+                )
                 continue
             try:
-                img = decode_image(part.data, label, size=self.shape,
-                                   max_pixels=self.config.max_pixels)
+                img = decode_image(
+                    part.data, label, size=self.shape, max_pixels=self.config.max_pixels
+                )
             except (GaikanError, ValueError) as exc:
                 results[i]["error"] = str(exc)
                 continue
@@ -544,7 +610,7 @@ class Inspector:
             images.append(np.asarray(img, dtype=np.float64))
             slots.append(i)
         defects = 0
-        for i, img, outcome in (self._score(images, slots, results) if images else ()):
+        for i, img, outcome in self._score(images, slots, results) if images else ():
             label = results[i]["file"]
             if outcome is None:
                 internal += 1
@@ -552,20 +618,29 @@ class Inspector:
             score, amap, extra = outcome
             if not (math.isfinite(score) and np.isfinite(amap).all()):
                 log.warning("non-finite score or map for %r", label)
-                results[i]["error"] = (f"{label}: the model gave no finite score for this image "
-                                       "(a blank or saturated frame?); check the camera")
+                results[i]["error"] = (
+                    f"{label}: the model gave no finite score for this image "
+                    "(a blank or saturated frame?); check the camera"
+                )
                 continue
             try:
-                defects += self._describe(results[i], img, score, amap, extra, inline, overlay,
-                                          alpha)
+                defects += self._describe(
+                    results[i], img, score, amap, extra, inline, overlay, alpha
+                )
             except Exception:
                 log.exception("describing %r failed", label)
                 internal += 1
-                results[i] = {"file": label, "error": f"{label}: internal error while "
-                                                       "rendering the result"}
+                results[i] = {
+                    "file": label,
+                    "error": f"{label}: internal error while rendering the result",
+                }
         n_err = sum("error" in r for r in results)
-        self.metrics.add(images=len(results) - n_err, image_errors=n_err, defects=defects,
-                         internal_errors=internal)
+        self.metrics.add(
+            images=len(results) - n_err,
+            image_errors=n_err,
+            defects=defects,
+            internal_errors=internal,
+        )
         return {
             "results": results,
             "threshold": self.threshold,
@@ -584,8 +659,9 @@ class Inspector:
             best = proba.argmax(axis=1)
             maps = np.asarray(clf.explain(X, target=np.asarray(clf.classes_)[best]))
         if proba.shape != (len(X), len(self.classes)) or maps.shape[0] != len(X):
-            raise ValueError(f"the classifier answered shapes {proba.shape} and {maps.shape} "
-                             f"for {len(X)} images")
+            raise ValueError(
+                f"the classifier answered shapes {proba.shape} and {maps.shape} for {len(X)} images"
+            )
         out = []
         for pr, c, amap in zip(proba, best, maps):
             conf = float(pr[c])
@@ -596,12 +672,18 @@ class Inspector:
                 verdict = "ok" if int(c) == self._good_idx else "defect"
             if not np.isfinite(pr).all():
                 score = float("nan")
-            out.append((score, amap, {
-                "verdict": verdict,
-                "class": self.classes[int(c)],
-                "confidence": conf,
-                "probabilities": {lab: float(p) for lab, p in zip(self.classes, pr)},
-            }))
+            out.append(
+                (
+                    score,
+                    amap,
+                    {
+                        "verdict": verdict,
+                        "class": self.classes[int(c)],
+                        "confidence": conf,
+                        "probabilities": {lab: float(p) for lab, p in zip(self.classes, pr)},
+                    },
+                )
+            )
         return out
 
     def _score(self, images: list[np.ndarray], slots: list[int], results: list[dict]):
@@ -625,8 +707,17 @@ class Inspector:
                 continue
             yield i, img, outcome
 
-    def _describe(self, res: dict[str, Any], img: np.ndarray, score: float, amap: np.ndarray,
-                  extra: dict[str, Any], inline: bool, overlay: bool, alpha: float) -> int:
+    def _describe(
+        self,
+        res: dict[str, Any],
+        img: np.ndarray,
+        score: float,
+        amap: np.ndarray,
+        extra: dict[str, Any],
+        inline: bool,
+        overlay: bool,
+        alpha: float,
+    ) -> int:
         from ..report import overlay_png
 
         amap = np.asarray(amap, dtype=np.float64)
@@ -634,22 +725,23 @@ class Inspector:
         row, col = divmod(flat, amap.shape[1])
         extra = dict(extra)
         verdict = extra.pop("verdict", None) or ("defect" if score > self.threshold else "ok")
-        res.update({
-            "score": score,
-            "threshold": self.threshold,
-            "verdict": verdict,
-            **extra,
-            "map": {
-                "max": float(amap.reshape(-1)[flat]),
-                "mean": float(amap.mean()),
-                "argmax": {"row": int(row), "col": int(col)},
-                "shape": [int(amap.shape[0]), int(amap.shape[1])],
-            },
-        })
+        res.update(
+            {
+                "score": score,
+                "threshold": self.threshold,
+                "verdict": verdict,
+                **extra,
+                "map": {
+                    "max": float(amap.reshape(-1)[flat]),
+                    "mean": float(amap.mean()),
+                    "argmax": {"row": int(row), "col": int(col)},
+                    "shape": [int(amap.shape[0]), int(amap.shape[1])],
+                },
+            }
+        )
         if overlay:
             # classifier maps are scaled to [0, 1] by explain (as in gaikan inspect)
-            vmin, vmax = ((0.0, 1.0) if self.is_classifier
-                          else overlay_scale(amap, self.threshold))
+            vmin, vmax = (0.0, 1.0) if self.is_classifier else overlay_scale(amap, self.threshold)
             png = overlay_png(img, amap, vmin=vmin, vmax=vmax, alpha=alpha)
             res["overlay_scale"] = [vmin, vmax]
             if inline:
@@ -673,13 +765,18 @@ def _load_model(model: Any) -> tuple[Any, str | None]:
         model = load(model)
     if _is_detector(model) or _is_classifier(model):
         return model, name
-    what = f"{name} holds a {type(model).__name__}" if name else (
-        f"create_app got a {type(model).__name__}")
+    what = (
+        f"{name} holds a {type(model).__name__}"
+        if name
+        else (f"create_app got a {type(model).__name__}")
+    )
     if hasattr(model, "predict_proba") and hasattr(model, "explain"):
         raise TypeError(f"{what} that is not fitted (no classes_): fit it or load a saved model")
-    raise TypeError(f"{what}: the station serves fitted anomaly detectors (SOARTC, PaDiM, …; "
-                    "anything with detect(), image_shape_ and threshold_) and fitted classifiers "
-                    "(gaikan train; predict_proba(), explain() and classes_)")
+    raise TypeError(
+        f"{what}: the station serves fitted anomaly detectors (SOARTC, PaDiM, …; "
+        "anything with detect(), image_shape_ and threshold_) and fitted classifiers "
+        "(gaikan train; predict_proba(), explain() and classes_)"
+    )
 
 
 def _default_workers() -> int:
@@ -728,8 +825,11 @@ async def _read_body(receive_stream: Any, headers: Any, limit: int) -> bytes:
     An oversized body is drained (up to a hard cap) before answering so that
     clients which send the whole body first still read a clean 413.
     """
-    too_big = ApiError(413, f"the upload exceeds the server limit of {limit} bytes "
-                            f"({limit / 2**20:.1f} MiB); send fewer or smaller files")
+    too_big = ApiError(
+        413,
+        f"the upload exceeds the server limit of {limit} bytes "
+        f"({limit / 2**20:.1f} MiB); send fewer or smaller files",
+    )
     declared = headers.get("content-length")
     if declared is not None:
         try:
@@ -800,10 +900,16 @@ def create_app(
     -------
     fastapi.FastAPI
     """
-    if token is not None and not (str(token) and str(token).isascii() and str(token).isprintable()
-                                  and str(token).strip() == str(token)):
-        raise ValueError("the token must be non-empty printable ASCII without surrounding spaces "
-                         "(it travels in an HTTP header)")
+    if token is not None and not (
+        str(token)
+        and str(token).isascii()
+        and str(token).isprintable()
+        and str(token).strip() == str(token)
+    ):
+        raise ValueError(
+            "the token must be non-empty printable ASCII without surrounding spaces "
+            "(it travels in an HTTP header)"
+        )
     if max_upload_bytes <= 0 or max_pixels <= 0 or max_files <= 0:
         raise ValueError("max_upload_bytes, max_pixels and max_files must be positive")
     detector, model_name = _load_model(model_path_or_detector)
@@ -811,40 +917,65 @@ def create_app(
     if nworkers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     config = ServiceConfig(
-        max_upload_bytes=int(max_upload_bytes), max_pixels=int(max_pixels),
-        max_files=int(max_files), workers=nworkers,
+        max_upload_bytes=int(max_upload_bytes),
+        max_pixels=int(max_pixels),
+        max_files=int(max_files),
+        workers=nworkers,
         max_inflight=int(max_inflight) if max_inflight else max(64, 8 * nworkers),
-        overlay_entries=overlay_entries, overlay_bytes=overlay_bytes,
-        overlay_ttl_s=overlay_ttl_s, token=str(token) if token is not None else None,
+        overlay_entries=overlay_entries,
+        overlay_bytes=overlay_bytes,
+        overlay_ttl_s=overlay_ttl_s,
+        token=str(token) if token is not None else None,
     )
     metrics = Metrics()
     overlays = OverlayStore(overlay_entries, overlay_bytes, overlay_ttl_s)
     inspector = Inspector(detector, config, metrics, overlays, model_name)
     pool = ThreadPoolExecutor(max_workers=nworkers, thread_name_prefix="gaikan-score")
-    static = {route: ((_STATIC / fname).read_bytes(), ctype)
-              for route, (fname, ctype) in _STATIC_FILES.items()}
+    static = {
+        route: ((_STATIC / fname).read_bytes(), ctype)
+        for route, (fname, ctype) in _STATIC_FILES.items()
+    }
     started = time.time()
 
     @asynccontextmanager
     async def lifespan(app: Any):
         if inspector.is_classifier:
-            log.info("serving %s (%s, image %dx%d, classes %s, good class %r) with %d scoring "
-                     "threads", model_name or "in-memory model", type(detector).__name__,
-                     *inspector.shape, ", ".join(inspector.classes), inspector.good_class, nworkers)
+            log.info(
+                "serving %s (%s, image %dx%d, classes %s, good class %r) with %d scoring threads",
+                model_name or "in-memory model",
+                type(detector).__name__,
+                *inspector.shape,
+                ", ".join(inspector.classes),
+                inspector.good_class,
+                nworkers,
+            )
             if inspector.good_class is None:
-                log.warning("the classifier has no good class (good_class, or a class named "
-                            "good/ok/normal/pass): every image will be judged 'defect'")
+                log.warning(
+                    "the classifier has no good class (good_class, or a class named "
+                    "good/ok/normal/pass): every image will be judged 'defect'"
+                )
         else:
-            log.info("serving %s (%s, image %dx%d, threshold %.6g) with %d scoring threads",
-                     model_name or "in-memory model", type(detector).__name__, *inspector.shape,
-                     inspector.threshold, nworkers)
+            log.info(
+                "serving %s (%s, image %dx%d, threshold %.6g) with %d scoring threads",
+                model_name or "in-memory model",
+                type(detector).__name__,
+                *inspector.shape,
+                inspector.threshold,
+                nworkers,
+            )
         try:
             yield
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
 
-    app = FastAPI(title="gaikan inspection station", version=__version__, lifespan=lifespan,
-                  docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title="gaikan inspection station",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
     app.state.inspector = inspector
     app.state.metrics = metrics
     app.state.config = config
@@ -869,8 +1000,12 @@ def create_app(
 
     def _bug(scope: dict, exc: Exception):
         # Only a bug gets here: user errors are ApiError / per-file errors.
-        log.error("internal error on %s %s", scope.get("method"), scope.get("path"),
-                  exc_info=(type(exc), exc, exc.__traceback__))
+        log.error(
+            "internal error on %s %s",
+            scope.get("method"),
+            scope.get("path"),
+            exc_info=(type(exc), exc, exc.__traceback__),
+        )
         metrics.add(internal_errors=1)
         return _error(500, "internal server error (logged on the server)")
 
@@ -879,8 +1014,10 @@ def create_app(
         data, ctype = static[route]
 
         async def handler() -> Response:
-            return Response(data, media_type=ctype,
-                            headers={**_SECURITY_HEADERS, "Cache-Control": "no-cache"})
+            return Response(
+                data, media_type=ctype, headers={**_SECURITY_HEADERS, "Cache-Control": "no-cache"}
+            )
+
         return handler
 
     for route in static:
@@ -888,8 +1025,11 @@ def create_app(
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
-        return {"status": "ok", "uptime_s": round(time.time() - started, 3),
-                "model": type(detector).__name__}
+        return {
+            "status": "ok",
+            "uptime_s": round(time.time() - started, 3),
+            "model": type(detector).__name__,
+        }
 
     @app.get("/v1/model")
     async def model_info() -> dict[str, Any]:
@@ -899,27 +1039,39 @@ def create_app(
     async def prometheus() -> Response:
         gauges: dict[str, tuple[str, float]] = {}
         if inspector.threshold is not None:  # None: a classifier without a good class
-            gauges["gaikan_model_threshold"] = ("Image-score threshold of the served model.",
-                                                inspector.threshold)
-        gauges.update({
-            "gaikan_overlay_cache_entries": ("Overlay PNGs held in memory.", len(overlays)),
-            "gaikan_overlay_cache_bytes": ("Bytes of overlay PNGs held in memory.",
-                                           overlays.nbytes),
-            "gaikan_scoring_threads": ("Size of the scoring thread pool.", nworkers),
-        })
+            gauges["gaikan_model_threshold"] = (
+                "Image-score threshold of the served model.",
+                inspector.threshold,
+            )
+        gauges.update(
+            {
+                "gaikan_overlay_cache_entries": ("Overlay PNGs held in memory.", len(overlays)),
+                "gaikan_overlay_cache_bytes": (
+                    "Bytes of overlay PNGs held in memory.",
+                    overlays.nbytes,
+                ),
+                "gaikan_scoring_threads": ("Size of the scoring thread pool.", nworkers),
+            }
+        )
         rss = _rss_bytes()
         if rss is not None:
             gauges["process_resident_memory_bytes"] = ("Resident memory size in bytes.", rss)
-        return Response(metrics.render(gauges),
-                        media_type="text/plain; version=0.0.4; charset=utf-8")
+        return Response(
+            metrics.render(gauges), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )
 
     @app.get("/v1/overlays/{key}.png")
     async def get_overlay(key: str) -> Response:
         png = overlays.get(key) if len(key) < 64 else None
         if png is None:
-            raise ApiError(404, "overlay not found: it expired or was evicted; inspect the "
-                                "image again (or ask for ?inline=1)")
-        return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+            raise ApiError(
+                404,
+                "overlay not found: it expired or was evicted; inspect the "
+                "image again (or ask for ?inline=1)",
+            )
+        return Response(
+            png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"}
+        )
 
     @app.post("/v1/inspect")
     async def inspect(request: Request) -> Response:
@@ -928,8 +1080,11 @@ def create_app(
         alpha = _fraction(request.query_params, "alpha", 0.45)
         ctype = request.headers.get("content-type", "")
         if not ctype.lower().startswith("multipart/form-data"):
-            raise ApiError(415, "send the images as multipart/form-data in the field 'files' "
-                                f"(got Content-Type {ctype[:80]!r})")
+            raise ApiError(
+                415,
+                "send the images as multipart/form-data in the field 'files' "
+                f"(got Content-Type {ctype[:80]!r})",
+            )
         if metrics.inflight >= config.max_inflight:
             raise ApiError(503, "the station is busy; retry shortly", {"Retry-After": "1"})
         metrics.inflight += 1  # only touched on the event loop thread
@@ -937,7 +1092,8 @@ def create_app(
             body = await _read_body(request.stream(), request.headers, config.max_upload_bytes)
             loop = asyncio.get_running_loop()
             payload = await loop.run_in_executor(
-                pool, functools.partial(inspector.inspect_body, body, ctype, inline, overlay, alpha))
+                pool, functools.partial(inspector.inspect_body, body, ctype, inline, overlay, alpha)
+            )
         finally:
             metrics.inflight -= 1
         return Response(json.dumps(payload, allow_nan=False), media_type="application/json")
@@ -959,8 +1115,11 @@ def create_app(
                 await self.asgi(scope, receive, send)
                 return
             path = scope.get("path", "")
-            label = path if path in _KNOWN_PATHS else (
-                "/v1/overlays" if path.startswith("/v1/overlays/") else "other")
+            label = (
+                path
+                if path in _KNOWN_PATHS
+                else ("/v1/overlays" if path.startswith("/v1/overlays/") else "other")
+            )
             status, started = [500], [False]
             t0 = time.perf_counter()
 
@@ -977,9 +1136,11 @@ def create_app(
                         if k == b"authorization":
                             got = v
                     if not hmac.compare_digest(got, expected):
-                        resp = _error(401, "missing or wrong bearer token: send "
-                                           "'Authorization: Bearer <token>'",
-                                      {"WWW-Authenticate": 'Bearer realm="gaikan"'})
+                        resp = _error(
+                            401,
+                            "missing or wrong bearer token: send 'Authorization: Bearer <token>'",
+                            {"WWW-Authenticate": 'Bearer realm="gaikan"'},
+                        )
                         await resp(scope, receive, send_wrapper)
                         return
                 try:
@@ -992,8 +1153,9 @@ def create_app(
                         raise
                     await _bug(scope, exc)(scope, receive, send_wrapper)
             finally:
-                metrics.observe_request(scope.get("method", ""), label, status[0],
-                                        time.perf_counter() - t0)
+                metrics.observe_request(
+                    scope.get("method", ""), label, status[0], time.perf_counter() - t0
+                )
 
     app.add_middleware(_Edge)
     return app

@@ -35,8 +35,9 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -195,7 +196,7 @@ def _can_import_bpy(python: str) -> bool:
     else:
         cmd = [python, "-c", "import bpy"]
     try:
-        r = subprocess.run(cmd, capture_output=True, timeout=120)
+        r = subprocess.run(cmd, check=False, capture_output=True, timeout=120)
     except (OSError, subprocess.SubprocessError):
         return False
     return r.returncode == 0
@@ -295,12 +296,15 @@ def render_scenes(
         out.mkdir()
         r = subprocess.run(
             _command(py, str(t / "render.py"), str(t / "jobs.json"), str(out)),
+            check=False,
             capture_output=True,
             text=True,
             timeout=timeout,
         )
         if r.returncode != 0 or "gaikan-blender-done" not in r.stdout:
-            raise GaikanError(f"Blender render failed (exit {r.returncode}):\n{(r.stdout + r.stderr)[-3000:]}")
+            raise GaikanError(
+                f"Blender render failed (exit {r.returncode}):\n{(r.stdout + r.stderr)[-3000:]}"
+            )
         transforms = json.loads((out / "view_transforms.json").read_text())
         res = []
         for k, j in enumerate(payload):

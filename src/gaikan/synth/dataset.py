@@ -16,9 +16,10 @@ import io
 import json
 import multiprocessing
 import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -40,12 +41,12 @@ from .scene import (
 __all__ = [
     "DEFAULT_DEFECTS",
     "build_sample_scenes",
+    "count_images",
     "defect_mask",
+    "iter_labels",
     "make_dataset",
     "render_sample",
     "render_views",
-    "count_images",
-    "iter_labels",
 ]
 
 DEFAULT_DEFECTS = ("missing", "pushed", "tilt_x", "tilt_y", "shifted")
@@ -87,11 +88,15 @@ def build_sample_scenes(
         return build_scene(layout, dd, views=views, rng=rng, jitter=jitter, pattern=pattern)
 
     scene = build(d)
-    scene.meta.update({"seed": int(seed), "split": split, "index": int(index), "defect_name": defect})
+    scene.meta.update(
+        {"seed": int(seed), "split": split, "index": int(index), "defect_name": defect}
+    )
     return scene, (build(None) if d is not None else None)
 
 
-def defect_mask(scene: Scene, ids: np.ndarray, nominal: Scene | None, nominal_ids: np.ndarray | None) -> np.ndarray:
+def defect_mask(
+    scene: Scene, ids: np.ndarray, nominal: Scene | None, nominal_ids: np.ndarray | None
+) -> np.ndarray:
     """Union of the defective pin's visible pixels in the defect and nominal scenes.
 
     Parameters
@@ -152,7 +157,11 @@ def _label(scene: Scene, view: str, size: int) -> dict[str, Any]:
         "size": int(size),
         "pin": None,
         "severity": {},
-        "camera": {"position": list(cam.position), "rotation": list(cam.rotation), "fov_y": cam.fov_y},
+        "camera": {
+            "position": list(cam.position),
+            "rotation": list(cam.rotation),
+            "fov_y": cam.fov_y,
+        },
     }
     if d:
         rec["pin"] = {"row": d["row"], "col": d["col"], "name": d["pin"]}
@@ -235,7 +244,9 @@ def _write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def count_images(n_good: int, n_test_good: int, n_defect: int, defects: Sequence[str], views: Sequence[str]) -> int:
+def count_images(
+    n_good: int, n_test_good: int, n_defect: int, defects: Sequence[str], views: Sequence[str]
+) -> int:
     """Number of images (not counting masks) :func:`make_dataset` writes."""
     return (n_good + n_test_good + n_defect * len(defects)) * len(views)
 
@@ -248,7 +259,9 @@ def _tasks(n_good, n_test_good, n_defect, defects) -> list[tuple[str, str, int]]
     return t
 
 
-def _relpaths(fmt: str, view: str, split: str, defect: str, index: int, width: int) -> tuple[str, str | None]:
+def _relpaths(
+    fmt: str, view: str, split: str, defect: str, index: int, width: int
+) -> tuple[str, str | None]:
     name = f"{index:0{width}d}"
     if fmt == "classes":
         return f"{view}/{defect}/{split}_{name}.png", None
@@ -268,11 +281,15 @@ def _job(args: tuple) -> list[dict[str, Any]]:
     return _write_sample(Path(out), scene, cfg, rendered)
 
 
-def _write_sample(out: Path, scene: Scene, cfg: Mapping[str, Any], rendered) -> list[dict[str, Any]]:
+def _write_sample(
+    out: Path, scene: Scene, cfg: Mapping[str, Any], rendered
+) -> list[dict[str, Any]]:
     m = scene.meta
     recs = []
     for view, (img, mask) in zip(cfg["views"], rendered, strict=True):
-        rel, rel_mask = _relpaths(cfg["format"], view, m["split"], m["defect_name"], m["index"], cfg["width"])
+        rel, rel_mask = _relpaths(
+            cfg["format"], view, m["split"], m["defect_name"], m["index"], cfg["width"]
+        )
         _write(out / rel, _png_bytes(img))
         if rel_mask is not None:
             _write(out / rel_mask, _png_bytes(mask.astype(np.uint8) * 255))
@@ -386,7 +403,9 @@ def make_dataset(
     if renderer == "blender":
         from . import blender
 
-        for recs in blender.render_dataset(out, tasks, cfg, blender_python, build_sample_scenes, _write_sample):
+        for recs in blender.render_dataset(
+            out, tasks, cfg, blender_python, build_sample_scenes, _write_sample
+        ):
             records.extend(recs)
             tick()
     elif renderer != "numpy":

@@ -68,7 +68,9 @@ def pack(scene: Scene) -> Packed:
     )
 
 
-def camera_rays(camera: Camera, size: tuple[int, int], supersample: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def camera_rays(
+    camera: Camera, size: tuple[int, int], supersample: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
     """Origin (3,) and unit directions (H·s, W·s, 3) of a camera's rays.
 
     Sub-pixel samples of ``supersample = s`` sit at the centres of an s×s
@@ -160,7 +162,9 @@ def _cylinder(o, d, c, R, h):
     return t, nl
 
 
-def cast(pk: Packed, o: np.ndarray, d: np.ndarray, any_hit: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def cast(
+    pk: Packed, o: np.ndarray, d: np.ndarray, any_hit: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Intersect rays with all primitives.
 
     Parameters
@@ -238,7 +242,10 @@ def shade(
     spec = pk.specular[k] * ndh ** pk.shininess[k]
     sun = scene.sun
     ambient = sun.ambient * (0.7 + 0.3 * nh[:, 2])  # hemispherical: sky above, table below
-    L[hit] = pk.albedo[k] * (ambient + sun.intensity * np.clip(ndl, 0.0, None) * vis) + sun.intensity * vis * spec
+    L[hit] = (
+        pk.albedo[k] * (ambient + sun.intensity * np.clip(ndl, 0.0, None) * vis)
+        + sun.intensity * vis * spec
+    )
     return L, ids
 
 

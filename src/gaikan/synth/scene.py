@@ -27,27 +27,28 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 __all__ = [
     "CAMERA_PRESETS",
-    "DEFECT_MODES",
     "DEFAULT_SEVERITY",
+    "DEFECT_MODES",
     "LAYOUTS",
-    "N_ROWS",
     "N_COLS",
+    "N_ROWS",
     "SUN_DIRECTION",
     "VIEWS",
     "Camera",
     "Defect",
+    "Jitter",
     "Material",
     "Primitive",
     "Scene",
     "Sun",
-    "Jitter",
     "build_scene",
     "make_camera",
     "parse_defect",
@@ -226,7 +227,7 @@ class Scene:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Scene":
+    def from_dict(cls, d: Mapping[str, Any]) -> Scene:
         def tup(x):
             return tuple(float(v) for v in x)
 
@@ -242,13 +243,24 @@ class Scene:
             for p in d["primitives"]
         ]
         cams = {
-            k: Camera(name=c["name"], position=tup(c["position"]), rotation=tup(c["rotation"]), fov_y=float(c["fov_y"]))
+            k: Camera(
+                name=c["name"],
+                position=tup(c["position"]),
+                rotation=tup(c["rotation"]),
+                fov_y=float(c["fov_y"]),
+            )
             for k, c in d["cameras"].items()
         }
         mats = {k: Material(**m) for k, m in d["materials"].items()}
         s = d["sun"]
-        sun = Sun(direction=tup(s["direction"]), intensity=float(s["intensity"]), ambient=float(s["ambient"]))
-        return cls(prims, mats, cams, sun, float(d.get("noise_sigma", 0.0)), dict(d.get("meta", {})))
+        sun = Sun(
+            direction=tup(s["direction"]),
+            intensity=float(s["intensity"]),
+            ambient=float(s["ambient"]),
+        )
+        return cls(
+            prims, mats, cams, sun, float(d.get("noise_sigma", 0.0)), dict(d.get("meta", {}))
+        )
 
 
 @dataclass(frozen=True)
@@ -273,7 +285,7 @@ class Jitter:
     tint: float = 0.01  # relative albedo change per material
     noise: float = 1.5  # grey levels
 
-    def scaled(self, k: float) -> "Jitter":
+    def scaled(self, k: float) -> Jitter:
         """All deviations multiplied by ``k`` (``k = 0``: identical good parts)."""
         return Jitter(**{f: getattr(self, f) * k for f in self.__dataclass_fields__})
 
@@ -342,7 +354,9 @@ def parse_defect(spec: str) -> tuple[str, ...]:
         raise ValueError("empty defect specification")
     bad = [m for m in modes if m not in DEFECT_MODES]
     if bad:
-        raise ValueError(f"unknown defect mode(s) {bad}; choose from {DEFECT_MODES} (combine with '+')")
+        raise ValueError(
+            f"unknown defect mode(s) {bad}; choose from {DEFECT_MODES} (combine with '+')"
+        )
     if len(set(modes)) != len(modes):
         raise ValueError(f"defect mode repeated in {spec!r}")
     return modes
@@ -430,7 +444,9 @@ def make_camera(
     dist, polar, azim, tz, fov = CAMERA_PRESETS[view]
     p, a = math.radians(polar), math.radians(azim)
     target = np.array([0.0, 0.0, tz])
-    pos = target + dist * np.array([math.sin(p) * math.cos(a), math.sin(p) * math.sin(a), math.cos(p)])
+    pos = target + dist * np.array(
+        [math.sin(p) * math.cos(a), math.sin(p) * math.sin(a), math.cos(p)]
+    )
     roll = 0.0
     if rng is not None and jitter is not None:
         pos = pos + rng.normal(0.0, jitter.camera_pos, 3)
@@ -497,7 +513,10 @@ def build_scene(
     # each camera draws from its own stream, so a view's pose does not depend
     # on which other views are rendered
     cam_seed = int(rng.integers(2**63))
-    cams = {v: make_camera(v, np.random.default_rng([cam_seed, zlib.crc32(v.encode())]), jit) for v in views}
+    cams = {
+        v: make_camera(v, np.random.default_rng([cam_seed, zlib.crc32(v.encode())]), jit)
+        for v in views
+    }
 
     Rp = _rot("z", part_rot)
     tp = np.array([part_xy[0], part_xy[1], 0.0])
@@ -505,7 +524,12 @@ def build_scene(
     prims = [
         Primitive("table", "box", (0.0, 0.0, -1.5), _t(I3), (40.0, 40.0, 0.5), "table"),
         Primitive(
-            "housing", "box", _t(tp + Rp @ np.array([0.0, 0.0, -HOUSING_HALF[2]])), _t(Rp), HOUSING_HALF, "housing"
+            "housing",
+            "box",
+            _t(tp + Rp @ np.array([0.0, 0.0, -HOUSING_HALF[2]])),
+            _t(Rp),
+            HOUSING_HALF,
+            "housing",
         ),
     ]
     for k, shape in enumerate(shapes):
@@ -532,7 +556,14 @@ def build_scene(
         centre = tp + Rp @ base + Rw @ centre_local
         kind = "box" if shape == "s" else "cylinder"
         prims.append(
-            Primitive(pin_name(row, col), kind, _t(centre), _t(Rw), (PIN_HALF, PIN_HALF, float(half_h)), "pin")
+            Primitive(
+                pin_name(row, col),
+                kind,
+                _t(centre),
+                _t(Rw),
+                (PIN_HALF, PIN_HALF, float(half_h)),
+                "pin",
+            )
         )
 
     base_sun = np.asarray(SUN_DIRECTION, dtype=np.float64)

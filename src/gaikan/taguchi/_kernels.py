@@ -70,7 +70,7 @@ def available() -> bool:
     if _compiled is None and not _failed:
         try:
             _compiled = _build()
-        except Exception:  # numba missing or incompatible: numpy path instead
+        except Exception:  # noqa: BLE001 - numba missing or incompatible: numpy path instead
             _failed = True
     return _compiled is not None
 

@@ -15,11 +15,11 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
-    "regularise_covariance",
-    "fit_gaussians",
-    "mahalanobis",
-    "loo_mahalanobis",
     "MTUnitSpace",
+    "fit_gaussians",
+    "loo_mahalanobis",
+    "mahalanobis",
+    "regularise_covariance",
 ]
 
 
@@ -150,7 +150,7 @@ class MTUnitSpace:
         self.reg_rel = reg_rel
         self.reg_abs = reg_abs
 
-    def fit(self, X: np.ndarray) -> "MTUnitSpace":
+    def fit(self, X: np.ndarray) -> MTUnitSpace:
         """Fit on unit-space samples X, shape (n, k)."""
         x = np.asarray(X, dtype=np.float64)
         if x.ndim != 2 or x.shape[0] < 2:

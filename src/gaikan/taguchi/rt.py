@@ -12,7 +12,7 @@ import numpy as np
 
 from .mt import fit_gaussians, mahalanobis
 
-__all__ = ["rt_features", "RTUnitSpace"]
+__all__ = ["RTUnitSpace", "rt_features"]
 
 
 def rt_features(y: np.ndarray, m: np.ndarray) -> np.ndarray:
@@ -58,7 +58,7 @@ class RTUnitSpace:
         self.reg_rel = reg_rel
         self.reg_abs = reg_abs
 
-    def fit(self, X: np.ndarray) -> "RTUnitSpace":
+    def fit(self, X: np.ndarray) -> RTUnitSpace:
         """Fit on unit-space samples X, shape (n, k)."""
         x = np.asarray(X, dtype=np.float64)
         if x.ndim != 2 or x.shape[0] < 3:

@@ -11,11 +11,11 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
-    "EPS",
     "BETA_FLOOR",
-    "soart3",
-    "self_similarity",
+    "EPS",
     "mean_self_similarity",
+    "self_similarity",
+    "soart3",
     "soartc_features",
 ]
 
