@@ -19,7 +19,7 @@ from .detectors import (
     create,
     load,
 )
-from .errors import GaikanError, ImageError, ModelFileError, NotFittedError
+from .errors import GaikanError, ImageError, ModelFileError, NotFittedError, ParameterError
 from .patches import correlate2d, extract, fold
 from .taguchi import MTUnitSpace, RTUnitSpace, soart3
 
@@ -32,6 +32,7 @@ __all__ = [
     "MTUnitSpace",
     "ModelFileError",
     "NotFittedError",
+    "ParameterError",
     "RTDetector",
     "RTUnitSpace",
     "SOART3Map",

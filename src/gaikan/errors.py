@@ -12,6 +12,7 @@ __all__ = [
     "ImageError",
     "ModelFileError",
     "NotFittedError",
+    "ParameterError",
 ]
 
 
@@ -41,3 +42,12 @@ class ModelFileError(GaikanError, ValueError):
 
 class NotFittedError(GaikanError, AttributeError):
     """A detector method that needs ``fit`` was called before it."""
+
+
+class ParameterError(GaikanError, ValueError):
+    """A parameter or an input array is unusable (bad value, shape or type).
+
+    Raised by ``fit`` when it validates an estimator's parameters and by
+    every method that validates its input; the message names the parameter
+    and the accepted values.
+    """
