@@ -120,8 +120,12 @@ def test_inspect_outputs_and_labels(model, folders, tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "results.csv")))
     assert len(rows) == 9
     broken = next(r for r in rows if r["file"].endswith("broken.png"))
-    assert broken["verdict"] == "" and "broken.png" in broken["error"]
-    scored = [r for r in rows if r["verdict"]]
+    assert broken["verdict"] == "error" and "broken.png" in broken["error"]
+    scored = [r for r in rows if r["verdict"] != "error"]
+    # the display map's maximum is the image score, and its hottest point is given
+    for r in scored:
+        assert float(r["map_max"]) == pytest.approx(float(r["score"]), rel=1e-5)
+        assert 0 <= int(r["peak_row"]) < 40 and 0 <= int(r["peak_col"]) < 40
     flagged = {r["folder_label"] for r in scored if r["verdict"] == "defect"}
     assert flagged == {"scratch"}
     assert sum(r["verdict"] == "defect" for r in scored) >= 3
@@ -147,7 +151,7 @@ def test_exit_codes(model, folders, tmp_path):
     )
     assert res.exit_code == 1
     res = runner.invoke(cli, ["inspect", str(model), str(bad), "-o", str(tmp_path / "o2")])
-    assert res.exit_code == 2 and "none of the images could be scored" in res.output
+    assert res.exit_code == 3 and "none of the images could be scored" in res.output
     res = runner.invoke(
         cli,
         [
@@ -160,11 +164,11 @@ def test_exit_codes(model, folders, tmp_path):
             "--strict",
         ],
     )
-    assert res.exit_code == 2 and "--strict" in res.output
+    assert res.exit_code == 3 and "--strict" in res.output
     res = runner.invoke(
         cli, ["inspect", str(bad), str(folders / "test"), "-o", str(tmp_path / "o4")]
     )
-    assert res.exit_code == 2 and "not a gaikan model file" in res.output
+    assert res.exit_code == 4 and "not a gaikan model file" in res.output
     res = runner.invoke(
         cli,
         ["fit", str(folders / "train" / "good"), "-o", str(tmp_path / "x"), "--detector", "nope"],
@@ -177,7 +181,7 @@ def test_exit_codes(model, folders, tmp_path):
     res = runner.invoke(
         cli, ["fit", str(folders / "test" / "scratch"), "-o", str(tmp_path / "x"), "--size", "40"]
     )
-    assert res.exit_code == 2 and "at least 5" in res.output
+    assert res.exit_code == 3 and "at least 5" in res.output
 
 
 def test_threshold_override(model, folders, tmp_path):
@@ -225,7 +229,7 @@ def test_bench_on_mvtec_folder(folders):
 
 
 def test_split_top_keeps_nested_brackets():
-    from gaikan.cli.core import _split_top
+    from gaikan.cli._common import split_top as _split_top
 
     assert _split_top('padim,padim[layers=[2,3];k=8],v[p={"a":1,"b":2}]', ",") == [
         "padim",
@@ -233,3 +237,95 @@ def test_split_top_keeps_nested_brackets():
         'v[p={"a":1,"b":2}]',
     ]
     assert _split_top("layers=[2,3];k=8", ";") == ["layers=[2,3]", "k=8"]
+
+
+def _inspect(model, *args):
+    return CliRunner().invoke(cli, ["inspect", str(model), *map(str, args)])
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "-1"])
+def test_threshold_must_be_finite_and_non_negative(model, folders, tmp_path, bad):
+    res = _inspect(model, folders / "test" / "good", "-o", tmp_path, "--threshold", bad)
+    assert res.exit_code == 2 and "finite number" in res.output
+    assert "Traceback" not in res.output
+
+
+def test_fail_on_defect_fails_on_parts_not_inspected(model, folders, tmp_path):
+    blank = tmp_path / "in" / "blank.png"
+    blank.parent.mkdir()
+    Image.fromarray(np.zeros((40, 40), np.uint8)).save(blank)  # a lens cap
+    good = folders / "test" / "good"
+    res = _inspect(
+        model, good, blank, "-o", tmp_path / "a", "--fail-on-defect", "--threshold", "1e9"
+    )
+    assert res.exit_code == 3 and "could not be inspected" in res.output
+    rows = {r["file"]: r for r in csv.DictReader(open(tmp_path / "a" / "results.csv"))}
+    assert rows[str(blank)]["verdict"] == "error" and rows[str(blank)]["error"]
+    res = _inspect(
+        model,
+        good,
+        blank,
+        "-o",
+        tmp_path / "b",
+        "--fail-on-defect",
+        "--allow-errors",
+        "--threshold",
+        "1e9",
+    )
+    assert res.exit_code == 0, res.output
+    # a defect outranks a part that was not inspected
+    res = _inspect(
+        model, folders / "test" / "scratch", blank, "-o", tmp_path / "c", "--fail-on-defect"
+    )
+    assert res.exit_code == 1
+
+
+def test_interrupted_run_keeps_its_rows(model, folders, tmp_path, monkeypatch):
+    from gaikan.inspection import Inspector
+
+    real = Inspector.judge
+    calls = []
+
+    def judge(self, *a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Inspector, "judge", judge)
+    res = _inspect(model, folders / "test", "-o", tmp_path, "--batch-size", "3")
+    assert res.exit_code == 130, res.output
+    rows = list(csv.DictReader(open(tmp_path / "results.csv")))
+    assert len(rows) == 3 and all(r["verdict"] in ("ok", "defect") for r in rows)
+    html = (tmp_path / "report.html").read_text()
+    assert "Incomplete run" in html and "interrupted after 3 of 8 files" in html
+
+
+def test_internal_error_exit_5_without_traceback(model, folders, tmp_path, monkeypatch):
+    from gaikan.inspection import Inspector
+
+    def boom(self, *a, **k):
+        raise RuntimeError("kaboom")
+
+    monkeypatch.setattr(Inspector, "judge", boom)
+    monkeypatch.delenv("GAIKAN_DEBUG", raising=False)
+    res = _inspect(model, folders / "test", "-o", tmp_path)
+    assert res.exit_code == 5 and "kaboom" in res.output and "Traceback" not in res.output
+
+
+def test_fit_warns_about_outliers_and_drops_them(folders, tmp_path):
+    train = tmp_path / "train"
+    train.mkdir()
+    good = structured_images(20, seed=3)
+    bad = plant_defect(structured_images(3, seed=4), delta=120.0)[0]
+    for i, im in enumerate([*good, *bad]):
+        Image.fromarray(im.clip(0, 255).astype(np.uint8)).save(train / f"{i:03d}.png")
+    args = ["fit", str(train), "-o", str(tmp_path / "m.gaikan"), "--kernel", "8", "--stride", "4"]
+    res = CliRunner().invoke(cli, [*args, "--size", "40"])
+    assert res.exit_code == 0, res.output
+    assert "warning" in res.output and all(f"{i:03d}.png" in res.output for i in (20, 21, 22))
+    raised = gaikan.load(tmp_path / "m.gaikan").threshold_
+    res = CliRunner().invoke(cli, [*args, "--size", "40", "--drop-outliers"])
+    assert res.exit_code == 0, res.output
+    det = gaikan.load(tmp_path / "m.gaikan")
+    assert det.n_train_ == 20 and det.threshold_ < raised / 2

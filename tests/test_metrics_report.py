@@ -5,8 +5,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gaikan.inspection import Inspection
 from gaikan.metrics import pixel_roc_auc, roc_auc, roc_curve
-from gaikan.report import InspectionRecord, heat_norm, overlay_png, overlay_rgb, write_report
+from gaikan.report import write_report
 
 
 @settings(max_examples=50, deadline=None)
@@ -35,36 +36,24 @@ def test_roc_curve_and_pixel_auroc():
     assert pixel_roc_auc(masks, maps) == 1.0
 
 
-def test_overlay_colours_follow_threshold():
-    img = np.full((4, 4), 128.0)
-    amap = np.array([[0.5] * 4, [10] * 4, [25] * 4, [1e4] * 4])
-    n = heat_norm(amap, threshold=10)
-    assert np.all(np.diff(n[:, 0]) > 0) and n[3, 0] == 1.0 and 0.5 < n[1, 0] < 0.8
-    rgb = overlay_rgb(img, amap, threshold=10, alpha=1.0)
-    assert rgb.shape == (4, 4, 3) and rgb.dtype == np.uint8
-    assert rgb[0, 0, 2] > rgb[0, 0, 0]  # good = blue
-    assert rgb[3, 0, 0] > rgb[3, 0, 2]  # far over = red
-    assert overlay_png(img, amap).startswith(b"\x89PNG")
-    with pytest.raises(ValueError):
-        overlay_rgb(img, amap[:2])
-
-
 def test_write_report(tmp_path):
     recs = [
-        InspectionRecord(f"good/{i}.png", score=1.0 + i, verdict="ok", label="good")
+        Inspection(f"good/{i}.png", "ok", score=1.0 + i, threshold=10.0, label="good")
         for i in range(5)
     ]
     recs += [
-        InspectionRecord(f"bad/{i}.png", score=50.0 + i, verdict="defect", label="bad")
+        Inspection(f"bad/{i}.png", "defect", score=50.0 + i, threshold=10.0, label="bad")
         for i in range(5)
     ]
-    recs.append(
-        InspectionRecord(
-            "bad/broken.png", error="bad/broken.png: the file is truncated", label="bad"
-        )
-    )
+    recs.append(Inspection("good/alarm.png", "defect", score=11.0, threshold=10.0, label="good"))
+    recs.append(Inspection("bad/miss.png", "ok", score=9.0, threshold=10.0, label="bad"))
+    recs.append(Inspection.failed("bad/broken.png", "bad/broken.png: the file is truncated", "bad"))
     html = write_report(tmp_path, recs, threshold=10.0, model="m").read_text()
-    assert "image AUROC (folder labels)</td><td>1.0000" in html
+    assert "image AUROC (folder labels)" in html
     assert "the file is truncated" in html
-    assert html.count("data:image/png;base64") == 2  # histogram + ROC
-    assert "11 (10 scored, 1 unreadable)" in html
+    assert html.count("data:image/png;base64") == 2  # histogram + ROC (no overlays written)
+    assert "13 (12 scored, 1 could not be inspected)" in html
+    assert "False alarms (1)" in html and "Misses (1)" in html
+    assert "<svg" in html and "threshold" in html  # the colour bar
+    assert "Confusion counts" in html
+    assert "Incomplete run" not in html

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import rankdata
 
-__all__ = ["pixel_roc_auc", "roc_auc", "roc_curve"]
+__all__ = ["pixel_roc_auc", "robust_outliers", "roc_auc", "roc_curve"]
 
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -82,3 +82,31 @@ def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.nd
     fpr = np.r_[0.0, fps / n_neg]
     tpr = np.r_[0.0, tps / n_pos]
     return fpr, tpr, np.r_[np.inf, s[distinct]]
+
+
+def robust_outliers(scores: np.ndarray, z: float = 6.0) -> np.ndarray:
+    """Indices of scores that stand far above the rest, on a log scale.
+
+    Anomaly scores of good parts are skewed (D² values), so the test runs
+    on ``log(score)``: an image is an outlier when its log score exceeds
+    the median by more than ``z`` robust standard deviations (1.4826 ×
+    the median absolute deviation).  Used to warn when a unit space holds
+    defective parts, which push the threshold up.
+
+    Parameters
+    ----------
+    scores : ndarray, shape (n,)
+        Leave-one-out scores of the unit space (higher = worse), > 0.
+    z : float
+
+    Returns
+    -------
+    ndarray of int
+    """
+    s = np.log(np.maximum(np.asarray(scores, dtype=np.float64), 1e-300))
+    if s.size < 5:
+        return np.empty(0, dtype=int)
+    med = np.median(s)
+    mad = 1.4826 * np.median(np.abs(s - med))
+    spread = max(mad, 0.05 * abs(med), 1e-9)
+    return np.flatnonzero((s - med) / spread > z)

@@ -7,25 +7,65 @@ fast and works without the extras.
 
 from __future__ import annotations
 
+import os
 import sys
+from typing import Any
 
 import click
 
 from .. import __version__
+from ._common import EXIT_CODES_HELP, Exit
 
-__all__ = ["cli", "main"]
+__all__ = ["Exit", "cli", "main"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Maps every failure to its documented exit code; no traceback reaches a user."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from ..errors import GaikanError, ModelFileError
+
+        try:
+            return super().invoke(ctx)
+        except click.exceptions.Exit:
+            raise
+        except click.UsageError:
+            raise  # exit 2 with click's usage message
+        except click.ClickException as exc:
+            exc.exit_code = int(Exit.INPUT)
+            raise
+        except KeyboardInterrupt:
+            click.echo("\ninterrupted", err=True)
+            raise SystemExit(int(Exit.INTERRUPTED)) from None
+        except ModelFileError as exc:
+            click.echo(f"error: {exc}", err=True)
+            raise SystemExit(int(Exit.MODEL)) from None
+        except GaikanError as exc:
+            click.echo(f"error: {exc}", err=True)
+            raise SystemExit(int(Exit.INPUT)) from None
+        except Exception as exc:
+            if os.environ.get("GAIKAN_DEBUG"):
+                raise
+            click.echo(
+                f"internal error: {type(exc).__name__}: {exc} (a bug in gaikan; rerun with "
+                "GAIKAN_DEBUG=1 for the traceback and report it)",
+                err=True,
+            )
+            raise SystemExit(int(Exit.INTERNAL)) from None
+
+
+@click.group(
+    cls=_Group, context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES_HELP
+)
 @click.version_option(__version__, prog_name="gaikan")
 def cli() -> None:
     """gaikan (外観): visual inspection from a handful of good images."""
 
 
 def _register() -> None:
-    from . import core, serve, synth, train
+    from . import bench, demo, fit, inspect, serve, synth, train
 
-    for mod in (core, synth, train, serve):
+    for mod in (fit, inspect, demo, bench, synth, train, serve):
         for cmd in getattr(mod, "COMMANDS", []):
             cli.add_command(cmd)
 

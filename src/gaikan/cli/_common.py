@@ -1,0 +1,148 @@
+"""What every command shares: exit codes, error reporting, option parsing, progress.
+
+No maths here: commands parse, load, call the library and save.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+from collections.abc import Sequence
+from enum import IntEnum
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+__all__ = [
+    "EXIT_CODES_HELP",
+    "Exit",
+    "collect",
+    "fail",
+    "load_model",
+    "parse_params",
+    "parse_size",
+    "progress",
+    "split_top",
+    "threshold_option",
+]
+
+
+class Exit(IntEnum):
+    """gaikan's exit codes, the same for every command."""
+
+    OK = 0  #: success (parts may have been flagged without --fail-on-defect)
+    DEFECT = 1  #: --fail-on-defect and at least one part judged defect
+    USAGE = 2  #: bad command line or option values
+    INPUT = 3  #: input problems: no or unreadable images, too few good images, a part not inspected
+    MODEL = 4  #: the model file is missing, refused or unusable here
+    INTERNAL = 5  #: a bug in gaikan (reported without a traceback; GAIKAN_DEBUG=1 shows it)
+    INTERRUPTED = 130  #: interrupted (Ctrl-C); results so far are kept
+
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 ok; 1 defect found (only with --fail-on-defect); 2 usage error; "
+    "3 input problem (no or unreadable images, too few good images, or with --fail-on-defect "
+    "a part that could not be inspected); 4 model file refused or unusable; 5 internal error; "
+    "130 interrupted (results so far are kept)."
+)
+
+
+def fail(msg: str, code: Exit = Exit.USAGE) -> NoReturn:
+    """Print ``error: msg`` on stderr and exit with ``code``."""
+    click.echo(f"error: {msg}", err=True)
+    raise SystemExit(int(code))
+
+
+def progress(total: int, desc: str) -> Any:
+    """A tqdm bar on stderr (silent when stderr is not a terminal)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=total, desc=desc, unit="img", file=sys.stderr, dynamic_ncols=True, disable=None
+    )
+
+
+def parse_size(value: str | None) -> tuple[int, int] | None:
+    """``"128"`` → (128, 128); ``"96x128"`` → (96, 128) (HxW); None stays None."""
+    if value is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+)\s*(?:[x,]\s*(\d+)\s*)?", value)
+    if not m:
+        raise click.BadParameter(f"{value!r} is not a size: use 128 or 96x128 (HxW)")
+    h = int(m.group(1))
+    w = int(m.group(2) or h)
+    if h < 1 or w < 1:
+        raise click.BadParameter("size must be positive")
+    return h, w
+
+
+def parse_params(items: Sequence[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` options → dict; values parsed as JSON, else kept as text."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{item!r}: use KEY=VALUE", param_hint="-p/--param")
+        try:
+            val = json.loads(raw)
+        except json.JSONDecodeError:
+            val = raw
+        out[key.strip().replace("-", "_")] = val
+    return out
+
+
+def split_top(text: str, sep: str) -> list[str]:
+    """Split on ``sep`` outside brackets and braces: "a[x=[1,2]],b" → ["a[x=[1,2]]", "b"]."""
+    parts, depth, cur = [], 0, []
+    for ch in text:
+        if ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
+        if ch == sep and depth == 0:
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    parts.append("".join(cur))
+    return [p for p in parts if p.strip()]
+
+
+def collect(inputs: Sequence[str]) -> list[Path]:
+    """Image files under ``inputs`` (files and folders, recursively); exit 3 if none."""
+    from ..io import find_images
+
+    try:
+        files = find_images(inputs)
+    except FileNotFoundError as exc:
+        fail(str(exc), Exit.INPUT)
+    if not files:
+        fail("no images found in " + ", ".join(inputs), Exit.INPUT)
+    return files
+
+
+def load_model(path: str) -> Any:
+    """Open any gaikan model file; exit 4 with the reason if it cannot be used."""
+    from .. import load
+    from ..errors import GaikanError
+
+    try:
+        return load(path)
+    except (GaikanError, ImportError, OSError) as exc:
+        fail(str(exc), Exit.MODEL)
+
+
+def _check_threshold(ctx: click.Context, param: click.Parameter, value: float | None) -> Any:
+    if value is not None and not (math.isfinite(value) and value >= 0):
+        raise click.BadParameter(f"must be a finite number ≥ 0, got {value!r}")
+    return value
+
+
+def threshold_option(help_text: str) -> Any:
+    """``--threshold``: finite and ≥ 0, else a usage error (exit 2)."""
+    return click.option(
+        "--threshold", type=float, default=None, callback=_check_threshold, help=help_text
+    )

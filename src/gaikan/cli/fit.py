@@ -1,0 +1,208 @@
+"""``gaikan fit``: a detector's unit space from good images."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ._common import EXIT_CODES_HELP, Exit, collect, fail, parse_params, parse_size, progress
+
+__all__ = ["build_detector", "default_size", "fit"]
+
+#: Default image size when none is given: the spec's 100×100 for the pixel
+#: detectors, 256×256 for deep ones.
+DEFAULT_SIZE = {"pixel": 100, "deep": 256}
+
+
+def default_size(kind: str) -> tuple[int, int]:
+    """(H, W) images are loaded at for ``kind`` when ``--size`` is not given."""
+    from ..detectors.registry import DEEP_KINDS
+
+    s = DEFAULT_SIZE["deep" if kind in DEEP_KINDS else "pixel"]
+    return s, s
+
+
+def build_detector(
+    kind: str, kernel: int | None, stride: int | None, params: dict[str, Any]
+) -> Any:
+    """Instantiate a registry detector from CLI options (exit 2 on a bad choice)."""
+    from ..detectors.base import BaseDetector
+    from ..detectors.registry import get_detector_class
+
+    try:
+        cls = get_detector_class(kind)
+    except (ValueError, ImportError) as exc:
+        fail(str(exc))
+    if not issubclass(cls, BaseDetector):
+        fail(f"{kind!r} is a classifier: train it on labelled folders with `gaikan train`")
+    names = set(cls._param_names())
+    for key, val in (("kernel", kernel), ("stride", stride)):
+        if val is None:
+            continue
+        if key in names:
+            params.setdefault(key, val)
+        elif "detector_params" in names:  # wrappers (variants) pass it on
+            params.setdefault("detector_params", {}).setdefault(key, val)
+        else:
+            fail(f"--{key} does not apply to detector {kind!r}")
+    unknown = sorted(set(params) - names)
+    if unknown:
+        fail(
+            f"detector {kind!r} has no parameter(s) {', '.join(unknown)}; "
+            f"it takes {', '.join(sorted(names))}"
+        )
+    try:
+        return cls(**params)
+    except (TypeError, ValueError) as exc:
+        fail(f"bad parameters for {kind!r}: {exc}")
+
+
+def _fit_or_exit(det: Any, images: Any) -> None:
+    from ..detectors.base import MIN_UNIT_SPACE
+    from ..errors import GaikanError, ParameterError
+
+    if len(images) < MIN_UNIT_SPACE:
+        fail(
+            f"a unit space needs at least {MIN_UNIT_SPACE} good images, got {len(images)}",
+            Exit.INPUT,
+        )
+    try:
+        det.fit(images)
+    except ParameterError as exc:  # a parameter value (names it)
+        fail(str(exc), Exit.USAGE)
+    except (ValueError, GaikanError) as exc:  # the images themselves
+        fail(str(exc), Exit.INPUT)
+
+
+def _outliers(det: Any, paths: list[Path]) -> list[int]:
+    """Indices of unit-space images whose leave-one-out score stands far above the rest."""
+    from ..metrics import robust_outliers
+
+    scores = getattr(det, "train_scores_", None)
+    if scores is None or len(scores) != len(paths):
+        return []  # e.g. PatchCore scores a subset only
+    return [int(i) for i in robust_outliers(scores)]
+
+
+@click.command(epilog=EXIT_CODES_HELP)
+@click.argument("good", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option(
+    "-o",
+    "--output",
+    "output",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Model file to write (e.g. model.gaikan).",
+)
+@click.option(
+    "--detector",
+    default="soartc",
+    show_default=True,
+    help="soartc | soart3map | rt | variants | padim | patchcore | soart-deep",
+)
+@click.option("--kernel", type=int, default=None, help="Window size k (default 10).")
+@click.option("--stride", type=int, default=None, help="Window stride s (default 5).")
+@click.option(
+    "--size",
+    default=None,
+    help="Resize images to this size, e.g. 100 or 96x128 (HxW). "
+    "Default: 100 for pixel detectors, 256 for deep ones.",
+)
+@click.option("--backbone", default=None, help="Backbone of a deep detector.")
+@click.option(
+    "--threshold-quantile",
+    type=float,
+    default=None,
+    help="Quantile of leave-one-out training scores used as threshold (0.99).",
+)
+@click.option(
+    "-p",
+    "--param",
+    "params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Any other detector parameter (repeatable), value as JSON or text.",
+)
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Largest image decoded, in pixels before resizing (default 64 MP).",
+)
+@click.option(
+    "--drop-outliers",
+    is_flag=True,
+    help="Refit without good images whose leave-one-out score stands far above the rest.",
+)
+@click.option("--strict", is_flag=True, help="Fail (exit 3) if any image is unreadable.")
+def fit(
+    good,
+    output,
+    detector,
+    kernel,
+    stride,
+    size,
+    backbone,
+    threshold_quantile,
+    params,
+    max_pixels,
+    drop_outliers,
+    strict,
+):
+    """Fit a detector on GOOD images (files, folders, or an MVTec AD folder)."""
+    from ..io import is_mvtec, load_images
+
+    extra = parse_params(params)
+    if backbone is not None:
+        extra["backbone"] = backbone
+    if threshold_quantile is not None:
+        extra["threshold_quantile"] = threshold_quantile
+    det = build_detector(detector, kernel, stride, extra)
+    hw = parse_size(size) or default_size(detector)
+    inputs = tuple(str(Path(g) / "train" / "good") if is_mvtec(g) else g for g in good)
+    files = collect(inputs)
+    kw = {} if max_pixels is None else {"max_pixels": max_pixels}
+    with progress(len(files), "loading") as bar:
+        batch = load_images(files, hw, progress=bar.update, **kw)
+    for _, msg in batch.errors:
+        click.echo(f"skipped: {msg}", err=True)
+    if batch.errors and strict:
+        fail(f"{len(batch.errors)} unreadable image(s) and --strict is set", Exit.INPUT)
+    n = batch.images.shape[0]
+    if n == 0:
+        fail("none of the images could be read", Exit.INPUT)
+    click.echo(f"fitting {detector} on {n} good images of {hw[0]}x{hw[1]} …", err=True)
+    t0 = time.perf_counter()
+    _fit_or_exit(det, batch.images)
+    paths = list(batch.paths)
+    out = _outliers(det, paths)
+    if out:
+        names = ", ".join(str(paths[i]) for i in out)
+        if drop_outliers:
+            keep = [i for i in range(n) if i not in set(out)]
+            click.echo(f"dropping {len(out)} outlier(s) from the unit space: {names}", err=True)
+            old = det.threshold_
+            _fit_or_exit(det, batch.images[keep])
+            click.echo(f"threshold {old:.4g} → {det.threshold_:.4g}", err=True)
+            n = len(keep)
+        else:
+            click.echo(
+                f"warning: {len(out)} good image(s) score far above the rest of the unit "
+                f"space and raise the threshold (defective parts among the good ones?): "
+                f"{names}. Check them, or refit with --drop-outliers.",
+                err=True,
+            )
+    dt = time.perf_counter() - t0
+    try:
+        det.save(output)
+    except OSError as exc:
+        fail(f"cannot write {output}: {exc}", Exit.INPUT)
+    click.echo(
+        f"saved {output}: {detector}, {n} images, threshold {det.threshold_:.4g} (fit {dt:.1f} s)"
+    )
+
+
+COMMANDS = [fit]

@@ -1,0 +1,161 @@
+"""``gaikan inspect``: score files with a saved model; results.csv, overlays, report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ._common import EXIT_CODES_HELP, Exit, collect, fail, load_model, progress, threshold_option
+
+__all__ = ["inspect", "run_inspection"]
+
+
+def run_inspection(
+    inspector: Any,
+    files: list[Path],
+    out: Path,
+    *,
+    overlays: bool = True,
+    batch_size: int = 32,
+    max_pixels: int | None = None,
+    show_progress: bool = True,
+) -> tuple[list[Any], str | None]:
+    """Inspect ``files`` into ``out`` (results.csv flushed per batch, overlays).
+
+    Returns
+    -------
+    (results, incomplete)
+        Every result produced, and why the run stopped early (None when it
+        finished).  Ctrl-C stops it between batches, keeping what was done.
+    """
+    from ..inspection import ResultsCSV, folder_labeller, inspect_files
+
+    results: list[Any] = []
+    incomplete = None
+    with ResultsCSV(out / "results.csv") as csv_out, progress(len(files), "inspecting") as bar:
+        if not show_progress:
+            bar.disable = True
+        try:
+            for batch in inspect_files(
+                inspector,
+                files,
+                batch_size=batch_size,
+                overlay_dir=out / "overlays" if overlays else None,
+                label_of=folder_labeller(files),
+                max_pixels=max_pixels,
+                progress=bar.update,
+            ):
+                csv_out.write(batch)
+                results.extend(batch)
+        except KeyboardInterrupt:
+            incomplete = f"interrupted after {len(results)} of {len(files)} files"
+    return results, incomplete
+
+
+@click.command(epilog=EXIT_CODES_HELP)
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option(
+    "-o",
+    "--output",
+    "output",
+    default="gaikan-out",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Folder for results.csv, overlays, report.",
+)
+@threshold_option("Override the model's threshold (finite, ≥ 0).")
+@click.option("--no-overlays", is_flag=True, help="Do not write heatmap overlay PNGs.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Largest image decoded, in pixels before resizing (default 64 MP).",
+)
+@click.option("--strict", is_flag=True, help="Exit 3 if any image is unreadable.")
+@click.option(
+    "--fail-on-defect",
+    is_flag=True,
+    help="Exit 1 if any part is flagged, 3 if none is but a part could not be inspected.",
+)
+@click.option(
+    "--allow-errors",
+    is_flag=True,
+    help="With --fail-on-defect: parts that could not be inspected do not fail the run.",
+)
+def inspect(
+    model,
+    images,
+    output,
+    threshold,
+    no_overlays,
+    batch_size,
+    max_pixels,
+    strict,
+    fail_on_defect,
+    allow_errors,
+):
+    """Inspect IMAGES (files or folders, recursively) with a saved MODEL.
+
+    Writes OUTPUT/results.csv (one row per file, written as it goes),
+    OUTPUT/overlays/*.png and OUTPUT/report.html.  An MVTec AD folder is
+    inspected through its test/ folder.  Every row has a verdict: ok,
+    defect, or error (the file could not be inspected; the row says why).
+    """
+    from ..errors import ParameterError
+    from ..inspection import Inspector
+    from ..io import is_mvtec
+    from ..report import write_report
+
+    det = load_model(model)
+    try:
+        inspector = Inspector(det, threshold)
+    except ParameterError as exc:
+        fail(str(exc), Exit.MODEL)
+    inputs = tuple(str(Path(i) / "test") if is_mvtec(i) else i for i in images)
+    files = collect(inputs)
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    results, incomplete = run_inspection(
+        inspector,
+        files,
+        out,
+        overlays=not no_overlays,
+        batch_size=batch_size,
+        max_pixels=max_pixels,
+    )
+    report = write_report(
+        out,
+        results,
+        threshold=inspector.threshold,
+        model=f"{model} ({det!r})",
+        family=inspector.family,
+        incomplete=incomplete,
+    )
+    errors = [r for r in results if r.is_error]
+    flagged = [r for r in results if r.verdict == "defect"]
+    for r in errors:
+        click.echo(f"not inspected: {r.error}", err=True)
+    click.echo(
+        f"{len(results) - len(errors)} inspected, {len(flagged)} flagged, "
+        f"{len(errors)} could not be inspected → {out / 'results.csv'}, {report}"
+    )
+    if incomplete:
+        fail(f"{incomplete}; the results so far are in {out / 'results.csv'}", Exit.INTERRUPTED)
+    if len(errors) == len(results):
+        fail("none of the images could be scored", Exit.INPUT)
+    if errors and strict:
+        fail(f"{len(errors)} image(s) could not be inspected and --strict is set", Exit.INPUT)
+    if fail_on_defect and flagged:
+        raise SystemExit(int(Exit.DEFECT))
+    if fail_on_defect and errors and not allow_errors:
+        fail(
+            f"{len(errors)} part(s) could not be inspected (use --allow-errors to let them pass)",
+            Exit.INPUT,
+        )
+
+
+COMMANDS = [inspect]
