@@ -76,8 +76,8 @@ def connectors_path(seed: int = 0, size=128, cache: str | os.PathLike | None = N
     from .io import normalize_size
     from .synth import make_dataset
 
-    hw = normalize_size(size)
-    base = Path(cache or os.environ.get("GAIKAN_CACHE", Path.home() / ".cache" / "gaikan"))
+    hw = normalize_size(size) or (128, 128)
+    base = Path(cache or os.environ.get("GAIKAN_CACHE") or Path.home() / ".cache" / "gaikan")
     root = base / f"connectors-s{seed}-{hw[0]}x{hw[1]}"
     if not (root / ".complete").exists():
         make_dataset(
@@ -126,14 +126,14 @@ def run_one(
     fit_s = time.perf_counter() - t0
     det.detect(data.test[:batch_size])  # warm-up (JIT, caches)
     t0 = time.perf_counter()
-    scores, maps = [], []
+    parts, maps = [], []
     for i in range(0, len(data.test), batch_size):
         res = det.detect(data.test[i : i + batch_size])
-        scores.append(res.scores)
+        parts.append(res.scores)
         if data.masks is not None:
             maps.append(res.maps.astype(np.float32))
     score_s = time.perf_counter() - t0
-    scores = np.concatenate(scores)
+    scores = np.concatenate(parts)
     row: dict[str, Any] = {
         "dataset": data.name,
         "detector": kind,
@@ -156,10 +156,10 @@ def run_one(
             "image_auroc": roc_auc(data.labels[sel], scores[sel]),
             "n": int((types == t).sum()),
         }
-        if all_maps is not None:  # pixels of this type's images and of the good ones
+        if all_maps is not None and data.masks is not None:  # this type's images + the good
             entry["pixel_auroc"] = pixel_roc_auc(data.masks[sel], all_maps[sel])
         per_type[t] = entry
-    if all_maps is not None:
+    if all_maps is not None and data.masks is not None:
         row["pixel_auroc"] = pixel_roc_auc(data.masks, all_maps)
     row["per_type"] = per_type
     return row

@@ -59,11 +59,10 @@ def load_elpv(size=None, cell_type: str | None = None) -> ElpvData:
 
     from PIL import Image
 
-    try:
-        import elpv_dataset
-    except ImportError as exc:  # pragma: no cover - it is a core dependency
-        raise ImportError("ELPV needs the elpv-dataset package: pip install elpv-dataset") from exc
-    root = os.path.join(os.path.dirname(elpv_dataset.__file__), "data")
+    from ._optional import require
+
+    elpv_dataset = require("elpv_dataset", extra="datasets")
+    root = os.path.join(os.path.dirname(str(elpv_dataset.__file__)), "data")
     table = np.genfromtxt(
         os.path.join(root, "labels.csv"),
         dtype=["|S19", "<f8", "|S4"],
@@ -78,8 +77,8 @@ def load_elpv(size=None, cell_type: str | None = None) -> ElpvData:
     hw = normalize_size(size)
     imgs = []
     for f in files[keep]:
-        with Image.open(os.path.join(root, f)) as im:
-            im = im.convert("L")
+        with Image.open(os.path.join(root, f)) as src:
+            im = src.convert("L")
             if hw is not None and im.size != (hw[1], hw[0]):
                 im = im.resize((hw[1], hw[0]), Image.Resampling.BILINEAR)
             imgs.append(np.asarray(im, dtype=np.uint8))

@@ -109,6 +109,7 @@ def _histogram(scored: Sequence[Inspection], threshold: float, labelled: bool, l
     import matplotlib.pyplot as plt
 
     vals = np.array([r.score for r in scored], dtype=float)
+    bins: Any
     fig, ax = plt.subplots(figsize=(6.4, 3.2))
     if log:
         lo = max(min(vals.min(), threshold) * 0.8, 1e-3)
@@ -119,13 +120,13 @@ def _histogram(scored: Sequence[Inspection], threshold: float, labelled: bool, l
         bins = np.linspace(lo, hi, 41)
     if labelled:
         groups = [
-            ("good (folder)", [r.score for r in scored if r.label == "good"], "tab:blue"),
-            ("defect (folder)", [r.score for r in scored if r.label != "good"], "tab:red"),
+            ("good (folder)", [r.score or 0.0 for r in scored if r.label == "good"], "tab:blue"),
+            ("defect (folder)", [r.score or 0.0 for r in scored if r.label != "good"], "tab:red"),
         ]
     else:
         groups = [
-            ("ok", [r.score for r in scored if r.verdict == "ok"], "tab:blue"),
-            ("flagged", [r.score for r in scored if r.verdict == "defect"], "tab:red"),
+            ("ok", [r.score or 0.0 for r in scored if r.verdict == "ok"], "tab:blue"),
+            ("flagged", [r.score or 0.0 for r in scored if r.verdict == "defect"], "tab:red"),
         ]
     for name, v, c in groups:
         if v:

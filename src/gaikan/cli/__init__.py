@@ -31,9 +31,9 @@ class _Group(click.Group):
             raise
         except click.UsageError:
             raise  # exit 2 with click's usage message
-        except click.ClickException as exc:
-            exc.exit_code = int(Exit.INPUT)
-            raise
+        except click.ClickException as exc:  # e.g. a data folder without classes
+            exc.show()
+            raise SystemExit(int(Exit.INPUT)) from None
         except KeyboardInterrupt:
             click.echo("\ninterrupted", err=True)
             raise SystemExit(int(Exit.INTERRUPTED)) from None

@@ -96,7 +96,9 @@ def parse_params(items: Sequence[str]) -> dict[str, Any]:
 
 def split_top(text: str, sep: str) -> list[str]:
     """Split on ``sep`` outside brackets and braces: "a[x=[1,2]],b" → ["a[x=[1,2]]", "b"]."""
-    parts, depth, cur = [], 0, []
+    parts: list[str] = []
+    cur: list[str] = []
+    depth = 0
     for ch in text:
         if ch in "[{(":
             depth += 1

@@ -7,9 +7,7 @@ No maths here: loading goes through :mod:`gaikan.io`, training through
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import sys
 from pathlib import Path
 
@@ -50,28 +48,15 @@ def load_image_folder(root: Path, size: int | None):
     return res.images, y, res.paths, res.errors
 
 
-def _png(fig) -> str:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=96, bbox_inches="tight")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
-
-
 def write_train_report(out_dir: Path, clf, X_valid, y_valid, lr_plot=None, errors=()) -> Path:
     """HTML report: training curves, validation confusion matrix, metrics, top losses."""
     from ..deep.evaluate import evaluate, plot_confusion_matrix, plot_history, plot_top_losses
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    from ..report import fig_png as _png
+    from ..report import html_page
+
     parts = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>gaikan train report</title>",
-        (
-            "<style>body{font-family:sans-serif;max-width:1000px;margin:auto}"
-            "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;"
-            "text-align:right}</style></head><body>"
-        ),
-        f"<h1>gaikan train: {html.escape(type(clf).__name__)}</h1>",
         (
             f"<p>classes: {html.escape(', '.join(map(str, clf.classes_.tolist())))}; "
             f"{clf.n_train_} training and {clf.n_valid_} validation images; "
@@ -118,9 +103,9 @@ def write_train_report(out_dir: Path, clf, X_valid, y_valid, lr_plot=None, error
         parts.append("<h2>Files skipped</h2><ul>")
         parts += [f"<li>{html.escape(str(p))}: {html.escape(msg)}</li>" for p, msg in errors]
         parts.append("</ul>")
-    parts.append("</body></html>")
     path = out_dir / "index.html"
-    path.write_text("\n".join(parts), encoding="utf-8")
+    page = html_page(f"gaikan train: {type(clf).__name__}", "\n".join(parts))
+    path.write_text(page, encoding="utf-8")
     return path
 
 
