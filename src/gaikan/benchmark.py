@@ -117,7 +117,7 @@ def run_one(
 ) -> dict[str, Any]:
     """Fit and evaluate one detector; return a row of numbers."""
     from .detectors.registry import create
-    from .metrics import pixel_roc_auc, roc_auc
+    from .metrics import pixel_aupro, pixel_roc_auc, roc_auc
 
     data = load_bench_data(dataset, size, seed)
     det = create(kind, **params)
@@ -161,6 +161,7 @@ def run_one(
         per_type[t] = entry
     if all_maps is not None and data.masks is not None:
         row["pixel_auroc"] = pixel_roc_auc(data.masks, all_maps)
+        row["pixel_aupro"] = pixel_aupro(data.masks, all_maps)
     row["per_type"] = per_type
     return row
 
@@ -205,7 +206,7 @@ def run_bench(
 def format_table(rows: list[dict[str, Any]], per_type: bool = True) -> str:
     """Plain-text table of benchmark rows."""
     head = (
-        f"{'row':<4} {'detector':<12} {'params':<28} {'img AUROC':>9} {'px AUROC':>9} {'fit s':>7} "
+        f"{'row':<4} {'detector':<12} {'params':<28} {'img AUROC':>9} {'px AUROC':>9} {'AUPRO':>6} {'fit s':>7} "
         f"{'ms/img':>8} {'RSS MB':>7} {'good flagged':>12}"
     )
     lines = [head, "-" * len(head)]
@@ -215,8 +216,10 @@ def format_table(rows: list[dict[str, Any]], per_type: bool = True) -> str:
             lines.append(f"{i:<4} {r['detector']:<12} {ps:<28} error: {r['error']}")
             continue
         px = f"{r['pixel_auroc']:.4f}" if "pixel_auroc" in r else "-"
+        pro = f"{r['pixel_aupro']:.3f}" if "pixel_aupro" in r else "-"
         lines.append(
-            f"{i:<4} {r['detector']:<12} {ps:<28} {r['image_auroc']:>9.4f} {px:>9} {r['fit_s']:>7.2f} "
+            f"{i:<4} {r['detector']:<12} {ps:<28} {r['image_auroc']:>9.4f} {px:>9} {pro:>6} "
+            f"{r['fit_s']:>7.2f} "
             f"{r['ms_per_img']:>8.2f} {r['peak_rss_mb']:>7.0f} {100 * r['flagged_good']:>11.1f}%"
         )
     if per_type and any(r.get("per_type") for r in rows):

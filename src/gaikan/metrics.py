@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import rankdata
 
-__all__ = ["pixel_roc_auc", "robust_outliers", "roc_auc", "roc_curve"]
+__all__ = ["pixel_aupro", "pixel_roc_auc", "pro_curve", "robust_outliers", "roc_auc", "roc_curve"]
 
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -58,6 +58,73 @@ def pixel_roc_auc(masks: np.ndarray, maps: np.ndarray) -> float:
     if m.shape != a.shape:
         raise ValueError(f"masks {m.shape} and maps {a.shape} differ in shape")
     return roc_auc(m.ravel(), a.ravel())
+
+
+def pro_curve(masks: np.ndarray, maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-region overlap (PRO) against the false positive rate, every threshold.
+
+    As in MVTec AD: each connected defect region (8-connectivity) of each
+    mask counts once, whatever its size; at a threshold, PRO is the mean
+    over regions of the share of the region's pixels at or above it, and
+    the FPR is the share of defect-free pixels (of all images) at or above
+    it.
+
+    Parameters
+    ----------
+    masks : array-like of bool, shape (n, H, W)
+    maps : array-like of float, shape (n, H, W)
+        Higher = worse.
+
+    Returns
+    -------
+    fpr, pro : ndarray, shape (k,)
+        From (0, 0) to (1, 1), one point per distinct map value.
+    """
+    from scipy import ndimage
+
+    m = np.asarray(masks).astype(bool)
+    a = np.asarray(maps, dtype=np.float64)
+    if m.shape != a.shape or m.ndim != 3:
+        raise ValueError(f"masks {m.shape} and maps {a.shape} must both be (n, H, W)")
+    weight = np.zeros(m.shape)
+    n_regions = 0
+    for i in range(m.shape[0]):
+        lab, k = ndimage.label(m[i], structure=np.ones((3, 3)))
+        if k:
+            sizes = np.bincount(lab.ravel())[1:]
+            weight[i][lab > 0] = 1.0 / sizes[lab[lab > 0] - 1]
+        n_regions += k
+    normal = ~m.ravel()
+    if n_regions == 0 or not normal.any():
+        raise ValueError("AUPRO needs defect regions and defect-free pixels")
+    order = np.argsort(-a.ravel(), kind="mergesort")
+    s = a.ravel()[order]
+    last = np.r_[np.nonzero(np.diff(s))[0], s.size - 1]  # ties: one point per value
+    fpr = np.cumsum(normal[order])[last] / normal.sum()
+    pro = np.cumsum(weight.ravel()[order])[last] / n_regions
+    return np.r_[0.0, fpr], np.r_[0.0, pro]
+
+
+def pixel_aupro(masks: np.ndarray, maps: np.ndarray, fpr_limit: float = 0.3) -> float:
+    """Area under the PRO curve up to ``fpr_limit``, divided by it (MVTec AD's AUPRO).
+
+    Parameters
+    ----------
+    masks : array-like of bool, shape (n, H, W)
+    maps : array-like of float, shape (n, H, W)
+    fpr_limit : float
+        Integration limit on the false positive rate (0.3 as in MVTec AD).
+
+    Returns
+    -------
+    float in [0, 1]
+    """
+    fpr, pro = pro_curve(masks, maps)
+    end = np.interp(fpr_limit, fpr, pro)
+    keep = fpr <= fpr_limit
+    x = np.r_[fpr[keep], fpr_limit]
+    y = np.r_[pro[keep], end]
+    return float(np.trapezoid(y, x) / fpr_limit)
 
 
 def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
