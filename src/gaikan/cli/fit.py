@@ -101,7 +101,7 @@ def _outliers(det: Any, paths: list[Path]) -> list[int]:
     "--detector",
     default="soartc",
     show_default=True,
-    help="soartc | soart3map | rt | variants | padim | patchcore | soart-deep",
+    help="soartc | soart3map | rt | variants | padim | patchcore | soart-deep | auto",
 )
 @click.option("--kernel", type=int, default=None, help="Window size k (default 10).")
 @click.option("--stride", type=int, default=None, help="Window stride s (default 5).")
@@ -137,6 +137,13 @@ def _outliers(det: Any, paths: list[Path]) -> list[int]:
     is_flag=True,
     help="Refit without good images whose leave-one-out score stands far above the rest.",
 )
+@click.option(
+    "--budget",
+    default="120s",
+    show_default=True,
+    help="With --detector auto: time for trying configurations (e.g. 90s, 5m).",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of --detector auto.")
 @click.option("--strict", is_flag=True, help="Fail (exit 3) if any image is unreadable.")
 def fit(
     good,
@@ -150,10 +157,21 @@ def fit(
     params,
     max_pixels,
     drop_outliers,
+    budget,
+    seed,
     strict,
 ):
-    """Fit a detector on GOOD images (files, folders, or an MVTec AD folder)."""
+    """Fit a detector on GOOD images (files, folders, or an MVTec AD folder).
+
+    --detector auto tries configurations (detector × size × kernel), cheapest
+    first within --budget, on planted anomalies in held-out good images, and
+    keeps the best (see OUTPUT.auto.csv).
+    """
     from ..io import is_mvtec, load_images
+
+    if detector == "auto":
+        _fit_auto(good, output, parse_size(size), _parse_budget(budget), seed, max_pixels, strict)
+        return
 
     extra = parse_params(params)
     if backbone is not None:
@@ -197,12 +215,56 @@ def fit(
             )
     dt = time.perf_counter() - t0
     try:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
         det.save(output)
     except OSError as exc:
         fail(f"cannot write {output}: {exc}", Exit.INPUT)
     click.echo(
         f"saved {output}: {detector}, {n} images, threshold {det.threshold_:.4g} (fit {dt:.1f} s)"
     )
+
+
+def _parse_budget(text: str) -> float:
+    import re
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|m|min)?\s*", text)
+    if not m:
+        raise click.BadParameter(f"{text!r}: use seconds (120s) or minutes (2m)")
+    return float(m.group(1)) * (60.0 if m.group(2) in ("m", "min") else 1.0)
+
+
+def _fit_auto(good, output, size, budget_s, seed, max_pixels, strict) -> None:
+    from ..autoselect import select, write_table
+    from ..errors import ParameterError
+    from ..io import is_mvtec, load_images
+
+    inputs = tuple(str(Path(g) / "train" / "good") if is_mvtec(g) else g for g in good)
+    files = collect(inputs)
+    hw = size or (256, 256)
+    kw = {} if max_pixels is None else {"max_pixels": max_pixels}
+    batch = load_images(files, hw, **kw)
+    for _, msg in batch.errors:
+        click.echo(f"skipped: {msg}", err=True)
+    if batch.errors and strict:
+        fail(f"{len(batch.errors)} unreadable image(s) and --strict is set", Exit.INPUT)
+    click.echo(
+        f"auto: trying configurations on {len(batch.paths)} good images for up to {budget_s:.0f} s …",
+        err=True,
+    )
+    try:
+        res = select(
+            batch.images, budget_s=budget_s, seed=seed, log=lambda s: click.echo(s, err=True)
+        )
+    except ParameterError as exc:
+        fail(str(exc), Exit.INPUT)
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    res.model.save(output)
+    table = Path(output).with_suffix(".auto.csv")
+    write_table(table, res)
+    click.echo(f"auto chose {res.best.label}: {res.reason}")
+    if res.skipped:
+        click.echo(f"not tried (budget spent): {', '.join(c.label for c in res.skipped)}")
+    click.echo(f"saved {output} (threshold {res.model.threshold_:.4g}); what was tried: {table}")
 
 
 COMMANDS = [fit]

@@ -1,0 +1,299 @@
+"""``--detector auto``: choose a configuration from good images alone.
+
+No defective part is needed.  Part of the unit space is held out; a copy of
+every held-out image gets one planted anomaly (:mod:`gaikan.synth.anomalies`:
+scratches, cracks, spots, stains, noise patches, cut-paste, local blur and
+brightness changes, in turn), so the held-out goods and their damaged
+copies form a test set with exact masks.  Candidate configurations are
+fitted on the rest, cheapest first, while the time budget lasts, and scored
+by image AUROC and *pointing* (the share of damaged copies whose map peaks
+inside the planted mask) on that test set.  The winner maximises
+``AUROC + 0.1 · pointing`` (accuracy first, localisation as the tie-break)
+and is refitted on every good image.
+
+Everything here is orchestration: it calls detectors, the planting
+functions and the metrics, and holds no maths of its own.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["AutoResult", "Candidate", "default_candidates", "select", "write_table"]
+
+#: Weight of pointing beside image AUROC in the choice.
+POINTING_WEIGHT = 0.1
+#: Prior cost (seconds per image, fit + score, 2 CPU cores, at 100×100 pixels;
+#: scaled by pixel count) of kinds not tried yet in a run, measured on the
+#: synthetic connectors.  Used only to decide whether a candidate still fits
+#: in the budget; once a kind has run, its measured cost replaces the prior.
+COST_PRIOR = {"rt": 0.004, "soart3map": 0.006, "soartc": 0.12, "padim": 0.06, "patchcore": 0.05}
+#: Kinds of anomaly planted, in turn, one per held-out image.
+PLANTED = ("scratch", "spot", "noise", "cutpaste", "crack", "bright", "stain", "blur")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One configuration: a registry kind, its parameters and the image size."""
+
+    kind: str
+    params: dict[str, Any]
+    size: tuple[int, int]
+
+    @property
+    def label(self) -> str:
+        ps = ",".join(f"{k}={v}" for k, v in sorted(self.params.items()))
+        return f"{self.kind}[{ps}]@{self.size[0]}x{self.size[1]}"
+
+
+@dataclass
+class AutoResult:
+    """What ``select`` tried and which configuration won.
+
+    Attributes
+    ----------
+    best : Candidate
+    model : fitted detector
+        The winner refitted on every good image.
+    rows : list of dict
+        One per candidate tried: label, kind, params, size, image_auroc,
+        pointing, objective, fit_s, ms_per_img, chosen (and error).
+    skipped : list of Candidate
+        Not tried because the budget ran out.
+    reason : str
+        Why the winner won, in one sentence.
+    """
+
+    best: Candidate
+    model: Any
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[Candidate] = field(default_factory=list)
+    reason: str = ""
+
+
+def _deep_available() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("torch", "timm"))
+
+
+def default_candidates(deep: bool | None = None) -> list[Candidate]:
+    """The configurations tried, cheapest first (deep ones only with gaikan[deep])."""
+    px = [
+        Candidate("soartc", {}, (100, 100)),
+        Candidate("rt", {}, (100, 100)),
+        Candidate("soart3map", {}, (100, 100)),
+        Candidate("soartc", {"kernel": 8, "stride": 4}, (128, 128)),
+        Candidate("rt", {"kernel": 8, "stride": 4}, (128, 128)),
+    ]
+    if deep if deep is not None else _deep_available():
+        px += [
+            Candidate("padim", {}, (256, 256)),
+            Candidate("patchcore", {}, (256, 256)),
+        ]
+    return px
+
+
+def _resize(images: np.ndarray, size: tuple[int, int], nearest: bool = False) -> np.ndarray:
+    from PIL import Image
+
+    if images.shape[1:] == tuple(size):
+        return images
+    mode = Image.Resampling.NEAREST if nearest else Image.Resampling.BILINEAR
+    out = np.empty((len(images), *size), dtype=np.float64)
+    for i, im in enumerate(images):
+        pil = Image.fromarray(np.asarray(im, dtype=np.float32), mode="F")
+        out[i] = np.asarray(pil.resize((size[1], size[0]), mode))
+    return out
+
+
+def _planted_test_set(held: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Held-out goods and one damaged copy of each: images, labels, masks."""
+    from .synth.anomalies import plant
+
+    rng = np.random.default_rng(seed)
+    bad, masks = [], []
+    for i, img in enumerate(held):
+        out, mask = plant(img, PLANTED[i % len(PLANTED)], rng, size=0.08)
+        bad.append(out)
+        masks.append(mask)
+    images = np.concatenate([held, np.stack(bad)])
+    labels = np.r_[np.zeros(len(held), int), np.ones(len(held), int)]
+    all_masks = np.concatenate([np.zeros(held.shape, bool), np.stack(masks)])
+    return images, labels, all_masks
+
+
+def _evaluate(cand: Candidate, fit_set: np.ndarray, test: tuple, seed: int) -> dict[str, Any]:
+    from .detectors.registry import create
+    from .metrics import roc_auc
+
+    images, labels, masks = test
+    det = create(cand.kind, **cand.params)
+    if "random_state" in det.get_params():
+        det.set_params(random_state=seed)
+    t0 = time.perf_counter()
+    det.fit(_resize(fit_set, cand.size))
+    fit_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    res = det.detect(_resize(images, cand.size))
+    ms = 1e3 * (time.perf_counter() - t0) / len(images)
+    small = _resize(masks[labels == 1].astype(np.float64), cand.size, nearest=True) > 0.5
+    maps = res.maps[labels == 1]
+    peaks = maps.reshape(len(maps), -1).argmax(axis=1)
+    hits = small.reshape(len(small), -1)[np.arange(len(small)), peaks]
+    auroc = roc_auc(labels, res.scores)
+    pointing = float(hits.mean())
+    return {
+        "image_auroc": auroc,
+        "pointing": pointing,
+        "objective": auroc + POINTING_WEIGHT * pointing,
+        "fit_s": fit_s,
+        "ms_per_img": ms,
+    }
+
+
+def select(
+    good: np.ndarray,
+    *,
+    budget_s: float = 120.0,
+    seed: int = 0,
+    holdout: float = 0.3,
+    candidates: Sequence[Candidate] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> AutoResult:
+    """Choose and fit a configuration from good images alone.
+
+    Parameters
+    ----------
+    good : ndarray, shape (n, H, W), 0–255
+        Good images at a working resolution (each candidate resizes them
+        to its own size), n ≥ 8.
+    budget_s : float
+        Seconds for the whole choice: a candidate is started only when its
+        expected cost (measured for kinds already tried, else
+        :data:`COST_PRIOR`) fits in what is left, and the winner is refitted
+        on every image only when that fits too (else it keeps the fit on the
+        images not held out).
+    seed : int
+        Seeds the hold-out split, the planted anomalies and the
+        candidates' ``random_state``.
+    holdout : float
+        Share of the good images held out (at least 3 of them).
+    candidates : sequence of Candidate, optional
+        Default :func:`default_candidates`, cheapest first.
+    log : callable, optional
+        Called with one line per candidate.
+
+    Returns
+    -------
+    AutoResult
+    """
+    from .detectors.registry import create
+    from .errors import ParameterError
+
+    good = np.asarray(good, dtype=np.float64)
+    n = len(good)
+    n_held = max(3, round(holdout * n))
+    if n - n_held < 5:
+        raise ParameterError(f"--detector auto needs at least {n_held + 5} good images, got {n}")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n)
+    fit_set, held = good[order[n_held:]], good[order[:n_held]]
+    test = _planted_test_set(held, seed)
+    cands = list(candidates if candidates is not None else default_candidates())
+    rows: list[dict[str, Any]] = []
+    skipped: list[Candidate] = []
+    t_start = time.perf_counter()
+    per_px: dict[str, float] = {}  # measured seconds per image-pixel, by kind
+    n_img = len(fit_set) + len(test[0])
+
+    def cost(c: Candidate) -> float:
+        rate = per_px.get(c.kind, COST_PRIOR.get(c.kind, 0.2) / 1e4)
+        return rate * n_img * c.size[0] * c.size[1]
+
+    for cand in cands:
+        spent = time.perf_counter() - t_start
+        if spent + cost(cand) > budget_s:
+            skipped.append(cand)
+            continue
+        row: dict[str, Any] = {
+            "label": cand.label,
+            "kind": cand.kind,
+            "params": cand.params,
+            "size": f"{cand.size[0]}x{cand.size[1]}",
+        }
+        t0 = time.perf_counter()
+        try:
+            row.update(_evaluate(cand, fit_set, test, seed))
+        except (ValueError, ImportError, MemoryError) as exc:
+            row["error"] = f"{type(exc).__name__}: {exc}"
+        per_px[cand.kind] = (time.perf_counter() - t0) / (n_img * cand.size[0] * cand.size[1])
+        rows.append(row)
+        if log is not None:
+            log(_row_line(row))
+    ok = [r for r in rows if "error" not in r]
+    if not ok:
+        raise ParameterError("no candidate configuration could be fitted on these images")
+    best_row = max(ok, key=lambda r: r["objective"])
+    best = cands[[c.label for c in cands].index(best_row["label"])]
+    for r in rows:
+        r["chosen"] = r is best_row
+    model = create(best.kind, **best.params)
+    if "random_state" in model.get_params():
+        model.set_params(random_state=seed)
+    spent = time.perf_counter() - t_start
+    refit = spent + best_row["fit_s"] * n / len(fit_set) <= budget_s
+    model.fit(_resize(good if refit else fit_set, best.size))
+    runner_up = sorted(ok, key=lambda r: -r["objective"])[1:2]
+    reason = (
+        f"{best.label} had the best image AUROC + {POINTING_WEIGHT} × pointing on "
+        f"{n_held} held-out good images and {n_held} planted anomalies "
+        f"(AUROC {best_row['image_auroc']:.3f}, pointing {best_row['pointing']:.2f}"
+        + (f"; next: {runner_up[0]['label']} {runner_up[0]['objective']:.3f}" if runner_up else "")
+        + ")"
+        + (
+            ""
+            if refit
+            else f"; fitted on the {len(fit_set)} images not held out (no time to refit)"
+        )
+    )
+    return AutoResult(best, model, rows, skipped, reason)
+
+
+def _row_line(r: dict[str, Any]) -> str:
+    if "error" in r:
+        return f"{r['label']:<40} error: {r['error']}"
+    return (
+        f"{r['label']:<40} AUROC {r['image_auroc']:.3f}  pointing {r['pointing']:.2f}  "
+        f"fit {r['fit_s']:.1f} s  {r['ms_per_img']:.1f} ms/img"
+    )
+
+
+def write_table(path: Any, result: AutoResult) -> None:
+    """``auto.csv``: one row per candidate tried (and the skipped ones)."""
+    import csv
+
+    cols = [
+        "label",
+        "kind",
+        "size",
+        "image_auroc",
+        "pointing",
+        "objective",
+        "fit_s",
+        "ms_per_img",
+        "chosen",
+        "error",
+    ]
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        for r in result.rows:
+            w.writerow({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in r.items()})
+        for c in result.skipped:
+            w.writerow({"label": c.label, "kind": c.kind, "error": "skipped: time budget spent"})

@@ -1,0 +1,65 @@
+"""--detector auto: a configuration chosen from good images alone, within a budget."""
+
+import csv
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+import gaikan
+import gaikan.cli
+from conftest import structured_images
+from gaikan.autoselect import Candidate, select
+
+
+def test_select_tries_cheapest_first_and_refits_the_winner():
+    good = structured_images(16, size=48, seed=0)
+    cands = [
+        Candidate("rt", {"kernel": 8, "stride": 4}, (48, 48)),
+        Candidate("soart3map", {"kernel": 8, "stride": 4}, (48, 48)),
+        Candidate("soartc", {"kernel": 6, "stride": 3}, (48, 48)),
+    ]
+    res = select(good, budget_s=60, seed=0, candidates=cands)
+    assert [r["label"] for r in res.rows] == [c.label for c in cands]
+    assert sum(r["chosen"] for r in res.rows) == 1
+    best = next(r for r in res.rows if r["chosen"])
+    assert best["objective"] == max(r["objective"] for r in res.rows)
+    assert all(0.0 <= r["pointing"] <= 1.0 and 0.0 <= r["image_auroc"] <= 1.0 for r in res.rows)
+    assert res.model.n_train_ == 16  # refitted on every good image
+    assert res.best.label in res.reason
+    # the planted anomalies are real defects for these detectors
+    assert best["image_auroc"] > 0.8
+
+
+def test_budget_skips_what_does_not_fit():
+    good = structured_images(12, size=40, seed=1)
+    cands = [
+        Candidate("rt", {"kernel": 8, "stride": 4}, (40, 40)),
+        Candidate("soartc", {}, (2000, 2000)),
+    ]  # would take far too long
+    res = select(good, budget_s=5, candidates=cands)
+    assert [c.label for c in res.skipped] == [cands[1].label] and len(res.rows) == 1
+
+
+def test_too_few_images_is_refused():
+    with pytest.raises(gaikan.ParameterError, match="at least"):
+        select(structured_images(6, seed=0), budget_s=5)
+
+
+def test_fit_auto_cli_writes_model_and_table(tmp_path):
+    d = tmp_path / "good"
+    d.mkdir()
+    for i, im in enumerate(structured_images(14, size=48, seed=2)):
+        Image.fromarray(im.clip(0, 255).astype(np.uint8)).save(d / f"{i:02d}.png")
+    out = tmp_path / "m.gaikan"
+    res = CliRunner().invoke(
+        gaikan.cli.cli,
+        ["fit", str(d), "-o", str(out), "--detector", "auto", "--budget", "6s", "--size", "48"],
+    )
+    assert res.exit_code == 0, res.output
+    assert "auto chose" in res.output
+    rows = list(csv.DictReader(open(tmp_path / "m.auto.csv")))
+    assert sum(r["chosen"] == "True" for r in rows) == 1
+    chosen = next(r for r in rows if r["chosen"] == "True")
+    assert gaikan.load(out).kind == chosen["kind"]
