@@ -718,7 +718,7 @@ class Inspector:
         overlay: bool,
         alpha: float,
     ) -> int:
-        from ..report import overlay_png
+        from ..inspection.display import calibrate, overlay_png
 
         amap = np.asarray(amap, dtype=np.float64)
         flat = int(np.argmax(amap))
@@ -741,8 +741,10 @@ class Inspector:
         )
         if overlay:
             # classifier maps are scaled to [0, 1] by explain (as in gaikan inspect)
+            # interim: the inspection layer's colour policy (the service moves onto
+            # gaikan.inspection in the station split)
             vmin, vmax = (0.0, 1.0) if self.is_classifier else overlay_scale(amap, self.threshold)
-            png = overlay_png(img, amap, vmin=vmin, vmax=vmax, alpha=alpha)
+            png = overlay_png(img, calibrate(amap, score), self.threshold or 0.5, alpha=alpha)
             res["overlay_scale"] = [vmin, vmax]
             if inline:
                 res["overlay"] = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
