@@ -54,7 +54,11 @@ def test_inspect_classifier_model(tmp_path, kw):
     assert any("junk.png" in r["error"] for r in rows)
     assert len(list((tmp_path / "out" / "overlays").glob("*.png"))) == 2
     html = (tmp_path / "out" / "report.html").read_text()
-    assert "class scratch" in html and "Least confident first" in html
+    assert "class scratch" in html and "Worst parts" in html
+    # one verdict rule: ok exactly when 1 − P(good) ≤ 0.5, the same column as for detectors
+    for r in rows:
+        if not r["error"]:
+            assert r["verdict"] == ("defect" if float(r["score"]) > 0.5 else "ok")
     res = CliRunner().invoke(
         cli,
         [
