@@ -161,7 +161,9 @@ class Edge:
             try:
                 self.admission.enter(ex.client)
             except ApiError as exc:
-                await error_response(exc.status, exc.message, exc.headers)(scope, receive, ex.send)
+                # the body is left unread: close the connection after the answer
+                headers = {**exc.headers, "Connection": "close"}
+                await error_response(exc.status, exc.message, headers)(scope, receive, ex.send)
                 return
         try:
             await self._call_app(scope, _deadline_receive(receive, self.config.read_timeout_s), ex)
