@@ -99,7 +99,7 @@ def families(text: str) -> dict[str, float]:
 
 
 def test_stalled_uploads_get_408_and_a_client_cap_keeps_others_served(detector, ok_png):
-    timeout = 2.0
+    timeout = 3.0
     app = create_app(
         detector, workers=1, max_inflight=8, max_uploads_per_client=4, read_timeout_s=timeout
     )
@@ -129,7 +129,7 @@ def test_stalled_uploads_get_408_and_a_client_cap_keeps_others_served(detector, 
             # The deadline: each stalled upload gets 408 and its connection closed.
             for s in socks[:4]:
                 status, _, body = read_response(s)
-                assert status == 408 and "did not arrive within 2 s" in body["error"]
+                assert status == 408 and "did not arrive within 3 s" in body["error"]
                 assert closed_by_server(s)
             elapsed = time.monotonic() - t0
             assert timeout - 0.1 <= elapsed < timeout + 3.0, elapsed
@@ -152,12 +152,12 @@ def test_stalled_uploads_get_408_and_a_client_cap_keeps_others_served(detector, 
 
 def test_saturation_is_reported_and_ends_with_the_deadline(detector, ok_png):
     app = create_app(
-        detector, workers=1, max_inflight=2, max_uploads_per_client=2, read_timeout_s=1.5
+        detector, workers=1, max_inflight=2, max_uploads_per_client=2, read_timeout_s=3.0
     )
     with LiveServer(app) as srv, client(srv.url, OTHER_CLIENT) as other:
         socks = [stalled_upload(srv.port) for _ in range(2)]
         try:
-            deadline = time.monotonic() + 1.0
+            deadline = time.monotonic() + 2.0
             while other.get("/readyz").status_code == 200:  # the two uploads are admitted
                 assert time.monotonic() < deadline
                 time.sleep(0.02)
