@@ -483,7 +483,8 @@ def _soak_report(
     )
     lat = np.array(st.latencies) * 1000 if st.latencies else np.array([np.nan])
     print(
-        f"  answered requests {st.requests} ({st.requests / duration:.1f}/s); statuses, stalled included: {st.statuses}"
+        f"  answered requests {st.requests} ({st.requests / duration:.1f}/s); "
+        f"statuses, stalled included: {st.statuses}"
     )
     print(
         f"  p50 {np.percentile(lat, 50):.1f} ms, p99 {np.percentile(lat, 99):.1f} ms "
