@@ -122,6 +122,22 @@ def serve(
         )
     except (GaikanError, ValueError, TypeError, ImportError) as exc:
         raise click.ClickException(str(exc)) from None
+    _announce(host, port, token, event)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        log_config=None,  # configure_logging: uvicorn's lines are JSON too
+        access_log=False,  # the station logs each request itself
+        server_header=False,
+        proxy_headers=False,
+        timeout_keep_alive=30,
+    )
+
+
+def _announce(host: str, port: int, token: str | None, event) -> None:
+    """Log where the station listens (and warn when it is open to the network)."""
     if host not in ("127.0.0.1", "localhost", "::1") and not token:
         event(
             "no_token",
@@ -133,17 +149,6 @@ def serve(
         "listening",
         url=f"http://{host}:{port}/",
         message=f"gaikan inspection station: http://{host}:{port}/  (Ctrl+C to stop)",
-    )
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_level=log_level,
-        log_config=None,  # configure_logging: uvicorn's lines are JSON too
-        access_log=False,  # the station logs each request itself
-        server_header=False,
-        proxy_headers=False,
-        timeout_keep_alive=30,
     )
 
 

@@ -128,8 +128,13 @@ def create_app(
     )
     model, model_name = load_model(model_path_or_detector)
     _allow_pixels(config.max_pixels)
+    return _assemble(model, model_name, config)
+
+
+def _assemble(model: Any, model_name: str | None, config: ServiceConfig) -> FastAPI:
+    """The app: shared parts, lifespan, error handlers, routes and the edge layer."""
     metrics = ServiceMetrics()
-    overlays = OverlayStore(overlay_entries, overlay_bytes, overlay_ttl_s)
+    overlays = OverlayStore(config.overlay_entries, config.overlay_bytes, config.overlay_ttl_s)
     admission = Admission(config.max_inflight, config.max_uploads_per_client)
     inspector = Inspector(model, config, metrics, overlays, model_name)
     pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="gaikan-score")
