@@ -2,6 +2,7 @@
 
     python benchmarks/load_service.py                 # 60 s per phase (~6 min)
     python benchmarks/load_service.py --duration 10   # quick look
+    python benchmarks/load_service.py --soak          # 32 clients, bad + stalled uploads, 60 s
 
 For each image size (100×100 and 256×256) a SOARTC model is fitted on
 synthetic parts, saved, and served by a real ``gaikan serve`` subprocess
@@ -18,6 +19,13 @@ PNGs, text files, images over --max-pixels, bodies over --max-upload-mb and
 a good image paired with a corrupt one in one request.  It checks that the
 server stays up, every good image gets the correct result, every bad one
 a 4xx or a per-file error, and that /metrics shows no internal error.
+
+The soak (``--soak``, run alone) drives 32 clients, each on its own
+loopback address, for ``--duration`` seconds at 100×100 with 10 % bad
+uploads (as above) and 10 % stalled uploads (headers and 1 kB of a 100 kB
+body, then silence until the server's 408 after ``--read-timeout``).  It
+prints the status counts, correct answers, p99 latency, 5xx count and the
+server's RSS at the start and the end.
 
 Everything stops by itself: each phase is bounded by --duration, the
 server is terminated at the end (or on any failure).
@@ -100,7 +108,14 @@ class Stats:
 class Server:
     """A `gaikan serve` subprocess on a free loopback port."""
 
-    def __init__(self, model: Path, workers: int | None, max_upload_mb: float, log: Path) -> None:
+    def __init__(
+        self,
+        model: Path,
+        workers: int | None,
+        max_upload_mb: float,
+        log: Path,
+        extra: tuple[str, ...] = (),
+    ) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -120,6 +135,7 @@ class Server:
         ]
         if workers:
             cmd += ["--workers", str(workers)]
+        cmd += list(extra)
         self.log = log
         self._logf = open(log, "wb")
         self.proc = subprocess.Popen(cmd, stdout=self._logf, stderr=subprocess.STDOUT)
@@ -218,7 +234,9 @@ async def _drive(
                 if (
                     res.get("verdict") != verdict
                     or res.get("score") is None
-                    or not np.isclose(res["score"], score, rtol=1e-9, atol=0)
+                    or not np.isclose(
+                        res["score"], np.nan if score is None else score, rtol=1e-9, atol=0
+                    )
                 ):
                     st.wrong += 1
                     st.note(f"wrong: expected {verdict} {score}, got {res}")
@@ -311,6 +329,183 @@ def fault_uploads(good: list[Upload], max_upload_mb: float, size: int) -> list[U
     return (good * reps)[: 9 * len(bad)] + bad
 
 
+async def _stalled(url: str, source: str, read_timeout: float) -> tuple[int | None, float]:
+    """Send headers and 1 kB of a 100 kB upload, then nothing: (status answered, seconds)."""
+    host, port = url.removeprefix("http://").split(":")
+    t0 = time.perf_counter()
+    reader, writer = await asyncio.open_connection(host, int(port), local_addr=(source, 0))
+    try:
+        writer.write(
+            b"POST /v1/inspect HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data;"
+            b" boundary=b\r\nContent-Length: 100000\r\n\r\n--b\r\n" + b"x" * 1000
+        )
+        await writer.drain()
+        line = await asyncio.wait_for(reader.readline(), read_timeout + 30)
+        status = int(line.split()[1]) if line.startswith(b"HTTP/1.1 ") else None
+        return status, time.perf_counter() - t0
+    finally:
+        writer.close()
+
+
+@dataclass
+class SoakStats(Stats):
+    stalled: int = 0
+    stalled_408: int = 0  # answered 408 within the deadline (+2 s)
+    stalled_late: list[str] = field(default_factory=list)
+    statuses: dict[int, int] = field(default_factory=dict)
+
+
+async def _soak_drive(
+    url: str, good: list[Upload], bad: list[Upload], clients: int, duration: float, timeout: float
+) -> SoakStats:
+    """``clients`` clients, each on its own loopback address (127.0.0.2, ...), for ``duration``."""
+    import httpx
+
+    st = SoakStats()
+    stop_at = time.perf_counter() + duration
+
+    async def one_client(k: int) -> None:
+        rng = random.Random(1000 + k)
+        source = f"127.0.0.{2 + k}"
+        transport = httpx.AsyncHTTPTransport(
+            local_address=source, limits=httpx.Limits(max_connections=1)
+        )
+        async with httpx.AsyncClient(base_url=url, timeout=60, transport=transport) as client:
+            while time.perf_counter() < stop_at:
+                draw = rng.random()
+                if draw < 0.10:
+                    st.stalled += 1
+                    status, took = await _stalled(url, source, timeout)
+                    st.statuses[status or 0] = st.statuses.get(status or 0, 0) + 1
+                    if status == 408 and took <= timeout + 2.0:
+                        st.stalled_408 += 1
+                    elif len(st.stalled_late) < 5:
+                        st.stalled_late.append(
+                            f"stalled upload: status {status} after {took:.1f} s"
+                        )
+                    continue
+                up = bad[rng.randrange(len(bad))] if draw < 0.20 else good[rng.randrange(len(good))]
+                await _soak_post(client, up, st)
+
+    await asyncio.gather(*(one_client(k) for k in range(clients)))
+    return st
+
+
+async def _soak_post(client, up: Upload, st: SoakStats) -> None:
+    import httpx
+
+    t0 = time.perf_counter()
+    try:
+        r = await client.post(
+            "/v1/inspect?overlay=0",
+            files=[("files", (n, d, "application/octet-stream")) for n, d in up.files],
+        )
+    except httpx.HTTPError as exc:
+        st.errors += 1
+        st.note(f"transport: {exc!r}")
+        return
+    st.latencies.append(time.perf_counter() - t0)
+    st.requests += 1
+    st.statuses[r.status_code] = st.statuses.get(r.status_code, 0) + 1
+    if up.body_too_big:
+        ok = r.status_code == 413
+        st.bad_ok += ok
+        st.errors += not ok
+        return
+    if r.status_code != 200:
+        st.errors += 1
+        st.note(f"status {r.status_code}: {r.text[:200]}")
+        return
+    for (verdict, score), res in zip(up.expect, r.json()["results"]):
+        if verdict == "bad":
+            if "error" in res and "score" not in res:
+                st.bad_ok += 1
+            else:
+                st.bad_missed += 1
+            continue
+        st.good_images += 1
+        want = np.nan if score is None else score
+        got = res.get("score")
+        if (
+            res.get("verdict") != verdict
+            or got is None
+            or not np.isclose(got, want, rtol=1e-9, atol=0)
+        ):
+            st.wrong += 1
+            st.note(f"wrong: expected {verdict} {score}, got {res}")
+
+
+def soak(args: argparse.Namespace) -> int:
+    """The soak: 32 clients for --duration s, 10 % bad and 10 % stalled uploads, 100x100.
+
+    Each client has its own loopback address, so the per-client upload cap
+    applies as it would on a line of PCs.  A stalled upload sends its
+    headers and 1 kB of a 100 kB body, then waits for the server's 408.
+    """
+    import httpx
+
+    clients = 32
+    print(
+        f"gaikan serve soak: loopback, {os.cpu_count()} CPUs visible, {clients} clients, "
+        f"{args.duration:g} s, read deadline {args.read_timeout:g} s, 10 % bad + 10 % stalled"
+    )
+    with tempfile.TemporaryDirectory(prefix="gaikan-soak-") as tmp:
+        work = Path(tmp)
+        model, good = build(100, work)
+        bad = fault_uploads(good, args.max_upload_mb, 100)[-6:]
+        extra = ("--read-timeout", str(args.read_timeout), "--log-level", "warning")
+        srv = Server(model, args.workers, args.max_upload_mb, work / "soak.log", extra)
+        try:
+            srv.wait_up()
+            warm_up(srv, good, limit_s=20.0)
+            rss0 = srv.rss_mb()
+            st = asyncio.run(
+                _soak_drive(srv.url, good, bad, clients, args.duration, args.read_timeout)
+            )
+            rss1 = srv.rss_mb()
+            up = srv.alive()
+            text = httpx.get(srv.url + "/metrics").text
+        finally:
+            srv.stop()
+        tb = srv.log.read_text(errors="replace").count("Traceback")
+    return _soak_report(st, text, up, tb, rss0, rss1, args.duration)
+
+
+def _soak_report(
+    st: SoakStats, text: str, up: bool, tb: int, rss0: float, rss1: float, duration: float
+) -> int:
+    internal = metric(text, "gaikan_internal_errors_total")
+    five = sum(
+        float(v)
+        for v in re.findall(
+            r'^gaikan_http_requests_total\{[^}]*status="5\d\d"\} (\S+)$', text, re.M
+        )
+    )
+    lat = np.array(st.latencies) * 1000 if st.latencies else np.array([np.nan])
+    print(
+        f"  answered requests {st.requests} ({st.requests / duration:.1f}/s); "
+        f"statuses, stalled included: {st.statuses}"
+    )
+    print(
+        f"  p50 {np.percentile(lat, 50):.1f} ms, p99 {np.percentile(lat, 99):.1f} ms "
+        "(requests that were not stalled)"
+    )
+    print(f"  good images {st.good_images}: correct {st.good_images - st.wrong}, wrong {st.wrong}")
+    print(f"  bad files: 4xx or per-file error {st.bad_ok}, scored anyway {st.bad_missed}")
+    print(f"  stalled uploads {st.stalled}: 408 within the deadline + 2 s {st.stalled_408}")
+    print(
+        f"  5xx on the server {five:g}, client-side errors {st.errors}, internal errors "
+        f"{internal:g}, tracebacks in log {tb}, server up at the end {up}"
+    )
+    print(f"  RSS MB {rss0:.1f} -> {rss1:.1f}")
+    for n in st.notes + st.stalled_late:
+        print("  !", n)
+    failures = st.wrong + st.bad_missed + st.errors + (not up) + (internal != 0) + (five != 0) + tb
+    failures += st.stalled - st.stalled_408
+    print("PASS" if failures == 0 else f"FAIL ({failures} problems)")
+    return 0 if failures == 0 else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--duration", type=float, default=60.0, help="seconds per phase")
@@ -320,7 +515,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fault-clients", type=int, default=8)
     ap.add_argument("--max-upload-mb", type=float, default=2.0)
     ap.add_argument("--no-fault", action="store_true")
+    ap.add_argument(
+        "--soak",
+        action="store_true",
+        help="only the soak: 32 clients, 10 %% bad and 10 %% stalled uploads (see soak())",
+    )
+    ap.add_argument("--read-timeout", type=float, default=15.0, help="server read deadline, s")
     args = ap.parse_args(argv)
+    if args.soak:
+        return soak(args)
     clients = [int(c) for c in args.clients.split(",")]
     sizes = [int(s) for s in args.sizes.split(",")]
 

@@ -25,7 +25,7 @@ from PIL import Image
 
 from gaikan.io import decode_image
 from gaikan.service import create_app
-from gaikan.service.app import good_class_of
+from gaikan.service.inspector import good_class_of
 from test_service import PNG_MAGIC, LiveServer, assert_json_error, metric, png_bytes
 
 pytestmark = [pytest.mark.serve, pytest.mark.deep]
@@ -58,7 +58,8 @@ def model_file(clf, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def live(model_file):
-    app = create_app(str(model_file), workers=2, max_files=8)
+    # every test client is 127.0.0.1: allow the 6 concurrent uploads below
+    app = create_app(str(model_file), workers=2, max_files=8, max_uploads_per_client=6)
     with LiveServer(app) as srv, httpx.Client(base_url=srv.url, timeout=60) as client:
         srv.client = client
         yield srv

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import click
 
 __all__ = ["COMMANDS", "serve"]
@@ -51,12 +53,39 @@ __all__ = ["COMMANDS", "serve"]
     help="Most files in one request.",
 )
 @click.option(
+    "--read-timeout",
+    default=15.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Seconds an upload may take to arrive (408 and the connection closed beyond).",
+)
+@click.option(
+    "--max-uploads-per-client",
+    default=4,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Inspect requests one client address may have in flight (429 beyond).",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+    help="Lowest level logged (JSON lines on stderr; 'warning' drops the per-request lines).",
 )
-def serve(model, host, port, workers, token, max_upload_mb, max_pixels, max_files, log_level):
+def serve(
+    model,
+    host,
+    port,
+    workers,
+    token,
+    max_upload_mb,
+    max_pixels,
+    max_files,
+    read_timeout,
+    max_uploads_per_client,
+    log_level,
+):
     """Serve MODEL as an inspection station: web UI at / and REST API under /v1.
 
     MODEL is a saved anomaly detector (gaikan fit: OK/NG by its threshold)
@@ -65,18 +94,21 @@ def serve(model, host, port, workers, token, max_upload_mb, max_pixels, max_file
 
     \b
     Endpoints: POST /v1/inspect (multipart field 'files'), GET /v1/model,
-    GET /healthz, GET /metrics (Prometheus).  See docs/service.md.
+    GET /healthz, GET /readyz, GET /metrics (Prometheus).  Logs are JSON
+    lines on stderr.  See docs/service.md.
     """
     try:
         import uvicorn
 
         from ..service.app import create_app
+        from ..service.logs import configure_logging, event
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise click.ClickException(
             f"gaikan serve needs the serve extra: pip install 'gaikan[serve]' ({exc})"
         ) from None
     from ..errors import GaikanError
 
+    configure_logging(log_level)
     try:
         app = create_app(
             model,
@@ -85,25 +117,38 @@ def serve(model, host, port, workers, token, max_upload_mb, max_pixels, max_file
             max_pixels=max_pixels,
             workers=workers,
             max_files=max_files,
+            read_timeout_s=read_timeout,
+            max_uploads_per_client=max_uploads_per_client,
         )
     except (GaikanError, ValueError, TypeError, ImportError) as exc:
         raise click.ClickException(str(exc)) from None
-    if host not in ("127.0.0.1", "localhost", "::1") and not token:
-        click.echo(
-            "warning: listening beyond this machine without --token; anyone on the "
-            "network can use the station",
-            err=True,
-        )
-    click.echo(f"gaikan inspection station: http://{host}:{port}/  (Ctrl+C to stop)", err=True)
+    _announce(host, port, token, event)
     uvicorn.run(
         app,
         host=host,
         port=port,
         log_level=log_level,
-        access_log=False,
+        log_config=None,  # configure_logging: uvicorn's lines are JSON too
+        access_log=False,  # the station logs each request itself
         server_header=False,
         proxy_headers=False,
         timeout_keep_alive=30,
+    )
+
+
+def _announce(host: str, port: int, token: str | None, event) -> None:
+    """Log where the station listens (and warn when it is open to the network)."""
+    if host not in ("127.0.0.1", "localhost", "::1") and not token:
+        event(
+            "no_token",
+            level=logging.WARNING,
+            message="listening beyond this machine without --token; anyone on the "
+            "network can use the station",
+        )
+    event(
+        "listening",
+        url=f"http://{host}:{port}/",
+        message=f"gaikan inspection station: http://{host}:{port}/  (Ctrl+C to stop)",
     )
 
 
