@@ -8,7 +8,6 @@ import base64
 import io
 import os
 from concurrent.futures import ThreadPoolExecutor
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -25,7 +24,6 @@ from PIL import Image
 
 from gaikan.io import decode_image
 from gaikan.service import create_app
-from gaikan.service.inspector import good_class_of
 from test_service import PNG_MAGIC, LiveServer, assert_json_error, metric, png_bytes
 
 pytestmark = [pytest.mark.serve, pytest.mark.deep]
@@ -79,6 +77,8 @@ def decoded(*pngs: bytes) -> np.ndarray:
 class Wrapped:
     """A fitted classifier seen under other labels, optionally failing on bright images."""
 
+    kind = "classifier"  # served as the registry's classifier kind
+
     def __init__(self, clf, labels=None, fail_bright=False, good_class=None):
         self.clf = clf
         self.labels = np.asarray(labels if labels is not None else clf.classes_)
@@ -89,6 +89,10 @@ class Wrapped:
     @property
     def classes_(self):
         return self.labels
+
+    @property
+    def good_class_(self):
+        return self.good_class if self.good_class in self.labels.tolist() else None
 
     def predict_proba(self, X):
         if self.fail_bright and np.asarray(X).max() > 250:
@@ -141,12 +145,11 @@ def test_classify_batch_with_per_file_errors(live, clf, parts):
         assert sum(probs.values()) == pytest.approx(1.0, abs=1e-6)
         np.testing.assert_allclose([probs[k] for k in labels], p, rtol=1e-6, atol=1e-9)
         assert x["confidence"] == pytest.approx(max(p)) == pytest.approx(probs[x["class"]])
-        assert x["verdict"] == ("ok" if x["class"] == "good" else "defect")
         assert x["score"] == pytest.approx(1.0 - probs["good"])
+        assert x["verdict"] == ("defect" if x["score"] > 0.5 else "ok")
         assert x["threshold"] == 0.5
         assert x["map"]["shape"] == [SIZE, SIZE]
-        assert 0 <= x["map"]["mean"] <= x["map"]["max"] <= 1
-        assert x["overlay_scale"] == [0.0, 1.0]
+        assert 0 <= x["map"]["mean"] <= x["map"]["max"] == x["score"]
         png = live.client.get(x["overlay_url"])
         assert png.status_code == 200 and png.headers["content-type"] == "image/png"
         assert png.content.startswith(PNG_MAGIC)
@@ -167,9 +170,10 @@ def test_map_is_the_explanation_of_the_predicted_class(live, clf, parts):
     pix = decoded(data)
     amap = clf.explain(pix, target=clf.predict(pix))[0]
     row, col = divmod(int(np.argmax(amap)), SIZE)
-    assert res["map"]["argmax"] == {"row": row, "col": col}
-    assert res["map"]["max"] == pytest.approx(amap.max())
-    assert res["map"]["mean"] == pytest.approx(amap.mean())
+    assert res["map"]["peak"] == {"row": row, "col": col}
+    # the explanation, scaled so that its maximum is the score
+    assert res["map"]["max"] == pytest.approx(res["score"])
+    assert res["map"]["mean"] == pytest.approx(amap.mean() * res["score"] / amap.max())
 
     r = live.client.post("/v1/inspect?overlay=0", files={"files": ("a.png", data, "image/png")})
     res = r.json()["results"][0]
@@ -222,8 +226,8 @@ def test_concurrent_requests_agree(live, parts):
                 res["class"],
                 res["score"],
                 res["map"]["max"],
-                res["map"]["argmax"]["row"],
-                res["map"]["argmax"]["col"],
+                res["map"]["peak"]["row"],
+                res["map"]["peak"]["col"],
             )
         )
     assert all(len(s) == 1 for s in seen.values())  # shared network, no cross-talk
@@ -231,20 +235,6 @@ def test_concurrent_requests_agree(live, parts):
 
 
 # ---------------------------------------------------------------- verdict rules
-def test_good_class_resolution():
-    def ns(classes, good=None):
-        return SimpleNamespace(classes_=np.asarray(classes), good_class=good)
-
-    assert good_class_of(ns(["bright", "dark", "good"])) == "good"
-    assert good_class_of(ns(["a", "b", "c"], good="b")) == "b"
-    assert good_class_of(ns(["NG", "OK"])) == "OK"
-    assert good_class_of(ns(["fail", "pass"])) == "pass"
-    assert good_class_of(ns(["crack", "dent", "scratch"])) is None
-    assert good_class_of(ns(["crack", "dent"], good="missing")) is None
-    assert good_class_of(ns([0, 1, 2], good=np.int64(1))) == "1"
-    assert good_class_of(ns([0, 1, 2])) is None
-
-
 def test_a_classifier_without_good_class_judges_everything_defect(clf, parts):
     X, _ = parts
     wrapped = Wrapped(clf, labels=["crack", "dent", "scratch"])
@@ -253,19 +243,16 @@ def test_a_classifier_without_good_class_judges_everything_defect(clf, parts):
         httpx.Client(base_url=srv.url, timeout=60) as c,
     ):
         m = c.get("/v1/model").json()
-        assert m["kind"] == "classifier" and m["good_class"] is None and m["threshold"] is None
+        assert m["kind"] == "classifier" and m["good_class"] is None and m["threshold"] == 0.5
         assert m["classes"] == ["crack", "dent", "scratch"]
         files = [("files", (f"{i}.png", png_bytes(X[i]), "image/png")) for i in range(3)]
         body = c.post("/v1/inspect", files=files).json()
-        assert body["threshold"] is None
         res = body["results"]
         assert [x["class"] for x in res] == ["crack", "dent", "scratch"]  # bright, dark, good
-        for x in res:
-            assert x["verdict"] == "defect" and x["threshold"] is None
-            assert x["score"] == x["confidence"] == max(x["probabilities"].values())
+        for x in res:  # P(good) = 0: score 1, always a defect
+            assert x["verdict"] == "defect" and x["score"] == 1.0 and x["threshold"] == 0.5
+            assert x["confidence"] == max(x["probabilities"].values())
             assert x["overlay_url"].startswith("/v1/overlays/")
-        text = c.get("/metrics").text
-        assert "gaikan_model_threshold" not in text
         assert metric(text, "gaikan_defects_found_total") == 3
 
 
