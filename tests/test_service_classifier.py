@@ -253,6 +253,7 @@ def test_a_classifier_without_good_class_judges_everything_defect(clf, parts):
             assert x["verdict"] == "defect" and x["score"] == 1.0 and x["threshold"] == 0.5
             assert x["confidence"] == max(x["probabilities"].values())
             assert x["overlay_url"].startswith("/v1/overlays/")
+        text = c.get("/metrics").text
         assert metric(text, "gaikan_defects_found_total") == 3
 
 
