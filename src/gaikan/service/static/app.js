@@ -97,6 +97,17 @@
     return r.score > state.threshold ? "defect" : "ok";
   }
 
+  // The colour bar of the overlays: the server's one colour policy, threshold marked.
+  function drawLegend(colours) {
+    const bar = $("legend-bar");
+    if (!bar || !colours) return;
+    const stops = colours.stops.map(([p, c]) => `rgb(${c.join(",")}) ${(p * 100).toFixed(1)}%`);
+    bar.style.background = `linear-gradient(to right, ${stops.join(", ")})`;
+    $("legend-mark").style.left = (colours.threshold_position * 100) + "%";
+    $("legend-threshold").textContent = fmt(colours.threshold);
+    $("legend-top").textContent = "≥ " + fmt(colours.threshold * colours.span);
+  }
+
   function pct(p) {
     return isFinite(p) ? Math.round(100 * p) + "%" : "–";
   }
@@ -230,10 +241,10 @@
       add("Threshold", fmt(state.threshold) + (state.threshold === state.modelThreshold ? " (model)" : ""));
     }
     add("Map max / mean", fmt(r.map.max) + " / " + fmt(r.map.mean));
-    add("Hottest point", `row ${r.map.argmax.row}, col ${r.map.argmax.col}`);
+    add("Hottest point", `row ${r.map.peak.row}, col ${r.map.peak.col} (image pixels)`);
     const [h, w] = r.map.shape;
-    marker.style.left = ((r.map.argmax.col + 0.5) / w * 100) + "%";
-    marker.style.top = ((r.map.argmax.row + 0.5) / h * 100) + "%";
+    marker.style.left = ((r.map.peak.col + 0.5) / w * 100) + "%";
+    marker.style.top = ((r.map.peak.row + 0.5) / h * 100) + "%";
     marker.hidden = v !== "defect";
   }
 
@@ -324,15 +335,15 @@
   function downloadCsv() {
     const head = state.classifier
       ? ["file", "verdict", "class", "confidence", "score", "map_max", "map_mean",
-         "argmax_row", "argmax_col", "error"]
+         "peak_row", "peak_col", "error"]
       : ["file", "verdict", "score", "threshold", "model_verdict", "model_threshold",
-         "map_max", "map_mean", "argmax_row", "argmax_col", "error"];
+         "map_max", "map_mean", "peak_row", "peak_col", "error"];
     const rows = [head.join(",")];
     for (const r of state.results) {
       const v = verdictOf(r);
       if (v === "pending") continue;
-      const m = r.map || { argmax: {} };
-      const tail = [m.max, m.mean, m.argmax.row, m.argmax.col, r.error];
+      const m = r.map || { peak: {} };
+      const tail = [m.max, m.mean, m.peak.row, m.peak.col, r.error];
       let row;
       if (state.classifier) {
         row = [r.file, v, r.cls, r.confidence, r.score].concat(tail);
@@ -360,6 +371,7 @@
       state.model = m;
       state.classifier = m.kind === "classifier";
       state.modelThreshold = m.threshold;
+      drawLegend(m.colours);
       state.threshold = m.threshold;
       const [h, w] = m.image_shape;
       $("model-info").textContent = state.classifier
