@@ -259,8 +259,19 @@ class Classifier(ModelFileMixin, ParamsMixin):
             raise ParameterError(f"X_good images have shape {good.shape[1:]}, X has {X.shape[1:]}")
         self.reference_ = good.mean(0).astype(np.float32)
 
-    def _inputs(self) -> InputPipeline:
-        """The fitted input pipeline (images → network input, maps → image)."""
+    def input_pipeline(self) -> InputPipeline:
+        """What the network sees: the fitted input transform.
+
+        ``encode(X)`` is the normalised network tensor (n, c, h, w) of checked
+        images, ``focus_boxes(X)`` the focus windows (n, 4) or None,
+        ``expand(x)`` the batch as the network takes it, ``to_input_maps``
+        brings maps on the network input back to the image.
+
+        Returns
+        -------
+        InputPipeline
+        """
+        self._check_fitted()
         return InputPipeline(
             size=as_hw("image_size", self.image_size),
             mean=self.input_mean_,
@@ -319,7 +330,7 @@ class Classifier(ModelFileMixin, ParamsMixin):
         self._fit_input(Xt, yt, X_good)
         self.in_chans_ = int(getattr(model, "in_chans", 3) or 3)
         self.model_ = to_device(model, self.device, self._channels_last)
-        return self._inputs()
+        return self.input_pipeline()
 
     def _train_batch(self, pipe: InputPipeline) -> Callable[[Any, Any], Any]:
         """Encoded training batch → augmented network input."""
@@ -519,7 +530,7 @@ class Classifier(ModelFileMixin, ParamsMixin):
         torch = require("torch", "deep")
         self._check_fitted()
         X = check_X(X)
-        pipe = self._inputs()
+        pipe = self.input_pipeline()
         with torch_context(self.num_threads, None, self.device):
             out = []
             for s in range(0, X.shape[0], 256):
@@ -595,7 +606,7 @@ class Classifier(ModelFileMixin, ParamsMixin):
         with torch_context(self.num_threads, None, self.device):
             return _explain.cam_maps(
                 self.model_,
-                self._inputs(),
+                self.input_pipeline(),
                 X,
                 method=method,
                 targets=targets,
@@ -666,7 +677,7 @@ class Classifier(ModelFileMixin, ParamsMixin):
         with torch_context(self.num_threads, None, self.device):
             return _explain.integrated_gradients(
                 self.model_,
-                self._inputs(),
+                self.input_pipeline(),
                 X,
                 targets=targets,
                 steps=int(steps),

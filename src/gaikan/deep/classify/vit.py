@@ -287,7 +287,9 @@ class ViTClassifier(Classifier):
     def _channels(self, X: np.ndarray) -> np.ndarray:
         return vit_channels(X, self.input, self.soart_, self.soart_norm)
 
-    def _inputs(self) -> ViTInputs:
+    def input_pipeline(self) -> ViTInputs:
+        """What the network sees (:class:`ViTInputs`); see :meth:`Classifier.input_pipeline`."""
+        self._check_fitted()
         return ViTInputs(
             size=as_hw("image_size", self.image_size),
             mean=self.input_mean_,
