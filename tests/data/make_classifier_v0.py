@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,7 +37,7 @@ def parts(n: int, seed: int, size: int = 32) -> tuple[np.ndarray, np.ndarray]:
 def main(out: Path) -> None:
     X, y = parts(60, 0)
     Xt, _ = parts(8, 1)
-    tiny = dict(
+    tiny: dict[str, Any] = dict(
         pretrained=False,
         image_size=32,
         batch_size=16,
@@ -52,7 +53,7 @@ def main(out: Path) -> None:
         soart_kernel=4, soart_stride=2, num_threads=1, batch_size=16,
     )  # fmt: skip
     vit.fine_tune(X, y, epochs=2, freeze_epochs=0)
-    expected = {"X": Xt}
+    expected: dict[str, Any] = {"X": Xt}
     for name, model in (("classifier", clf), ("ensemble", ens), ("vit", vit)):
         model.save(out / f"{name}-v0.gaikan")
         expected[f"{name}.proba"] = model.predict_proba(Xt)
