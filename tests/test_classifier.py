@@ -363,7 +363,7 @@ def test_tampered_model_file_is_refused(fitted, tmp_path):
 # --------------------------------------------------------------------------- ViT
 @pytest.mark.parametrize("inp", ["raw", "soart"])
 def test_vit_learns_and_round_trips(inp, tmp_path):
-    from gaikan.deep.vit import ViTClassifier
+    from gaikan.deep.classify import ViTClassifier
 
     X, y, _ = planted(150, seed=0, delta=70)
     Xt, yt, _ = planted(60, seed=1, delta=70)

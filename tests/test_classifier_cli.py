@@ -27,7 +27,7 @@ def image_folder(root, n=36, size=32, seed=0):
 
 def test_train_writes_model_and_report(tmp_path):
     from gaikan.cli import cli
-    from gaikan.deep.classifier import Classifier
+    from gaikan.deep.classify import Classifier
 
     data = image_folder(tmp_path / "data")
     out = tmp_path / "m.gaikan"
@@ -70,7 +70,7 @@ def test_train_writes_model_and_report(tmp_path):
 
 def test_train_vit_soart(tmp_path):
     from gaikan.cli import cli
-    from gaikan.deep.vit import ViTClassifier
+    from gaikan.deep.classify import ViTClassifier
 
     data = image_folder(tmp_path / "data", n=20)
     out = tmp_path / "v.gaikan"
@@ -99,7 +99,7 @@ def test_train_vit_soart(tmp_path):
 
 def test_train_reference_focus(tmp_path):
     from gaikan.cli import cli
-    from gaikan.deep.classifier import Classifier
+    from gaikan.deep.classify import Classifier
 
     data = image_folder(tmp_path / "data", n=20)
     out = tmp_path / "f.gaikan"
