@@ -240,6 +240,7 @@ def test_image_checks_accept_grey_rgb_and_lists():
         ({"reference": True, "focus": 4}, "focus"),
         ({"focus": 16}, "focus needs reference"),
         ({"model_kwargs": "drop_rate=0"}, "model_kwargs"),
+        ({"device": 0}, "device"),
     ],
 )
 def test_bad_parameters_are_refused_at_fit(params, name, data, monkeypatch):

@@ -112,6 +112,8 @@ def test_bad_use_is_refused(data):
         ClassifierEnsemble(tiny_classifier(), n_members=2.5).fine_tune(X, y, epochs=1)
     with pytest.raises(ParameterError, match="batch_size"):  # the members' parameters too
         ClassifierEnsemble(tiny_classifier(batch_size=0), n_members=2).fine_tune(X, y, epochs=1)
+    with pytest.raises(ParameterError, match="valid_frac"):  # before the shared split
+        ClassifierEnsemble(tiny_classifier(valid_frac=1.5), n_members=2).fine_tune(X, y, epochs=1)
     with pytest.raises(ParameterError, match=r"y must have shape"):
         ClassifierEnsemble(tiny_classifier(), n_members=2).fine_tune(X, y[:-1], epochs=1)
     with pytest.raises(TypeError, match="Classifier"):

@@ -27,6 +27,7 @@ from ..._params import ParamsMixin
 from ...errors import ModelFileError, NotFittedError, ParameterError
 from ...modelfile import ModelFileMixin
 from .classifier import Classifier
+from .params import integer
 from .training import stratified_split
 
 __all__ = ["ClassifierEnsemble"]
@@ -76,10 +77,7 @@ class ClassifierEnsemble(ModelFileMixin, ParamsMixin):
         est = self.estimator if self.estimator is not None else Classifier()
         if not isinstance(est, Classifier):
             raise TypeError(f"estimator must be a gaikan Classifier, got {type(est).__name__}")
-        if isinstance(self.n_members, bool) or not isinstance(self.n_members, int | np.integer):
-            raise ParameterError(f"n_members must be an integer >= 1, got {self.n_members!r}")
-        if int(self.n_members) < 1:
-            raise ParameterError(f"n_members must be an integer >= 1, got {self.n_members!r}")
+        integer(1)("n_members", self.n_members)
         return est
 
     def _member(self, i: int) -> Classifier:
@@ -117,6 +115,7 @@ class ClassifierEnsemble(ModelFileMixin, ParamsMixin):
             ``X_good``… passed on.
         """
         est = self._template()
+        est._check_params()  # before the shared split uses valid_frac
         X = np.asarray(X)
         y = np.asarray(y)
         self.valid_idx_ = None

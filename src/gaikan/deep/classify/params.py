@@ -141,6 +141,14 @@ def _image_size(name: str, v: Any) -> None:
     as_hw(name, v)
 
 
+def _device(name: str, v: Any) -> None:
+    if isinstance(v, str) and v:
+        return
+    if type(v).__name__ == "device" and hasattr(v, "type"):  # a torch.device
+        return
+    raise ParameterError(f"{name} must be a device name such as 'cpu' or 'cuda:0', got {v!r}")
+
+
 def _focus(name: str, v: Any) -> None:
     if v is not None and (not _is_int(v) or v < 8):
         raise ParameterError(
@@ -175,7 +183,7 @@ CLASSIFIER_RULES: dict[str, Check] = {
     "cam_layer": text(none=True),
     "random_state": integer(),
     "num_threads": integer(0, none=True),
-    "device": text(),
+    "device": _device,
     "weights_file": path_or_none,
     "model_kwargs": dict_or_none,
 }
