@@ -327,6 +327,10 @@ def test_default_explanation_is_layercam_at_stride_16(fitted, data):
         fitted.explain(Xt[d][:4]),
         fitted.explain(Xt[d][:4], method="layercam", layer="blocks.3"),
     )
+    np.testing.assert_array_equal(  # "auto" names the same layer when a method is given
+        fitted.explain(Xt[d][:2], method="gradcam", layer="auto"),
+        fitted.explain(Xt[d][:2], method="gradcam", layer="blocks.3"),
+    )
     maps = fitted.explain(Xt[d])
     assert maps.shape == (int(d.sum()), 32, 32)
     assert maps.min() >= 0 and np.allclose(maps.reshape(len(maps), -1).max(1), 1.0)
