@@ -39,7 +39,7 @@ def test_set():
 
 def tiny_classifier(**kw):
     """A from-scratch toy EfficientNet classifier for fast tests (no augmentation)."""
-    from gaikan.deep.classifier import Classifier
+    from gaikan.deep.classify import Classifier
 
     params = {
         "pretrained": False,

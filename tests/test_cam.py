@@ -73,7 +73,7 @@ pytest.importorskip("timm")
 from gaikan.deep import cam
 
 
-class BrightSpotNet(torch.nn.Module):
+class BrightSpotNet(torch.nn.Module):  # type: ignore[name-defined]  # torch from importorskip
     """Fixed CNN: class 1 = 'has a bright spot' (ReLU of brightness − 0.5)."""
 
     def __init__(self):
@@ -204,7 +204,7 @@ def test_attention_rollout_on_timm_vit_unfuses_and_restores():
 @pytest.mark.deep
 def test_trained_classifier_points_at_defects():
     """End to end: LayerCAM of a fine-tuned CNN peaks inside the planted square."""
-    from gaikan.deep.classifier import Classifier
+    from gaikan.deep.classify import Classifier
     from gaikan.deep.evaluate import evaluate
 
     def make(n, seed):

@@ -1,9 +1,11 @@
 """Classifier: schedules (golden), fine-tuning on planted defects, lr_find,
-model files without pickle, ViT on raw and SOART images."""
+parameter and input checks, model files without pickle (and those of the
+release before gaikan.deep.classify), ViT on raw and SOART images."""
 
 import json
 import math
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,13 +16,17 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("timm")
 pytest.importorskip("safetensors")
 
-from gaikan.deep.classifier import (
+from gaikan.deep.classify import (
     Classifier,
     cos_anneal,
     discriminative_lrs,
+    inputs,
     one_cycle_schedule,
     stratified_split,
+    training,
 )
+from gaikan.deep.classify.explain import resolve_layer
+from gaikan.errors import NotFittedError, ParameterError
 
 pytestmark = pytest.mark.deep
 
@@ -125,19 +131,19 @@ def test_schedule_applied_during_fine_tune(data, monkeypatch):
 
 def test_layer_groups_and_freezing(fitted):
     model = fitted.model_
-    groups = fitted._layer_groups(model)
+    groups = training.layer_groups(model, fitted.n_groups)
     assert len(groups) == 3
     ids = [id(p) for g in groups for p in g]
     assert len(ids) == len(set(ids)) == len(list(model.parameters()))
     assert {id(p) for p in groups[-1]} == {id(p) for p in model.get_classifier().parameters()}
-    fitted._freeze_body(model, groups, True)
+    training.freeze_body(model, groups, True)
     try:
         bn = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
         assert bn and all(p.requires_grad for m in bn for p in m.parameters())
         assert not model.conv_stem.weight.requires_grad
         assert all(p.requires_grad for p in groups[-1])
     finally:
-        fitted._freeze_body(model, groups, False)
+        training.freeze_body(model, groups, False)
 
 
 # --------------------------------------------------------------------------- training
@@ -171,27 +177,108 @@ def test_early_stopping_restores_best(data):
 
 def test_bad_inputs():
     clf = tiny()
-    with pytest.raises(ValueError, match="two classes"):
+    with pytest.raises(ParameterError, match="two classes"):
         clf.fine_tune(np.zeros((4, 8, 8)), ["a"] * 4)
-    with pytest.raises(ValueError, match="shape"):
+    with pytest.raises(ParameterError, match="shape"):
         clf.fine_tune(np.zeros((4, 8, 8)), ["a", "b"])
-    with pytest.raises(ValueError, match=r"X\[None\]"):
+    with pytest.raises(ParameterError, match=r"X\[None\]"):
         clf.fine_tune(np.zeros((8, 8)), ["a"])
-    from gaikan.errors import NotFittedError
-
     with pytest.raises(NotFittedError):
         clf.predict(np.zeros((1, 8, 8)))
+    with pytest.raises(NotFittedError):
+        clf.input_pipeline()
 
 
-def test_augmentation_respects_switches(fitted):
+@pytest.mark.parametrize(
+    ("X", "match"),
+    [
+        (np.zeros((0, 8, 8)), "X is empty"),
+        (np.zeros((0, 8, 8, 3)), "X is empty"),
+        (np.zeros((2, 8, 8, 2)), r"\(n, H, W\) or \(n, H, W, 3\)"),
+        (np.zeros((2, 1, 8, 8, 3)), r"\(n, H, W\) or \(n, H, W, 3\)"),
+        (np.array([[[1.0, np.nan]]]), "NaN"),
+        (np.full((1, 2, 2, 3), np.inf), "NaN or infinite"),
+        (np.array([[[object()]]]), "numeric"),
+        ([np.zeros((8, 8)), np.zeros((8, 9))], "different shapes"),
+    ],
+)
+def test_image_checks_raise_parameter_errors(X, match):
+    """check_X is gaikan's check_images, plus RGB batches; ParameterError is a ValueError."""
+    with pytest.raises(ParameterError, match=match):
+        inputs.check_X(X)
+    with pytest.raises(ValueError, match=match):
+        tiny().fine_tune(X, ["a", "b"])
+
+
+def test_image_checks_accept_grey_rgb_and_lists():
+    rgb = np.arange(2 * 4 * 5 * 3, dtype=np.uint8).reshape(2, 4, 5, 3)
+    out = inputs.check_X(rgb)
+    assert out.dtype == np.float32 and out.shape == rgb.shape
+    np.testing.assert_array_equal(out, rgb)
+    grey = inputs.check_X([np.ones((4, 5)), np.zeros((4, 5))])
+    assert grey.shape == (2, 4, 5) and grey.dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    ("params", "name"),
+    [
+        ({"batch_size": 0}, "batch_size"),
+        ({"valid_frac": 1.0}, "valid_frac"),
+        ({"patience": -1}, "patience"),
+        ({"weight_decay": float("nan")}, "weight_decay"),
+        ({"hflip": "yes"}, "hflip"),
+        ({"max_rotate": -5}, "max_rotate"),
+        ({"drop_rate": 1.5}, "drop_rate"),
+        ({"n_groups": 0}, "n_groups"),
+        ({"label_smoothing": -0.1}, "label_smoothing"),
+        ({"precise_bn": 2.5}, "precise_bn"),
+        ({"image_size": 0}, "image_size"),
+        ({"image_size": (32, "a")}, "image_size"),
+        ({"cam_method": "bogus"}, "cam_method"),
+        ({"random_state": None}, "random_state"),
+        ({"num_threads": -1}, "num_threads"),
+        ({"reference": True, "focus": 4}, "focus"),
+        ({"focus": 16}, "focus needs reference"),
+        ({"model_kwargs": "drop_rate=0"}, "model_kwargs"),
+        ({"device": 0}, "device"),
+    ],
+)
+def test_bad_parameters_are_refused_at_fit(params, name, data, monkeypatch):
+    """fit refuses a bad parameter by name before any work (no network is built)."""
+    X, y, *_ = data
+    built = []
+    monkeypatch.setattr(Classifier, "_create_model", lambda self, n: built.append(n))
+    with pytest.raises(ParameterError, match=name):
+        tiny(**params).fine_tune(X, y, epochs=1)
+    with pytest.raises(ParameterError, match=name):
+        tiny(**params).lr_find(X, y, num_it=2)
+    assert built == []
+
+
+@pytest.mark.parametrize(
+    ("kw", "name"),
+    [
+        ({"epochs": -1}, "epochs"),
+        ({"freeze_epochs": 1.5}, "freeze_epochs"),
+        ({"base_lr": 0.0}, "base_lr"),
+        ({"lr_mult": -10}, "lr_mult"),
+        ({"pct_start": 0.0}, "pct_start"),
+        ({"div": float("inf")}, "div"),
+    ],
+)
+def test_bad_fit_arguments_are_refused(kw, name, data):
+    X, y, *_ = data
+    with pytest.raises(ParameterError, match=name):
+        tiny().fine_tune(X, y, **kw)
+
+
+def test_augmentation_respects_switches():
     g = torch.Generator().manual_seed(0)
     x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
-    plain = tiny(brightness=0, contrast=0)
-    plain.input_std_ = [0.5] * 3
-    assert torch.equal(plain._augment(x, g), x)
-    flip = tiny(hflip=True, brightness=0, contrast=0)
-    flip.input_std_ = [0.5] * 3
-    outs = [flip._augment(x, torch.Generator().manual_seed(s)) for s in range(8)]
+    norm = ([0.5] * 3, [0.5] * 3)
+    assert torch.equal(inputs.augment(x, g, inputs.Augmentation(), *norm), x)
+    flip = inputs.Augmentation(hflip=True)
+    outs = [inputs.augment(x, torch.Generator().manual_seed(s), flip, *norm) for s in range(8)]
     assert all(
         torch.equal(o[i], x[i]) or torch.equal(o[i], x[i].flip(-1)) for o in outs for i in range(2)
     )
@@ -233,11 +320,16 @@ def test_save_load_round_trip_without_pickle(fitted, data, tmp_path):
 
 def test_default_explanation_is_layercam_at_stride_16(fitted, data):
     _, _, Xt, yt, _mt = data
-    assert fitted._resolve_layer("auto") == "blocks.3"  # test_efficientnet: stride 16
+    assert resolve_layer(fitted.model_, "auto") == "blocks.3"  # test_efficientnet: stride 16
+    assert resolve_layer(fitted.model_, None) is None
     d = yt != "good"
     np.testing.assert_allclose(
         fitted.explain(Xt[d][:4]),
         fitted.explain(Xt[d][:4], method="layercam", layer="blocks.3"),
+    )
+    np.testing.assert_array_equal(  # "auto" names the same layer when a method is given
+        fitted.explain(Xt[d][:2], method="gradcam", layer="auto"),
+        fitted.explain(Xt[d][:2], method="gradcam", layer="blocks.3"),
     )
     maps = fitted.explain(Xt[d])
     assert maps.shape == (int(d.sum()), 32, 32)
@@ -276,7 +368,7 @@ def test_tampered_model_file_is_refused(fitted, tmp_path):
 # --------------------------------------------------------------------------- ViT
 @pytest.mark.parametrize("inp", ["raw", "soart"])
 def test_vit_learns_and_round_trips(inp, tmp_path):
-    from gaikan.deep.vit import ViTClassifier
+    from gaikan.deep.classify import ViTClassifier
 
     X, y, _ = planted(150, seed=0, delta=70)
     Xt, yt, _ = planted(60, seed=1, delta=70)
@@ -302,3 +394,62 @@ def test_vit_learns_and_round_trips(inp, tmp_path):
     back = ViTClassifier.load(tmp_path / "v.gaikan")
     assert np.array_equal(back.predict_proba(Xt), clf.predict_proba(Xt))
     np.testing.assert_allclose(back.explain(Xt[:4]), maps, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- old model files
+V0 = Path(__file__).parent / "data"
+
+
+@pytest.mark.parametrize(
+    ("name", "cls_name"),
+    [("classifier", "Classifier"), ("ensemble", "ClassifierEnsemble"), ("vit", "ViTClassifier")],
+)
+def test_model_files_of_the_previous_release_load_and_predict_the_same(name, cls_name):
+    """Files written at 3b9b2b1 (tests/data/make_classifier_v0.py), before the
+    classifier was split into gaikan.deep.classify: same probabilities and maps."""
+    import gaikan
+    from gaikan.modelfile import read_model
+
+    expected = np.load(V0 / "classifier-v0-expected.npz")
+    path = V0 / f"{name}-v0.gaikan"
+    model = gaikan.load(path)
+    assert type(model).__name__ == cls_name
+    proba = model.predict_proba(expected["X"])
+    # bit-identical on the machine that wrote them; float error allowed for other CPUs/torches
+    np.testing.assert_allclose(proba, expected[f"{name}.proba"], rtol=1e-5, atol=1e-6)
+    assert proba.argmax(1).tolist() == expected[f"{name}.proba"].argmax(1).tolist()
+    maps = model.explain(expected["X"][:3])
+    np.testing.assert_allclose(maps, expected[f"{name}.maps"], atol=1e-4)
+    # what a file holds did not change: re-saving gives the same members and parameters
+    old, new = read_model(path), model.to_modelfile()
+    assert (old.kind, sorted(old.arrays), sorted(old.blobs)) == (
+        new.kind,
+        sorted(new.arrays),
+        sorted(new.blobs),
+    )
+    assert old.params == new.params and sorted(old.meta) == sorted(new.meta)
+
+
+def test_old_module_paths_still_import():
+    """Registries and users import the pre-split paths; they name the same objects."""
+    import importlib
+
+    import gaikan.deep
+    from gaikan.deep import classify
+    from gaikan.detectors.registry import get_detector_class
+
+    old = importlib.import_module("gaikan.deep.classifier")
+    for name in old.__all__:
+        if name != "TIMM_NAMES":
+            assert getattr(old, name) is getattr(classify, name)
+    assert importlib.import_module("gaikan.deep.vit").ViTClassifier is classify.ViTClassifier
+    ens = importlib.import_module("gaikan.deep.ensemble").ClassifierEnsemble
+    assert ens is classify.ClassifierEnsemble
+    for name in ("Classifier", "ViTClassifier", "ClassifierEnsemble"):
+        assert getattr(gaikan.deep, name) is getattr(classify, name)
+    for kind, cls in [
+        ("classifier", classify.Classifier),
+        ("vit-classifier", classify.ViTClassifier),
+        ("classifier-ensemble", classify.ClassifierEnsemble),
+    ]:
+        assert get_detector_class(kind) is cls and cls.kind == kind

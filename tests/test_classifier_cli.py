@@ -27,7 +27,7 @@ def image_folder(root, n=36, size=32, seed=0):
 
 def test_train_writes_model_and_report(tmp_path):
     from gaikan.cli import cli
-    from gaikan.deep.classifier import Classifier
+    from gaikan.deep.classify import Classifier
 
     data = image_folder(tmp_path / "data")
     out = tmp_path / "m.gaikan"
@@ -70,7 +70,7 @@ def test_train_writes_model_and_report(tmp_path):
 
 def test_train_vit_soart(tmp_path):
     from gaikan.cli import cli
-    from gaikan.deep.vit import ViTClassifier
+    from gaikan.deep.classify import ViTClassifier
 
     data = image_folder(tmp_path / "data", n=20)
     out = tmp_path / "v.gaikan"
@@ -99,7 +99,7 @@ def test_train_vit_soart(tmp_path):
 
 def test_train_reference_focus(tmp_path):
     from gaikan.cli import cli
-    from gaikan.deep.classifier import Classifier
+    from gaikan.deep.classify import Classifier
 
     data = image_folder(tmp_path / "data", n=20)
     out = tmp_path / "f.gaikan"
@@ -129,7 +129,7 @@ def test_train_reference_focus(tmp_path):
     assert res.exit_code == 0, res.output
     clf = Classifier.load(out)
     assert clf.reference and clf.focus == 16 and clf.reference_.shape == (32, 32)
-    assert clf._size() == (32, 32)
+    assert clf.input_pipeline().size == (32, 32)
     res = CliRunner().invoke(
         cli, ["train", str(data), "-o", str(out), "--backbone", "vit-raw", "--reference"]
     )
@@ -151,3 +151,19 @@ def test_train_errors(tmp_path):
     shutil.rmtree(tmp_path / "one" / "scratch")
     res = CliRunner().invoke(cli, ["train", str(tmp_path / "one"), "-o", str(tmp_path / "m")])
     assert res.exit_code != 0 and "two class" in res.output
+
+
+@pytest.mark.parametrize(
+    ("args", "name"),
+    [(["--batch-size", "0"], "batch_size"), (["--valid-frac", "1.5"], "valid_frac")],
+)
+def test_train_names_a_bad_parameter(tmp_path, args, name):
+    """fit validates the parameters: the CLI reports the one that is wrong, before training."""
+    from gaikan.cli import cli
+
+    data = image_folder(tmp_path / "data", n=4)
+    out = tmp_path / "m.gaikan"
+    base = ["train", str(data), "-o", str(out), "--backbone", "test_efficientnet"]
+    res = CliRunner().invoke(cli, [*base, "--no-pretrained", "--size", "32", "--quiet", *args])
+    assert res.exit_code != 0 and name in res.output, res.output
+    assert not out.exists()

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.deep
 @pytest.mark.parametrize("kw", [{}, {"reference": True, "focus": 16}], ids=["plain", "focus"])
 def test_inspect_classifier_model(tmp_path, kw):
     from gaikan.cli import cli
-    from gaikan.deep.classifier import Classifier
+    from gaikan.deep.classify import Classifier
 
     rng = np.random.default_rng(0)
     X = rng.normal(110, 10, (40, 32, 32))

@@ -13,9 +13,8 @@ pytest.importorskip("torch")
 pytest.importorskip("timm")
 pytest.importorskip("safetensors")
 
-from gaikan.deep import ClassifierEnsemble
-from gaikan.deep.classifier import Classifier
-from gaikan.errors import ModelFileError, NotFittedError
+from gaikan.deep.classify import Classifier, ClassifierEnsemble
+from gaikan.errors import ModelFileError, NotFittedError, ParameterError
 from test_classifier import CLASSES, planted  # the same planted-square parts
 
 pytestmark = pytest.mark.deep
@@ -107,8 +106,16 @@ def test_save_load_round_trip_and_registry(ens, data, tmp_path):
 
 def test_bad_use_is_refused(data):
     X, y, *_ = data
-    with pytest.raises(ValueError, match="n_members"):
+    with pytest.raises(ParameterError, match="n_members"):
         ClassifierEnsemble(tiny_classifier(), n_members=0).fine_tune(X, y, epochs=1)
+    with pytest.raises(ParameterError, match="n_members"):
+        ClassifierEnsemble(tiny_classifier(), n_members=2.5).fine_tune(X, y, epochs=1)
+    with pytest.raises(ParameterError, match="batch_size"):  # the members' parameters too
+        ClassifierEnsemble(tiny_classifier(batch_size=0), n_members=2).fine_tune(X, y, epochs=1)
+    with pytest.raises(ParameterError, match="valid_frac"):  # before the shared split
+        ClassifierEnsemble(tiny_classifier(valid_frac=1.5), n_members=2).fine_tune(X, y, epochs=1)
+    with pytest.raises(ParameterError, match=r"y must have shape"):
+        ClassifierEnsemble(tiny_classifier(), n_members=2).fine_tune(X, y[:-1], epochs=1)
     with pytest.raises(TypeError, match="Classifier"):
         ClassifierEnsemble(object()).fine_tune(X, y, epochs=1)
     with pytest.raises(NotFittedError, match="not fitted"):

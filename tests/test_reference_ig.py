@@ -9,8 +9,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("timm")
 pytest.importorskip("safetensors")
 
-from gaikan.deep.classifier import Classifier
+from gaikan.deep.classify import Classifier, inputs
 from gaikan.deep.evaluate import pointing_score
+from gaikan.errors import ParameterError
 
 pytestmark = pytest.mark.deep
 
@@ -49,7 +50,7 @@ def test_reference_is_mean_good_training_image(ref_model, data):
     good = train[y[train] == "good"]
     np.testing.assert_allclose(ref_model.reference_, X[good].mean(0), rtol=1e-6)
     # the network input: (image, reference, 0.5 + image − reference), then normalised
-    t = ref_model._encode(X[:1])
+    t = ref_model.input_pipeline().encode(X[:1])
     assert t.shape == (1, 3, 48, 48)
     mean = torch.tensor(ref_model.input_mean_).view(3, 1, 1)
     std = torch.tensor(ref_model.input_std_).view(3, 1, 1)
@@ -71,11 +72,13 @@ def test_reference_model_learns_and_round_trips(ref_model, data, tmp_path):
 
 def test_reference_checks_inputs(ref_model, data):
     X, y, *_ = data
-    with pytest.raises(ValueError, match="crop/resize"):
+    with pytest.raises(ParameterError, match="crop/resize"):
         ref_model.predict(np.zeros((2, 40, 32)))
-    with pytest.raises(ValueError, match="grey"):
+    with pytest.raises(ParameterError, match="grey"):
+        ref_model.predict(np.zeros((2, 32, 32, 3)))
+    with pytest.raises(ParameterError, match="grey"):
         tiny(reference=True).fine_tune(np.repeat(X[..., None], 3, -1), y, epochs=1)
-    with pytest.raises(ValueError, match="good_class"):
+    with pytest.raises(ParameterError, match="good_class"):
         tiny(reference=True, good_class="ok").fine_tune(X, y, epochs=1)
     # classes without a good one: the reference comes from X_good
     d = y != "good"
@@ -92,12 +95,11 @@ def test_integrated_gradients_completeness(ref_model, data):
         x, target=tgt, steps=128, smooth=0, part="signed", normalize=False
     )
     assert attr.shape == (4, 32, 32)
+    pipe = ref_model.input_pipeline()
     with torch.no_grad():
         ref_model.model_.eval()
-        lx = ref_model.model_(ref_model._expand(ref_model._encode(x))).numpy()
-        lr = ref_model.model_(
-            ref_model._expand(ref_model._encode(ref_model.reference_[None]))
-        ).numpy()
+        lx = ref_model.model_(pipe.expand(pipe.encode(x))).numpy()
+        lr = ref_model.model_(pipe.expand(pipe.encode(ref_model.reference_[None]))).numpy()
     idx = np.searchsorted(ref_model.classes_, tgt)
     want = lx[np.arange(4), idx] - lr[0, idx]
     np.testing.assert_allclose(attr.reshape(4, -1).sum(1), want, rtol=0.05, atol=0.05)
@@ -113,10 +115,16 @@ def test_integrated_gradients_point_at_the_defect(ref_model, data):
     assert pointing_score(maps, mt[d]) >= 0.9
     # "auto": IG is the default explanation of a reference model
     np.testing.assert_allclose(ref_model.explain(Xt[d][:3]), maps[:3], atol=1e-4)
-    with pytest.raises(ValueError, match="training size"):
+    with pytest.raises(ParameterError, match="training size"):
         ref_model.integrated_gradients(np.zeros((1, 30, 32)))
-    with pytest.raises(ValueError, match="part"):
+    with pytest.raises(ParameterError, match="part"):
         ref_model.integrated_gradients(Xt[:1], part="both")
+    with pytest.raises(ParameterError, match="steps"):
+        ref_model.integrated_gradients(Xt[:1], steps=0)
+    with pytest.raises(ParameterError, match="not among the classes"):
+        ref_model.explain(Xt[:1], method="ig", target="scratch")
+    with pytest.raises(ParameterError, match="unknown method"):
+        ref_model.explain(Xt[:1], method="rollout")
 
 
 def test_plain_model_also_explains_with_ig(data):
@@ -138,8 +146,11 @@ def focus_model(data):
 def test_focus_window_sits_on_the_defect(focus_model, data):
     _, _, Xt, yt, mt = data
     d = yt != "good"
-    boxes = focus_model._focus_boxes(Xt[d])
+    boxes = focus_model.input_pipeline().focus_boxes(Xt[d])
     assert boxes.shape == (int(d.sum()), 4)
+    np.testing.assert_array_equal(
+        boxes, inputs.focus_boxes(Xt[d], focus_model.reference_, 16, sigma=2.0)
+    )
     assert np.all(boxes[:, 2:] == 16)
     assert np.all((boxes[:, :2] >= 0) & (boxes[:, :2] <= 32 - 16))
     # the whole 7×7 defect lies inside the 16×16 window
@@ -152,7 +163,7 @@ def test_focus_model_learns_explains_and_round_trips(focus_model, data, tmp_path
     _, _, Xt, yt, mt = data
     assert focus_model.score(Xt, yt) >= 0.9
     d = yt != "good"
-    boxes = focus_model._focus_boxes(Xt[d])
+    boxes = focus_model.input_pipeline().focus_boxes(Xt[d])
     for method in ("ig", "gradcam"):
         maps = focus_model.explain(Xt[d], method=method, target=yt[d])
         assert maps.shape == (int(d.sum()), 32, 32)
@@ -173,21 +184,23 @@ def test_focus_model_learns_explains_and_round_trips(focus_model, data, tmp_path
 
 def test_focus_needs_reference(data):
     X, y, *_ = data
-    with pytest.raises(ValueError, match="focus needs reference"):
+    with pytest.raises(ParameterError, match="focus needs reference"):
         tiny(focus=16).fine_tune(X, y, epochs=1)
 
 
 # --------------------------------------------------------------------------- review regressions
 def test_photometric_jitter_only_moves_the_camera_image(ref_model, data):
     X = data[0]
-    x = ref_model._encode(X[:6])
-    aug = tiny(reference=True, brightness=0.2, contrast=0.2)
-    aug.reference, aug.input_mean_, aug.input_std_ = (
-        True,
+    x = ref_model.input_pipeline().encode(X[:6])
+    jitter = inputs.Augmentation(brightness=0.2, contrast=0.2)
+    out = inputs.augment(
+        x,
+        torch.Generator().manual_seed(0),
+        jitter,
         ref_model.input_mean_,
         ref_model.input_std_,
+        reference=True,
     )
-    out = aug._augment(x, torch.Generator().manual_seed(0))
     m = torch.tensor(ref_model.input_mean_).view(1, 3, 1, 1)
     sd = torch.tensor(ref_model.input_std_).view(1, 3, 1, 1)
     raw_in, raw_out = x * sd + m, out * sd + m
@@ -199,7 +212,7 @@ def test_photometric_jitter_only_moves_the_camera_image(ref_model, data):
 def test_reference_needs_a_good_class(data):
     X, y, *_ = data
     y2 = np.where(y == "good", "ok", y)
-    with pytest.raises(ValueError, match="needs good images"):
+    with pytest.raises(ParameterError, match="needs good images"):
         tiny(reference=True).fine_tune(X, y2, epochs=1)
     clf = tiny(reference=True, good_class=np.str_("ok")).fine_tune(X, y2, epochs=1, freeze_epochs=0)
     assert clf.reference_.shape == (32, 32)
@@ -207,12 +220,12 @@ def test_reference_needs_a_good_class(data):
     assert (
         tiny().fine_tune(X, y2, epochs=1, freeze_epochs=0).good_class_ is None
     )  # all defect types
-    with pytest.raises(ValueError, match="not among the classes"):
+    with pytest.raises(ParameterError, match="not among the classes"):
         tiny(reference=True, good_class="okay").fine_tune(X, y2, epochs=1)
 
 
 def test_lr_mult_default_follows_pretraining(data, monkeypatch):
-    import gaikan.deep.classifier as mod
+    import gaikan.deep.classify.training as mod
 
     seen = []
     real = mod.discriminative_lrs
@@ -245,8 +258,8 @@ def test_model_file_from_before_reference_loads(data):
     mf.params["cam_method"] = "layercam"
     mf.arrays.clear()
     back = Classifier.from_modelfile(mf)
-    assert back.reference is False and getattr(back, "reference_", None) is None
+    assert back.reference is False and back.reference_ is None
     np.testing.assert_array_equal(back.predict_proba(Xt), old.predict_proba(Xt))
     assert back.explain(Xt[:2]).shape == (2, 32, 32)  # LayerCAM
-    with pytest.raises(ValueError, match="no reference image"):
+    with pytest.raises(ParameterError, match="no reference image"):
         back.integrated_gradients(Xt[:1])

@@ -10,9 +10,11 @@ package.
   multi-layer feature maps (eager / channels_last / ONNX Runtime).
 - :class:`PaDiM`, :class:`PatchCore`, :class:`SOARTDeep`: anomaly detectors
   with the same contract as :class:`gaikan.BaseDetector`.
-- Classifiers (:mod:`gaikan.deep.classifier`, :mod:`gaikan.deep.vit`,
-  :mod:`gaikan.deep.cam`) and their seed ensembles
-  (:class:`ClassifierEnsemble`, :mod:`gaikan.deep.ensemble`) when installed.
+- Classifiers (:mod:`gaikan.deep.classify`: :class:`Classifier`,
+  :class:`ViTClassifier`, their seed ensembles :class:`ClassifierEnsemble`)
+  and their explanations (:mod:`gaikan.deep.cam`).  The old module paths
+  ``gaikan.deep.classifier``, ``gaikan.deep.vit`` and
+  ``gaikan.deep.ensemble`` still import.
 """
 
 from __future__ import annotations
@@ -29,9 +31,9 @@ _LAZY = {
     "PaDiM": "padim",
     "PatchCore": "patchcore",
     "SOARTDeep": "soart_deep",
-    "Classifier": "classifier",
-    "ClassifierEnsemble": "ensemble",
-    "ViTClassifier": "vit",
+    "Classifier": "classify.classifier",
+    "ClassifierEnsemble": "classify.ensemble",
+    "ViTClassifier": "classify.vit",
     "grad_cam": "cam",
 }
 

@@ -4,7 +4,7 @@ Numerics (:func:`confusion_matrix`, :func:`classification_metrics`,
 :func:`pointing_hits`, :func:`pointing_score`, :func:`top_losses`) take and
 return numpy arrays and need neither torch nor matplotlib; the figure
 helpers import matplotlib lazily; :func:`evaluate` ties them to a fitted
-:class:`~gaikan.deep.classifier.Classifier`.
+:class:`~gaikan.deep.classify.Classifier`.
 
 Pointing score (Zhang et al., "Top-down neural attention by excitation
 backprop", 2018): an explanation map *points* at the defect when its
@@ -34,7 +34,9 @@ __all__ = [
 ]
 
 
-def confusion_matrix(y_true: Any, y_pred: Any, labels: Sequence | None = None) -> np.ndarray:
+def confusion_matrix(
+    y_true: Any, y_pred: Any, labels: Sequence | np.ndarray | None = None
+) -> np.ndarray:
     """Counts ``C[i, j]`` of images of class ``labels[i]`` predicted as ``labels[j]``.
 
     Returns
@@ -44,16 +46,18 @@ def confusion_matrix(y_true: Any, y_pred: Any, labels: Sequence | None = None) -
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     if y_true.shape != y_pred.shape:
         raise ValueError("y_true and y_pred differ in shape")
-    labels = np.unique(np.r_[y_true, y_pred]) if labels is None else np.asarray(labels)
-    index = {v: i for i, v in enumerate(labels.tolist())}
-    cm = np.zeros((labels.size, labels.size), dtype=int)
+    labs = np.unique(np.r_[y_true, y_pred]) if labels is None else np.asarray(labels)
+    index = {v: i for i, v in enumerate(labs.tolist())}
+    cm = np.zeros((labs.size, labs.size), dtype=int)
     for t, p in zip(y_true.tolist(), y_pred.tolist()):
         if t in index and p in index:
             cm[index[t], index[p]] += 1
     return cm
 
 
-def classification_metrics(y_true: Any, y_pred: Any, labels: Sequence | None = None) -> dict:
+def classification_metrics(
+    y_true: Any, y_pred: Any, labels: Sequence | np.ndarray | None = None
+) -> dict:
     """Accuracy, per-class precision/recall/F1/support and macro averages.
 
     A class never predicted has precision 0; a class absent from ``y_true``
@@ -68,8 +72,8 @@ def classification_metrics(y_true: Any, y_pred: Any, labels: Sequence | None = N
         (list of lists).
     """
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    labels = np.unique(np.r_[y_true, y_pred]) if labels is None else np.asarray(labels)
-    cm = confusion_matrix(y_true, y_pred, labels)
+    labs = np.unique(np.r_[y_true, y_pred]) if labels is None else np.asarray(labels)
+    cm = confusion_matrix(y_true, y_pred, labs)
     tp = np.diag(cm).astype(float)
     pred = cm.sum(0).astype(float)
     sup = cm.sum(1).astype(float)
@@ -79,14 +83,14 @@ def classification_metrics(y_true: Any, y_pred: Any, labels: Sequence | None = N
     present = sup > 0
     per = [
         {"label": lab, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-        for lab, p, r, f, s in zip(labels.tolist(), prec, rec, f1, sup)
+        for lab, p, r, f, s in zip(labs.tolist(), prec, rec, f1, sup)
     ]
     return {
         "accuracy": float(np.mean(y_true == y_pred)) if y_true.size else float("nan"),
         "macro_precision": float(prec[present].mean()) if present.any() else float("nan"),
         "macro_recall": float(rec[present].mean()) if present.any() else float("nan"),
         "macro_f1": float(f1[present].mean()) if present.any() else float("nan"),
-        "labels": labels.tolist(),
+        "labels": labs.tolist(),
         "per_class": per,
         "confusion": cm.tolist(),
     }
