@@ -308,10 +308,7 @@ def eval_row(kind, clf, t_fit, Xte, yte, Mte, n_train):
         maps = clf.explain(Xte[keep], method="gradcam", target=yte[keep])
         row["pointing_alt"] = pointing_score(maps, Mte[keep])
         if cnn:
-            net = clf.members_[0] if hasattr(clf, "members_") else clf
-            maps = clf.explain(
-                Xte[keep], method="layercam", layer=net._resolve_layer("auto"), target=yte[keep]
-            )
+            maps = clf.explain(Xte[keep], method="layercam", layer="auto", target=yte[keep])
             row["pointing_lcam"] = pointing_score(maps, Mte[keep])
             if clf.reference:  # the default explanation already is IG
                 row["pointing_ig"] = row["pointing"]

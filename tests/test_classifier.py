@@ -453,3 +453,21 @@ def test_old_module_paths_still_import():
         ("classifier-ensemble", classify.ClassifierEnsemble),
     ]:
         assert get_detector_class(kind) is cls and cls.kind == kind
+
+
+def test_good_class_rule():
+    """The one good-class rule (the CLI, the report and the station all use it)."""
+    from gaikan.deep.classify import Classifier
+
+    def good(classes, given=None):
+        c = Classifier("test_efficientnet", pretrained=False, good_class=given)
+        c.classes_ = np.asarray(classes)
+        return c.good_class_
+
+    assert good(["bright", "dark", "good"]) == "good"
+    assert good(["a", "b", "c"], given="b") == "b"
+    assert good(["NG", "OK"]) == "OK"
+    assert good(["fail", "pass"]) == "pass"
+    assert good(["crack", "dent", "scratch"]) is None
+    assert good(["crack", "dent"], given="missing") is None
+    assert good([0, 1, 2], given=np.int64(1)) == 1

@@ -286,13 +286,22 @@ class Classifier(ModelFileMixin, ParamsMixin):
 
     @property
     def good_class_(self) -> Any:
-        """The fitted good class: ``good_class`` when given (None when it is no
-        class), else a class named ``"good"``, else None (all defect types)."""
+        """The fitted good class — the one rule every face of gaikan uses.
+
+        ``good_class`` when given (None when it is no class), else a class
+        named ``"good"``, else the first class whose name is a usual good
+        folder name in any case (``ok``, ``normal``, ``pass``:
+        :data:`gaikan.io.GOOD_NAMES`), else None (every class a defect type).
+        """
+        from ...io import GOOD_NAMES
+
         labels = self.classes_.tolist()
         good = plain_label(self.good_class)
         if good is not None:
             return good if good in labels else None
-        return "good" if "good" in labels else None
+        if "good" in labels:
+            return "good"
+        return next((c for c in labels if str(c).strip().lower() in GOOD_NAMES), None)
 
     # -- fitting ------------------------------------------------------------------
     def _split(
