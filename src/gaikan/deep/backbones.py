@@ -39,6 +39,7 @@ __all__ = [
     "backbone_config",
     "convert_efficientnet_pytorch",
     "create_backbone",
+    "is_offline",
     "load_pretrained",
     "load_state_dict_file",
     "packaged_weights_path",
@@ -102,6 +103,16 @@ def resolve_name(name: str) -> tuple[str, BackboneSpec | None]:
         if key == spec.timm_name:
             return spec.timm_name, spec
     return name, None
+
+
+def is_offline(name: str) -> bool:
+    """Whether ``name`` is an offline backbone (weights ship with a package).
+
+    This is the allow-list a model file's ``backbone`` is checked against
+    (:func:`gaikan.modelfile.check_offline`): opening a model file must
+    never download weights or read a path written in it.
+    """
+    return isinstance(name, str) and resolve_name(name)[1] is not None
 
 
 def backbone_config(name: str) -> dict[str, Any]:
