@@ -309,13 +309,26 @@ def write_model(path: str | os.PathLike, model: ModelFile) -> Path:
 # -- reading ----------------------------------------------------------------------
 
 
-def _check_directory(where: str, infos: list[zipfile.ZipInfo], budget: int, what: str) -> None:
-    """Refuse a zip (model file or its npz) from its directory alone."""
+def _check_directory(
+    where: str, infos: list[zipfile.ZipInfo], budget: int, what: str, disk: int
+) -> None:
+    """Refuse a zip (model file or its npz) from its directory alone.
+
+    ``disk`` is the real size of the archive: compressed sizes must fit in
+    it, so together with the ratio cap the inflated bytes are bounded by
+    what is really there, whatever the directory claims.
+    """
     if len(infos) > MAX_MEMBERS:
         raise ModelFileError(f"{where}: {what} has {len(infos):,} members (tampered?)")
-    total = 0
+    total = packed_total = 0
     for info in infos:
         size, packed = info.file_size, info.compress_size
+        packed_total += packed
+        if info.header_offset + packed > disk or packed_total > disk:
+            raise ModelFileError(
+                f"{where}: member {info.filename} of {what} claims more compressed data than "
+                "the file holds (truncated or tampered)"
+            )
         if size > _RATIO_FROM and size > MAX_RATIO * max(packed, 1):
             raise ModelFileError(
                 f"{where}: member {info.filename} of {what} inflates {size:,} bytes from "
@@ -412,7 +425,7 @@ def _read_npz(where: str, blob: bytes | bytearray, budget: int) -> dict[str, np.
         raise ModelFileError(f"{where}: arrays.npz is unreadable or unsafe ({exc})") from None
     with zf:
         infos = zf.infolist()
-        _check_directory(where, infos, budget, "arrays.npz")
+        _check_directory(where, infos, budget, "arrays.npz", len(blob))
         arrays: dict[str, np.ndarray] = {}
         for info in infos:
             key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
@@ -471,7 +484,8 @@ def read_model(path: str | os.PathLike) -> ModelFile:
         ) from None
     with zf:
         infos = zf.infolist()
-        _check_directory(where, infos, _ANY_TOTAL, "the model file")
+        disk = path.stat().st_size
+        _check_directory(where, infos, _ANY_TOTAL, "the model file", disk)
         by_name = {info.filename: info for info in infos}
         if len(by_name) != len(infos):
             raise ModelFileError(f"{where}: duplicate member names (tampered?)")
@@ -497,7 +511,7 @@ def read_model(path: str | os.PathLike) -> ModelFile:
             raise ModelFileError(f"{where}: member {missing[0]} is missing (truncated?)")
         kind = manifest.get("kind")
         budget = MAX_TOTAL_BYTES.get(kind, _DEFAULT_TOTAL) if isinstance(kind, str) else 0
-        _check_directory(where, infos, budget, f"this {kind!r} model file")
+        _check_directory(where, infos, budget, f"this {kind!r} model file", disk)
 
         head, raw = _json_member(where, zf, by_name["params.json"])
         if _sha(raw) != sums["params.json"]:
