@@ -342,6 +342,13 @@ def _npz(arrays: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
+def _params_json(m: dict[str, bytes], **params) -> bytes:
+    """The good model's params.json with hostile parameters added."""
+    head = json.loads(m["params.json"])
+    head["params"].update(params)
+    return json.dumps(head).encode()
+
+
 def _bomb(good: Path, dst: Path, *, claim: int, packed: bytes, crc: int) -> Path:
     m = _members(good)
     parts = [(n, _deflate(m[n]), len(m[n]), zlib.crc32(m[n])) for n in m if n != "arrays.npz"]
@@ -384,13 +391,11 @@ def _model_cases(good: Path, d: Path, secret: Path) -> dict[str, tuple[Path, str
         ),
         "plain_zip": ({"readme.txt": b"hello"}, "no manifest.json"),
         "network_backbone": (
-            ModelFile(kind="padim", params={"backbone": "resnet18"}),
+            {**m, "params.json": _params_json(m, backbone="resnet18")},
             "not an offline backbone",
         ),
         "path_parameter": (
-            ModelFile(
-                kind="padim", params={"backbone": "efficientnet_lite0", "weights_file": str(secret)}
-            ),
+            {**m, "params.json": _params_json(m, weights_file=str(secret))},
             "weights_file",
         ),
         "compression_bomb_3GiB": (

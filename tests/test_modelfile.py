@@ -201,6 +201,25 @@ def test_model_file_written_by_gaikan_3b9b2b1_still_loads():
 
 # -- nothing outside the file, no network ------------------------------------------
 
+
+def forge(path, kind, params, meta=None):
+    """A model file with the given params.json content and valid checksums,
+    as a hostile writer would make it (write_model refuses to)."""
+    import hashlib
+
+    write_model(path, ModelFile(kind=kind, params={}))
+    head = json.dumps({"kind": kind, "params": params, "meta": meta or {}}).encode()
+    with zipfile.ZipFile(path) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    manifest = json.loads(members["manifest.json"])
+    manifest["sha256"]["params.json"] = hashlib.sha256(head).hexdigest()
+    members.update({"manifest.json": json.dumps(manifest).encode(), "params.json": head})
+    with zipfile.ZipFile(path, "w") as z:
+        for n, d in members.items():
+            z.writestr(n, d)
+    return path
+
+
 LITE = {"backbone": "efficientnet_lite0", "weights_file": None}
 
 
@@ -249,11 +268,14 @@ def test_parameters_naming_a_network_or_a_path_are_refused_before_any_work(
 
     monkeypatch.setattr(socket.socket, "connect", forbidden)
     monkeypatch.setattr(registry, "get_detector_class", forbidden)
-    path = tmp_path / "m.gaikan"
-    write_model(path, ModelFile(kind=kind, params=params, meta=meta))
+    path = forge(tmp_path / "m.gaikan", kind, params, meta)
     with pytest.raises(ModelFileError, match=match) as err:
         gaikan.load(path)
     assert str(path) in str(err.value)
+    # and no one writes such a file in the first place
+    with pytest.raises(ModelFileError, match=match):
+        write_model(tmp_path / "w.gaikan", ModelFile(kind=kind, params=params, meta=meta))
+    assert not (tmp_path / "w.gaikan").exists()
 
 
 @pytest.mark.parametrize(

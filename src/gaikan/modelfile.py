@@ -171,7 +171,8 @@ def check_offline(where: str, params: Any, meta: Any = None) -> None:
     Applied by :func:`read_model` to the ``params`` and ``meta`` of every
     model kind (recursively: nested parameter dicts such as
     ``model_kwargs`` or an ensemble's member parameters are checked too),
-    before any estimator is imported or constructed.
+    before any estimator is imported or constructed; and by
+    :func:`write_model`, so that such a file is never written.
 
     Rules
     -----
@@ -268,9 +269,18 @@ def write_model(path: str | os.PathLike, model: ModelFile) -> Path:
 
     The bytes depend only on the content (and the gaikan version recorded
     in the manifest): writing the same model twice gives identical files.
+
+    Raises
+    ------
+    ModelFileError
+        Content that :func:`read_model` would refuse (:func:`check_offline`:
+        a parameter naming a path or URL, a backbone without offline
+        weights), so that no one writes a model file that cannot be opened
+        elsewhere; object arrays; bad blob names.
     """
     from . import __version__
 
+    check_offline(str(path), model.params, model.meta)
     members: dict[str, bytes] = {}
     members["params.json"] = json.dumps(
         {"kind": model.kind, "params": model.params, "meta": model.meta},
