@@ -27,6 +27,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -369,7 +370,7 @@ def _model_cases(good: Path, d: Path, secret: Path) -> dict[str, tuple[Path, str
     manifest = json.loads(m["manifest.json"])
     newer = json.dumps({**manifest, "format_version": FORMAT_NEXT}).encode()
     packed3g = _zeros_deflate(3 << 10)
-    cases = {
+    cases: dict[str, tuple[Any, str]] = {
         "truncated": (raw[: len(raw) * 6 // 10], "not a zip archive"),
         "flipped_bytes": (_flip(raw, len(raw) // 2), "damaged member arrays.npz"),
         "extra_pickle_member": (

@@ -316,3 +316,20 @@ def test_kind_of_params_and_manifest_must_agree(saved, tmp_path):
             z.writestr(n, d)
     with pytest.raises(ModelFileError, match="kind 'variants' but the manifest 'soartc'"):
         read_model(bad)
+
+
+def test_refusing_a_deep_model_file_imports_no_torch(tmp_path):
+    import subprocess
+    import sys
+
+    path = forge(tmp_path / "m.gaikan", "padim", {"backbone": "resnet18"})
+    code = (
+        "import sys, gaikan\n"
+        "try:\n"
+        f"    gaikan.load({str(path)!r})\n"
+        "except gaikan.errors.ModelFileError as e:\n"
+        "    print('refused', 'not an offline backbone' in str(e))\n"
+        "print('torch' in sys.modules, 'timm' in sys.modules, 'gaikan.deep.padim' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["refused", "True", "False", "False", "False"], out
