@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 
@@ -16,9 +17,11 @@ from gaikan.deep.backbones import (
     backbone_config,
     convert_efficientnet_pytorch,
     create_backbone,
+    is_offline,
     load_state_dict_file,
     packaged_weights_path,
 )
+from gaikan.errors import ParameterError
 
 pytestmark = pytest.mark.deep
 
@@ -109,6 +112,29 @@ def test_weights_that_do_not_fit_are_an_error(tmp_path):
     safetensors.save_file(sd, str(path))
     with pytest.raises(RuntimeError, match="missing"):
         create_backbone("efficientnet_lite0", weights_file=path)
+
+
+def test_offline_allow_list():
+    assert all(is_offline(n) for n in BACKBONES)
+    assert is_offline("efficientnet-lite0") and is_offline("tf_efficientnet_lite2")
+    assert not is_offline("resnet18") and not is_offline("hf-hub:timm/resnet18.a1_in1k")
+
+
+@pytest.mark.parametrize(
+    "name, kw",
+    [
+        ("resnet18", {}),  # timm would download it
+        ("hf-hub:timm/resnet18.a1_in1k", {"pretrained": False}),  # timm fetches the config
+        ("local-dir:/etc", {"pretrained": False}),
+    ],
+)
+def test_create_backbone_never_downloads(name, kw, monkeypatch):
+    def no_network(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args}")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    with pytest.raises(ParameterError, match="never downloads"):
+        create_backbone(name, **kw)
 
 
 def test_importing_gaikan_deep_is_lazy():

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -111,8 +112,33 @@ def _to_grey(im: Image.Image, name: str) -> Image.Image:
     return im.convert("L")
 
 
-def _decode(im_source, name: str, size, max_pixels: int, allow_blank: bool = False) -> np.ndarray:
+#: Leading bytes of the accepted formats: a file that starts like one of them
+#: but does not open is reported as damaged, not as "not an image".
+_MAGIC = {
+    b"\x89PNG\r\n\x1a\n": "PNG",
+    b"\xff\xd8\xff": "JPEG",
+    b"BM": "BMP",
+    b"II*\x00": "TIFF",
+    b"MM\x00*": "TIFF",
+}
+_PIXELS = re.compile(r"\((\d+) pixels\)")
+
+
+def _sniff(data: bytes) -> str | None:
+    """Format whose signature ``data`` starts with, or None."""
+    for magic, fmt in _MAGIC.items():
+        if data.startswith(magic):
+            return fmt
+    return None
+
+
+def _decode(
+    data: bytes, name: str, size, max_pixels: int, allow_blank: bool = False
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """Decode image bytes to grey float64; also return the original (H, W)
+    (after EXIF orientation, before resizing)."""
     size = normalize_size(size)
+    im_source = io.BytesIO(data)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -134,8 +160,11 @@ def _decode(im_source, name: str, size, max_pixels: int, allow_blank: bool = Fal
                     "downscale it, or raise the pixel limit (--max-pixels)",
                 )
             im.load()
-            im = ImageOps.exif_transpose(im)
-            grey = _to_grey(im, name)
+            # EXIF orientation applied (a camera held sideways gives an upright part);
+            # multi-frame files (MPO, multi-page TIFF, APNG) give their first frame.
+            upright: Image.Image = ImageOps.exif_transpose(im)
+            original = (upright.size[1], upright.size[0])
+            grey = _to_grey(upright, name)
             if size is not None and grey.size != (size[1], size[0]):
                 grey = grey.resize((size[1], size[0]), Image.Resampling.BILINEAR)
             arr = np.asarray(grey, dtype=np.float64)
@@ -145,15 +174,31 @@ def _decode(im_source, name: str, size, max_pixels: int, allow_blank: bool = Fal
                     f"the image is blank (all pixels near grey level {arr.mean():.0f})",
                     "check the camera, lens and lighting",
                 )
-            return arr
+            return arr, original
     except ImageError:
         raise
     except UnidentifiedImageError:
+        fmt = _sniff(data)
+        if fmt is not None:
+            raise ImageError(
+                name,
+                f"corrupt {fmt} file (its header is damaged)",
+                "re-export or re-capture the image",
+            ) from None
         raise ImageError(
             name, "not an image, or an unsupported format", "use PNG, JPEG, BMP or TIFF"
         ) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(name, f"image too large ({exc})", "downscale it") from None
+        # Pillow's own guard fires from the header, before our pixel limit.
+        m = _PIXELS.search(str(exc))
+        what = f"{int(m.group(1)):,} pixels" if m else "too many pixels"
+        raise ImageError(
+            name,
+            f"the image header claims {what}, over the limit of {max_pixels:,}",
+            "downscale it, or raise the pixel limit (--max-pixels)",
+        ) from None
+    except MemoryError:
+        raise ImageError(name, "not enough memory to decode the image", "downscale it") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         msg = str(exc) or type(exc).__name__
         if "truncated" in msg.lower():
@@ -191,6 +236,13 @@ def load_image(
         Unreadable path, not an image, corrupt or truncated data, zero
         size, too many pixels, unsupported value range, blank image.
     """
+    return _load(path, size, max_pixels, allow_blank)[0]
+
+
+def _load(
+    path: str | os.PathLike, size, max_pixels: int, allow_blank: bool
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """:func:`load_image`, also returning the original (H, W)."""
     p = Path(path)
     if p.is_dir():
         raise ImageError(p, "is a directory, not an image file")
@@ -203,7 +255,7 @@ def load_image(
         ) from None
     if not data:
         raise ImageError(p, "the file is empty", "copy it again from the camera")
-    return _decode(io.BytesIO(data), str(p), size, max_pixels, allow_blank)
+    return _decode(data, str(p), size, max_pixels, allow_blank)
 
 
 def decode_image(
@@ -221,18 +273,18 @@ def decode_image(
     """
     if not data:
         raise ImageError(name, "the upload is empty")
-    return _decode(io.BytesIO(data), name, size, max_pixels, allow_blank)
+    return _decode(bytes(data), name, size, max_pixels, allow_blank)[0]
 
 
 def load_mask(path: str | os.PathLike, size: int | Sequence[int] | None = None) -> np.ndarray:
     """Load a defect mask as bool (H, W); resized with nearest neighbour."""
     try:
         with Image.open(path) as im:
-            im = im.convert("L")
+            mask = im.convert("L")
             size = normalize_size(size)
-            if size is not None and im.size != (size[1], size[0]):
-                im = im.resize((size[1], size[0]), Image.Resampling.NEAREST)
-            return np.asarray(im) > 127
+            if size is not None and mask.size != (size[1], size[0]):
+                mask = mask.resize((size[1], size[0]), Image.Resampling.NEAREST)
+            return np.asarray(mask) > 127
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise ImageError(path, f"unreadable mask ({exc})") from None
 
@@ -288,11 +340,16 @@ class LoadResult:
         The files behind ``images``, in order.
     errors : list of (Path, str)
         Files that could not be used and why.
+    shapes : list of (int, int)
+        Original (H, W) of each image in ``images`` (after EXIF orientation,
+        before resizing), aligned with ``images`` and ``paths``: what a
+        pixel position in ``images`` is scaled back to.
     """
 
     images: np.ndarray
     paths: list[Path] = field(default_factory=list)
     errors: list[tuple[Path, str]] = field(default_factory=list)
+    shapes: list[tuple[int, int]] = field(default_factory=list)
 
 
 def load_images(
@@ -307,16 +364,36 @@ def load_images(
 
     Without ``size`` every image must have the shape of the first good
     one; an image of another shape is reported with the fix (``size``).
+
+    Parameters
+    ----------
+    paths : sequence of path-like
+    size : int or (height, width), optional
+        Resize every image to this size.
+    max_pixels : int
+        Refuse images with more pixels (checked from the header, before
+        decoding); a refused file becomes an entry of ``errors``.
+    allow_blank : bool
+        Accept images with (almost) no contrast.
+    progress : callable, optional
+        Called with 1 after each file.
+
+    Returns
+    -------
+    LoadResult
+        ``images`` (n, H, W), ``paths`` and ``shapes`` (original (H, W) of
+        each image) aligned with it, and ``errors``.
     """
     size = normalize_size(size)
     imgs: list[np.ndarray] = []
     ok: list[Path] = []
+    shapes: list[tuple[int, int]] = []
     errors: list[tuple[Path, str]] = []
     shape = size
     for path in paths:
         p = Path(path)
         try:
-            img = load_image(p, size, max_pixels=max_pixels, allow_blank=allow_blank)
+            img, original = _load(p, size, max_pixels, allow_blank)
             if shape is None:
                 shape = img.shape
             elif img.shape != tuple(shape):
@@ -327,12 +404,13 @@ def load_images(
                 )
             imgs.append(img)
             ok.append(p)
+            shapes.append(original)
         except ImageError as exc:
             errors.append((p, str(exc)))
         if progress is not None:
             progress(1)
     arr = np.stack(imgs) if imgs else np.empty((0, *(shape or (0, 0))))
-    return LoadResult(arr, ok, errors)
+    return LoadResult(arr, ok, errors, shapes)
 
 
 def is_mvtec(root: str | os.PathLike) -> bool:

@@ -10,10 +10,14 @@ and BatchNorm eps 1e-3, and load with zero missing and zero unexpected
 keys.  Weight files are read with safetensors or
 ``torch.load(weights_only=True)`` only — never unpickled.
 
-Other timm models work too: ``create_backbone("resnet18")`` with
-``pretrained=True`` downloads through timm (needs internet), and
-``weights_file=...`` loads a local file through timm's
-``pretrained_cfg_overlay=dict(file=...)``.
+Other timm architectures work too, but nothing is ever downloaded: give
+``weights_file=...`` (a local file, loaded through timm's
+``pretrained_cfg_overlay=dict(file=...)``) or ``pretrained=False``.
+:func:`create_backbone` is the one place that rule lives at run time (a
+pretrained non-offline name without a file, or a hub name such as
+``hf-hub:…``, is a :class:`~gaikan.errors.ParameterError`); model files
+are checked against :func:`is_offline` before anything is built
+(:func:`gaikan.modelfile.check_offline`).
 
 Examples
 --------
@@ -32,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._optional import require
+from ..errors import ParameterError
 
 __all__ = [
     "BACKBONES",
@@ -39,6 +44,7 @@ __all__ = [
     "backbone_config",
     "convert_efficientnet_pytorch",
     "create_backbone",
+    "is_offline",
     "load_pretrained",
     "load_state_dict_file",
     "packaged_weights_path",
@@ -102,6 +108,16 @@ def resolve_name(name: str) -> tuple[str, BackboneSpec | None]:
         if key == spec.timm_name:
             return spec.timm_name, spec
     return name, None
+
+
+def is_offline(name: str) -> bool:
+    """Whether ``name`` is an offline backbone (weights ship with a package).
+
+    This is the allow-list a model file's ``backbone`` is checked against
+    (:func:`gaikan.modelfile.check_offline`): opening a model file must
+    never download weights or read a path written in it.
+    """
+    return isinstance(name, str) and resolve_name(name)[1] is not None
 
 
 def backbone_config(name: str) -> dict[str, Any]:
@@ -309,8 +325,7 @@ def create_backbone(
         or any timm model name.
     pretrained : bool
         Load pretrained weights.  Offline backbones read their packaged file;
-        other timm names download through timm (needs internet) unless
-        ``weights_file`` is given.
+        other timm names need ``weights_file`` (nothing is downloaded).
     features_only : bool
         Return a multi-scale feature extractor (list of maps) instead of a
         classifier.  For EfficientNets the blocks after the deepest requested
@@ -338,11 +353,26 @@ def create_backbone(
     ------
     ImportError
         torch/timm or the weights package is missing.
+    ParameterError
+        A hub name (``hf-hub:…``, anything with ``:`` or ``/``), or a
+        pretrained non-offline backbone without ``weights_file``: weights
+        are never downloaded.
     RuntimeError
         Weights do not fit the architecture (missing/unexpected keys).
     """
-    timm = require("timm", "deep")
     timm_name, spec = resolve_name(name)
+    if spec is None and (":" in timm_name or "/" in timm_name):
+        raise ParameterError(
+            f"backbone {name!r} names a hub or a path; gaikan never downloads weights: use "
+            f"one of {', '.join(BACKBONES)}, or a timm architecture name with weights_file="
+        )
+    if spec is None and pretrained and weights_file is None:
+        raise ParameterError(
+            f"no offline pretrained weights for backbone {name!r}; use one of "
+            f"{', '.join(BACKBONES)}, give weights_file= (a local file), or pretrained=False "
+            "(gaikan never downloads weights)"
+        )
+    timm = require("timm", "deep")
     kwargs = dict(timm_kwargs)
     if features_only:
         kwargs["features_only"] = True
@@ -352,7 +382,8 @@ def create_backbone(
         kwargs["num_classes"] = int(num_classes)
 
     if spec is None:
-        # Generic timm path: download by name, or a local file via the overlay.
+        # Generic timm architecture: a local file via the overlay (never a download;
+        # pretrained without a file was refused above).
         if pretrained and weights_file is not None:
             kwargs["pretrained_cfg_overlay"] = {"file": os.fspath(weights_file)}
         model = timm.create_model(timm_name, pretrained=pretrained, **kwargs)
