@@ -151,7 +151,7 @@ def test_inspect_batch_in_upload_order_with_per_file_errors(live, detector, imag
         "empty.png",
         "good2.jpg",
     ]
-    assert [x.get("verdict") for x in res] == ["ok", None, "defect", None, None, "ok"]
+    assert [x.get("verdict") for x in res] == ["ok", "error", "defect", "error", "error", "ok"]
     for i in (1, 3, 4):
         assert "score" not in res[i]
         assert res[i]["error"].startswith(res[i]["file"] + ":"), res[i]
@@ -214,7 +214,7 @@ def test_content_type_by_content_not_by_name(live, images):
         ("files", ("x.gif", png_bytes(images["ok"], "GIF"), "image/gif")),
     ]
     res = live.client.post("/v1/inspect", files=files).json()["results"]
-    assert [x.get("verdict") for x in res] == ["ok", None, "ok", "ok", None]
+    assert [x.get("verdict") for x in res] == ["ok", "error", "ok", "ok", "error"]
     assert "not an image" in res[1]["error"]
     assert "GIF" in res[4]["error"]
 
@@ -473,6 +473,7 @@ def test_a_real_bug_gives_json_500_and_is_counted(detector):
 
 def test_scoring_failure_is_a_per_file_error(detector, images):
     class Flaky:
+        kind = "soartc"  # served as the detector it wraps
         """Fails on bright images only (stands in for a detector bug)."""
 
         image_shape_ = detector.image_shape_
@@ -588,6 +589,7 @@ def test_gaikan_serve_cli(detector, tmp_path):
 
 def test_overload_gives_503_not_unbounded_queueing(detector, images):
     class Slow:
+        kind = "soartc"  # served as the detector it wraps
         image_shape_ = detector.image_shape_
         threshold_ = detector.threshold_
 
@@ -635,13 +637,14 @@ def test_serve_cli_rejects_a_bad_model_file(tmp_path):
     bad = tmp_path / "broken.gaikan"
     bad.write_bytes(b"not a zip")
     res = CliRunner().invoke(cli, ["serve", str(bad)])
-    assert res.exit_code == 1
+    assert res.exit_code == 4  # the model file
     assert "broken.gaikan" in res.output and "not a gaikan model file" in res.output
     assert "Traceback" not in res.output
 
 
 def test_non_finite_scores_are_per_file_errors_not_500(detector, images):
     class NaNOnDark:
+        kind = "soartc"  # served as the detector it wraps
         image_shape_ = detector.image_shape_
         threshold_ = detector.threshold_
 

@@ -35,6 +35,7 @@ __all__ = [
     "MVTecData",
     "classifier_image_shape",
     "decode_image",
+    "decode_upload",
     "find_images",
     "folder_label",
     "is_mvtec",
@@ -139,6 +140,10 @@ def _decode(
     (after EXIF orientation, before resizing)."""
     size = normalize_size(size)
     im_source = io.BytesIO(data)
+    # The user's limit governs, checked below from the header before any pixel is
+    # decoded; Pillow's own bomb guard (89.5 MP) is raised to it, never lowered.
+    if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < max_pixels:
+        Image.MAX_IMAGE_PIXELS = int(max_pixels)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -274,6 +279,21 @@ def decode_image(
     if not data:
         raise ImageError(name, "the upload is empty")
     return _decode(bytes(data), name, size, max_pixels, allow_blank)[0]
+
+
+def decode_upload(
+    data: bytes,
+    name: str = "<upload>",
+    size: int | Sequence[int] | None = None,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    allow_blank: bool = False,
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """:func:`decode_image`, also returning the original (H, W) (after EXIF
+    orientation, before resizing): the frame the hottest point refers to."""
+    if not data:
+        raise ImageError(name, "the upload is empty")
+    return _decode(bytes(data), name, size, max_pixels, allow_blank)
 
 
 def load_mask(path: str | os.PathLike, size: int | Sequence[int] | None = None) -> np.ndarray:

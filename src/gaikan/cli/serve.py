@@ -6,10 +6,12 @@ import logging
 
 import click
 
+from ._common import EXIT_CODES_HELP, Exit, fail
+
 __all__ = ["COMMANDS", "serve"]
 
 
-@click.command("serve")
+@click.command("serve", epilog=EXIT_CODES_HELP)
 @click.argument("model", type=click.Path(exists=True, dir_okay=False))
 @click.option(
     "--host",
@@ -103,10 +105,8 @@ def serve(
         from ..service.app import create_app
         from ..service.logs import configure_logging, event
     except ImportError as exc:  # pragma: no cover - depends on the install
-        raise click.ClickException(
-            f"gaikan serve needs the serve extra: pip install 'gaikan[serve]' ({exc})"
-        ) from None
-    from ..errors import GaikanError
+        fail(f"gaikan serve needs the serve extra: pip install 'gaikan[serve]' ({exc})")
+    from ..errors import GaikanError, ParameterError
 
     configure_logging(log_level)
     try:
@@ -120,8 +120,12 @@ def serve(
             read_timeout_s=read_timeout,
             max_uploads_per_client=max_uploads_per_client,
         )
-    except (GaikanError, ValueError, TypeError, ImportError) as exc:
-        raise click.ClickException(str(exc)) from None
+    except ParameterError as exc:  # an option's value
+        fail(str(exc), Exit.USAGE)
+    except (GaikanError, TypeError, ImportError) as exc:  # the model file or its kind
+        fail(str(exc), Exit.MODEL)
+    except ValueError as exc:
+        fail(str(exc), Exit.USAGE)
     _announce(host, port, token, event)
     uvicorn.run(
         app,

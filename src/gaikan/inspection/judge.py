@@ -54,12 +54,15 @@ def model_family(model: Any) -> str:
     if registry_family is not None:
         return str(registry_family(model))
     from ..detectors.base import BaseDetector
+    from ..detectors.registry import REGISTRY
 
     if isinstance(model, BaseDetector):
         return "detector"
     kind = getattr(type(model), "kind", "")
     if kind in ("classifier", "vit-classifier", "classifier-ensemble"):
         return "classifier"
+    if kind in REGISTRY:
+        return "detector"
     raise ParameterError(f"{type(model).__name__} is not a gaikan model kind")
 
 

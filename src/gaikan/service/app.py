@@ -127,7 +127,6 @@ def create_app(
         overlay_ttl_s=overlay_ttl_s,
     )
     model, model_name = load_model(model_path_or_detector)
-    _allow_pixels(config.max_pixels)
     return _assemble(model, model_name, config)
 
 
@@ -172,21 +171,6 @@ def _assemble(model: Any, model_name: str | None, config: ServiceConfig) -> Fast
     )
     app.add_middleware(Edge, config=config, metrics=metrics, admission=admission)
     return app
-
-
-def _allow_pixels(max_pixels: int) -> None:
-    """Raise Pillow's decompression-bomb limit to ``max_pixels`` (never lower it).
-
-    Pillow refuses images over ``Image.MAX_IMAGE_PIXELS`` (89.5 MP by
-    default; gaikan's decoder treats its warning as an error) whatever
-    limit the user set; the station's own ``max_pixels`` check, made
-    before any pixel is decoded, is the guard that matters.
-    """
-    from PIL import Image
-
-    current = Image.MAX_IMAGE_PIXELS
-    if current is not None and current < max_pixels:
-        Image.MAX_IMAGE_PIXELS = int(max_pixels)
 
 
 def _export_gauges(
