@@ -259,6 +259,9 @@ def test_one_pixel_and_bomb_outcomes_are_the_documented_ones(corpus):
     # the bomb is refused from its header: reported with its size and the fix
     with pytest.raises(ImageError, match=r"400,000,000 pixels.*--max-pixels"):
         load_image(corpus / "header_bomb_20000x20000.png")
+    # a raised limit cannot lift Pillow's own guard; the message says which limit it hit
+    with pytest.raises(ImageError, match=r"400,000,000 pixels, over Pillow's"):
+        load_image(corpus / "header_bomb_20000x20000.png", max_pixels=10**9)
 
 
 def test_load_images_reports_original_shapes_and_passes_max_pixels(corpus):
