@@ -259,6 +259,9 @@ def test_one_pixel_and_bomb_outcomes_are_the_documented_ones(corpus):
     # the bomb is refused from its header: reported with its size and the fix
     with pytest.raises(ImageError, match=r"400,000,000 pixels.*--max-pixels"):
         load_image(corpus / "header_bomb_20000x20000.png")
+    # a raised limit cannot lift Pillow's own guard; the message says which limit it hit
+    with pytest.raises(ImageError, match=r"400,000,000 pixels, over Pillow's"):
+        load_image(corpus / "header_bomb_20000x20000.png", max_pixels=10**9)
 
 
 def test_load_images_reports_original_shapes_and_passes_max_pixels(corpus):
@@ -350,6 +353,17 @@ def _params_json(m: dict[str, bytes], **params) -> bytes:
     return json.dumps(head).encode()
 
 
+def _unknown_method(raw: bytes) -> bytes:
+    """Every member marked with compression method 99 (no decoder exists)."""
+    out = bytearray(raw)
+    for sig, at in ((b"PK\x03\x04", 8), (b"PK\x01\x02", 10)):
+        i = out.find(sig)
+        while i >= 0:
+            out[i + at : i + at + 2] = struct.pack("<H", 99)
+            i = out.find(sig, i + 4)
+    return bytes(out)
+
+
 def _bomb(good: Path, dst: Path, *, claim: int, packed: bytes, crc: int) -> Path:
     m = _members(good)
     parts = [(n, _deflate(m[n]), len(m[n]), zlib.crc32(m[n])) for n in m if n != "arrays.npz"]
@@ -373,6 +387,7 @@ def _model_cases(good: Path, d: Path, secret: Path) -> dict[str, tuple[Path, str
     cases: dict[str, tuple[Any, str]] = {
         "truncated": (raw[: len(raw) * 6 // 10], "not a zip archive"),
         "flipped_bytes": (_flip(raw, len(raw) // 2), "damaged member arrays.npz"),
+        "unknown_compression": (_unknown_method(raw), "damaged member manifest.json"),
         "extra_pickle_member": (
             {**m, "model.pkl": pickle.dumps({"a": 1})},
             "unlisted members ['model.pkl']",
@@ -432,6 +447,7 @@ FORMAT_NEXT = gaikan.modelfile.FORMAT_VERSION + 1
 MODEL_CASE_NAMES = [
     "truncated",
     "flipped_bytes",
+    "unknown_compression",
     "extra_pickle_member",
     "object_array_in_npz",
     "npy_header_claims_8TB",

@@ -107,8 +107,22 @@ def test_load_images_skips_bad_and_goes_on(tmp_path):
     assert [p.name for p in res.paths] == ["0.png", "1.png", "2.png"]
     assert {p.name for p, _ in res.errors} == {"3.png", "4.png"}
     assert any("--size" in msg for _, msg in res.errors)
+    assert res.shapes == [(8, 8)] * 3
     res = load_images(find_images([tmp_path]), size=8)
     assert res.images.shape == (4, 8, 8)
+    # shapes: the original size of each loaded image, aligned with images/paths
+    assert res.shapes == [(8, 8)] * 3 + [(9, 9)]
+
+
+def test_damaged_file_of_a_known_format_is_called_corrupt(rgb):
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "PNG")
+    data = bytearray(buf.getvalue())
+    data[20] ^= 0xFF  # inside IHDR: Pillow no longer recognises the file
+    with pytest.raises(ImageError, match="x.png: corrupt PNG file"):
+        decode_image(bytes(data), "x.png")
+    with pytest.raises(ImageError, match="x.png: not an image"):
+        decode_image(b"just text", "x.png")
 
 
 def test_find_images(tmp_path):

@@ -194,9 +194,18 @@ def _decode(
             name, "not an image, or an unsupported format", "use PNG, JPEG, BMP or TIFF"
         ) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        # Pillow's own guard fires from the header, before our pixel limit.
+        # Pillow's own guard (Image.MAX_IMAGE_PIXELS, warning turned into an
+        # error above) fires from the header, before our pixel limit.
         m = _PIXELS.search(str(exc))
-        what = f"{int(m.group(1)):,} pixels" if m else "too many pixels"
+        n = int(m.group(1)) if m else None
+        what = f"{n:,} pixels" if n is not None else "too many pixels"
+        if n is not None and n <= max_pixels:
+            raise ImageError(
+                name,
+                f"the image header claims {what}, over Pillow's decompression-bomb limit "
+                f"of {Image.MAX_IMAGE_PIXELS or 0:,}",
+                "downscale it",
+            ) from None
         raise ImageError(
             name,
             f"the image header claims {what}, over the limit of {max_pixels:,}",

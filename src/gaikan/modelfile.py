@@ -372,7 +372,14 @@ def _read_member(where: str, zf: zipfile.ZipFile, info: zipfile.ZipInfo, cap: in
                     )
     except ModelFileError:
         raise
-    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, RuntimeError) as exc:
+    except (
+        zipfile.BadZipFile,
+        OSError,
+        EOFError,
+        zlib.error,
+        RuntimeError,
+        NotImplementedError,
+    ) as exc:
         raise ModelFileError(f"{where}: damaged member {info.filename} ({exc})") from None
     if len(out) != info.file_size:
         raise ModelFileError(f"{where}: member {info.filename} is truncated (damaged?)")
@@ -446,7 +453,14 @@ def _read_npz(where: str, blob: bytes | bytearray, budget: int) -> dict[str, np.
                     arrays[key] = _read_npy(where, info.filename, fh, info.file_size)
             except ModelFileError:
                 raise
-            except (zipfile.BadZipFile, OSError, EOFError, zlib.error, RuntimeError) as exc:
+            except (
+                zipfile.BadZipFile,
+                OSError,
+                EOFError,
+                zlib.error,
+                RuntimeError,
+                NotImplementedError,
+            ) as exc:
                 raise ModelFileError(
                     f"{where}: arrays.npz is unreadable or unsafe ({info.filename}: {exc})"
                 ) from None
