@@ -741,6 +741,8 @@ class Classifier(ModelFileMixin, ParamsMixin):
                 self.get_params(), default=lambda o: o.item() if hasattr(o, "item") else str(o)
             )
         )
+        # the weights travel inside the file; a model file never names a path to open
+        params["weights_file"] = None
         return ModelFile(
             kind=self.kind,
             params=params,

@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 
 from ..._optional import require
-from ...errors import ParameterError
 
 __all__ = [
     "TIMM_NAMES",
@@ -77,14 +76,9 @@ def create_network(
     timm = require("timm", "deep")
     kw = _timm_kwargs(drop_rate, model_kwargs)
     if pretrained:
-        from ..backbones import create_backbone, resolve_name
+        from ..backbones import create_backbone
 
-        if resolve_name(backbone)[1] is None and weights_file is None:
-            # never download at run time: only offline backbones are pretrained by name
-            raise ParameterError(
-                f"no offline pretrained weights for backbone {backbone!r}; use one of "
-                "efficientnet_lite0/1/2, give weights_file=, or pretrained=False"
-            )
+        # never downloads: create_backbone refuses a name without offline weights
         model = create_backbone(
             backbone, pretrained=True, num_classes=n_classes, weights_file=weights_file, **kw
         )
