@@ -742,7 +742,8 @@ class Classifier(ModelFileMixin, ParamsMixin):
             )
         )
         # the weights travel inside the file; a model file never names a path to open
-        params["weights_file"] = None
+        if "weights_file" in params:
+            params["weights_file"] = None
         return ModelFile(
             kind=self.kind,
             params=params,
