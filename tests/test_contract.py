@@ -66,7 +66,14 @@ INVALID: dict[str, list[dict]] = {
     "soart3map": [{"kernel": 0}, {"stride": -1}, {"eps": float("nan")}],
     "rt": [{"kernel": 0}, {"stride": "5"}],
     "variants": [{"detector": "nope"}, {"detector": "classifier"}, {"n_variants": 0}],
-    "padim": [{"n_features": 0}, {"runtime": "tpu"}, {"layers": ()}, {"grid_sigma": -1.0}],
+    "padim": [
+        {"n_features": 0},
+        {"runtime": "tpu"},
+        {"layers": ()},
+        {"grid_sigma": -1.0},
+        {"image_size": "big"},
+        {"image_size": 0},
+    ],
     "patchcore": [{"coreset_ratio": 0.0}, {"bank_dtype": "int8"}, {"n_neighbors": -1}],
     "soart-deep": [{"stages": ("soart9",)}, {"stages": ()}, {"batch_size": 0}],
 }
@@ -234,3 +241,30 @@ def test_classifier_kinds(kind):
     twin = clone(est)
     assert type(twin) is cls and twin.get_params().keys() == est.get_params().keys()
     assert not any(k.endswith("_") and not k.startswith("_") for k in vars(twin))
+
+
+def test_validation_helpers():
+    from gaikan._validation import as_hw, check_images, check_is_fitted
+
+    assert as_hw(128) == (128, 128) and as_hw(np.int64(64)) == (64, 64)
+    assert as_hw((96, 128)) == (96, 128) == as_hw([96, 128]) == as_hw("96x128")
+    assert as_hw(" 50 ") == (50, 50)
+    for bad in (0, -3, True, 2.5, (1, 2, 3), (0, 5), "big", "9x", None, (1.5, 2)):
+        with pytest.raises(ParameterError, match="size"):
+            as_hw(bad)
+    with pytest.raises(ParameterError, match="must have shape"):
+        check_images(np.zeros(5))
+    assert check_images([np.zeros((4, 4))] * 2).shape == (2, 4, 4)
+    det = gaikan.SOARTC()
+    with pytest.raises(NotFittedError, match="SOARTC is not fitted"):
+        check_is_fitted(det, "sbar_")
+    det.sbar_ = np.zeros((1, 1))
+    check_is_fitted(det, ["sbar_"])
+    with pytest.raises(ParameterError, match="not a gaikan model"):
+        model_family(object())
+    with pytest.raises(ParameterError, match="cannot clone"):
+        clone(object())
+    # the old import path of check_images still works
+    from gaikan.detectors.base import check_images as old
+
+    assert old is check_images

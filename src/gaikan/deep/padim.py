@@ -45,7 +45,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .._optional import require
-from .._validation import Check, Interval, OneOf
+from .._validation import Check, Interval, OneOf, as_hw
 from ..detectors.base import BaseDetector
 from ..taguchi.mt import regularise_covariance
 from .features import FeatureExtractor, embed, gaussian_blur, upsample_maps
@@ -140,7 +140,9 @@ class DeepFeatureDetector(BaseDetector):
     _param_rules: ClassVar[dict[str, Any]] = {
         "backbone": Check(lambda v: isinstance(v, str) and v != "", "a backbone name"),
         "layers": Check(_layers_ok, "a non-empty sequence of integer feature levels"),
-        "image_size": Interval("int", 1, None, none_ok=True),
+        "image_size": Check(
+            lambda v: v is None or bool(as_hw(v)), "a size (128, (96, 128) or '96x128') or None"
+        ),
         "feature_stride": Interval("int", 1, None),
         "device": Check(lambda v: isinstance(v, str) and v != "", "'cpu' or 'cuda'"),
         "num_threads": Interval("int", 1, None, none_ok=True),
@@ -157,7 +159,7 @@ class DeepFeatureDetector(BaseDetector):
             fe = FeatureExtractor(
                 backbone=self.backbone,
                 layers=self.layers,
-                image_size=self.image_size,
+                image_size=None if self.image_size is None else as_hw(self.image_size),
                 runtime=self.runtime,
                 device=self.device,
                 num_threads=self.num_threads,

@@ -56,6 +56,8 @@ MAP_REFINE = ("pixel", "none")
 #: Noise floor (grey levels) added to the unit space's pixel spread in the
 #: pixel evidence of ``map_refine="pixel"``.
 PIXEL_FLOOR = 8.0
+#: Blur of the pixel evidence, as a fraction of the image side (2 px at 100²).
+PIXEL_BLUR = 0.02
 
 
 @dataclass
@@ -94,20 +96,22 @@ class BaseDetector(ParamsMixin):
     Maps
     ----
     ``anomaly_map`` is the detector's own map at image resolution
-    (``_to_map`` of the D² grid), and with ``map_refine="pixel"`` that map
+    (``_to_map`` of the D² grid).  With ``map_refine="pixel"`` it is the
+    square root of that map (a Mahalanobis distance D rather than D²)
     times the *pixel evidence* of each pixel::
 
-        z = G_1px * ( |T − μ| / (σ + 8) )
+        map = √(map of D²) · z,    z = G_σ * ( |T − μ| / (s + 8) )
 
-    μ and σ being the unit space's pixel mean and standard deviation
+    μ and s being the unit space's pixel mean and standard deviation
     (``pixel_mean_``, ``pixel_std_``, ddof = 1), 8 grey levels a noise
-    floor, and ``G_1px`` a Gaussian blur of one pixel.  The D² grid says
-    *which window* is abnormal (its cells are 5–16 pixels wide); the
-    evidence says which of its pixels differ from the good parts, so the
-    map's hottest pixel lands on the defect rather than on a window's
-    corner (``benchmarks/bench_pointing.py``).  Image scores (the maximum
-    of the grid) are the same in both modes; ``map_refine="none"`` is the
-    plain map.
+    floor, and ``G_σ`` a Gaussian blur of σ = 2 % of the image side (2 px
+    at 100×100).  The grid says *which window* is abnormal (its cells are
+    5–16 pixels wide); the evidence says which of its pixels differ from
+    the good parts, so the map's hottest pixel lands on the defect rather
+    than on a window's corner; the product of two distances keeps both in
+    the same units.  Image scores (the maximum of the grid) are the same in
+    both modes; ``map_refine="none"`` is the plain map.  Measured with
+    ``benchmarks/bench_pointing.py`` (docs/benchmarks.md, "Pointing").
     """
 
     #: Registry name, written into model files; set from the registry for
@@ -230,8 +234,9 @@ class BaseDetector(ParamsMixin):
     def pixel_evidence(self, X: Any) -> np.ndarray:
         """How much each pixel differs from the good parts, shape (n, H, W).
 
-        ``G_1px * (|X − pixel_mean_| / (pixel_std_ + 8))``: the factor
-        ``map_refine="pixel"`` multiplies the map by.
+        ``G_σ * (|X − pixel_mean_| / (pixel_std_ + 8))`` with σ = 2 % of
+        the image side: the factor ``map_refine="pixel"`` multiplies the
+        map's square root by.
         """
         X = self._check_input(X)
         return self._evidence(X)
@@ -240,12 +245,13 @@ class BaseDetector(ParamsMixin):
         from scipy.ndimage import gaussian_filter
 
         z = np.abs(X - self.pixel_mean_) / (self.pixel_std_ + PIXEL_FLOOR)
-        return gaussian_filter(z, (0, 1.0, 1.0), mode="nearest")
+        sigma = PIXEL_BLUR * min(X.shape[1:])
+        return gaussian_filter(z, (0, sigma, sigma), mode="nearest")
 
     def _maps(self, grid: np.ndarray, X: np.ndarray) -> np.ndarray:
         maps = self._to_map(grid)
         if self.map_refine == "pixel" and hasattr(self, "pixel_mean_"):
-            maps = maps * self._evidence(X)
+            maps = np.sqrt(np.maximum(maps, 0.0)) * self._evidence(X)
         return maps
 
     def anomaly_map(self, X: Any) -> np.ndarray:
