@@ -1,4 +1,5 @@
-"""PaDiM, PatchCore and SOARTDeep: detector contract, maths, model files, accuracy."""
+"""PaDiM, PatchCore and SOARTDeep: maths, model files, accuracy (the contract
+over every registered kind is tests/test_contract.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("timm")
 
 import gaikan
+from gaikan.errors import ParameterError
 from gaikan.metrics import roc_auc
 
 pytestmark = pytest.mark.deep
@@ -97,28 +99,10 @@ def fitted(request, data):
     return request.param, FACTORIES[request.param]().fit(train)
 
 
-# -- contract -----------------------------------------------------------------------
-def test_contract_shapes_and_directions(fitted, data):
-    kind, det = fitted
-    _, test, _ = data
-    assert det.kind == kind
-    grid = det.patch_scores(test[:3])
-    assert grid.shape == (3, *det.grid_shape_)
-    maps = det.anomaly_map(test[:3])
-    assert maps.shape == (3, H, W) and np.isfinite(maps).all()
-    s = det.anomaly_score(test[:3])
-    np.testing.assert_array_equal(det.score_samples(test[:3]), -s)
-    np.testing.assert_allclose(s, grid.reshape(3, -1).max(axis=1))
-    np.testing.assert_array_equal(det.predict(test[:3]), np.where(s > det.threshold_, -1, 1))
-    res = det.detect(test[:3])
-    np.testing.assert_allclose(res.scores, s)
-    np.testing.assert_allclose(res.maps, maps)
-    assert np.isfinite(det.threshold_) and det.threshold_ > 0
-
-
+# -- behaviour (the contract itself is tests/test_contract.py) ------------------------
 def test_wrong_image_size_is_a_clear_error(fitted):
     _, det = fitted
-    with pytest.raises(ValueError, match="fitted on"):
+    with pytest.raises(ParameterError, match="fitted on"):
         det.anomaly_score(np.zeros((1, 32, 32)))
 
 
@@ -198,10 +182,11 @@ def test_padim_channel_selection_follows_random_state():
     a = _padim(random_state=0)
     b = _padim(random_state=1)
     fe_total = 24 + 40 + 112
-    ca, cb = a._select_channels(fe_total), b._select_channels(fe_total)
+    ca, cb = a._select_channels(fe_total, 24), b._select_channels(fe_total, 24)
     assert len(ca) == 24 and len(set(ca)) == 24
     assert not np.array_equal(ca, cb)
-    np.testing.assert_array_equal(ca, _padim(random_state=0)._select_channels(fe_total))
+    np.testing.assert_array_equal(ca, _padim(random_state=0)._select_channels(fe_total, 24))
+    np.testing.assert_array_equal(a._select_channels(fe_total, None), np.arange(fe_total))
 
 
 # -- PatchCore ----------------------------------------------------------------------------
@@ -308,3 +293,27 @@ def test_padim_threshold_is_sane_with_few_images():
     assert det.threshold_ < 10 * s_good.max()
     assert det.threshold_ < np.median(s_bad)
     assert (det.predict(bad) == -1).mean() >= 0.8
+
+
+def test_set_params_drops_the_cached_extractor(data):
+    """Regression: a cached feature extractor survived set_params, so a new
+    backbone/layer list was silently ignored."""
+    train = data[0][:6]
+    det = _padim().fit(train)
+    old = det._extractor()
+    det.set_params(layers=(3,))
+    assert det._extractor() is not old and list(det._extractor().channels) == [112]
+    det.fit(train)
+    assert det.mean_.shape[-1] == 24 and list(det._extractor().channels) == [112]
+
+
+def test_patchcore_refit_uses_the_new_bank(data):
+    """Regression: the cached bank tensor was only rebuilt when its length
+    changed, so a refit with the same bank size scored against the old bank."""
+    train, test, _ = data
+    det = _patchcore(coreset_ratio=1.0, n_neighbors=0).fit(train[:6])
+    first = det.anomaly_score(test[:2])
+    det.fit(train[6:12])
+    fresh = _patchcore(coreset_ratio=1.0, n_neighbors=0).fit(train[6:12])
+    np.testing.assert_array_equal(det.anomaly_score(test[:2]), fresh.anomaly_score(test[:2]))
+    assert not np.array_equal(first, fresh.anomaly_score(test[:2]))

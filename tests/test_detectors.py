@@ -1,5 +1,6 @@
-"""Contract suite over every numpy detector, plus golden values against the
-loop-by-loop reference of SOART.md."""
+"""Behaviour of the numpy detectors (accuracy, thresholds, errors), golden
+values against the loop-by-loop reference of SOART.md, and the pixel
+evidence of the maps.  The contract itself is tests/test_contract.py."""
 
 import numpy as np
 import pytest
@@ -7,7 +8,7 @@ import pytest
 import gaikan
 import reference as ref
 from conftest import plant_defect, structured_images
-from gaikan.errors import NotFittedError
+from gaikan.errors import NotFittedError, ParameterError
 from gaikan.metrics import pixel_roc_auc, roc_auc
 
 DETECTORS = [
@@ -30,32 +31,6 @@ def data():
     test_good = structured_images(20, seed=5)
     bad, masks = plant_defect(structured_images(20, seed=6))
     return good, test_good, bad, masks
-
-
-def test_contract(make, data):
-    good, test_good, bad, _ = data
-    det = make()
-    assert det.fit(good) is det
-    for attr in ("threshold_", "offset_", "image_shape_", "n_train_", "train_scores_"):
-        assert hasattr(det, attr)
-    assert det.offset_ == -det.threshold_
-    X = np.concatenate([test_good, bad])
-    s = det.anomaly_score(X)
-    assert s.shape == (40,)
-    np.testing.assert_array_equal(det.score_samples(X), -s)
-    np.testing.assert_allclose(det.decision_function(X), -s - det.offset_)
-    pred = det.predict(X)
-    assert set(np.unique(pred)) <= {-1, 1}
-    np.testing.assert_array_equal(pred == -1, s > det.threshold_)
-    grid = det.patch_scores(X)
-    assert grid.shape == (40, 9, 9)
-    np.testing.assert_array_equal(grid.reshape(40, -1).max(1), s)
-    amap = det.anomaly_map(X)
-    assert amap.shape == (40, 40, 40)
-    res = det.detect(X)
-    np.testing.assert_array_equal(res.scores, s)
-    np.testing.assert_allclose(res.maps, amap)
-    np.testing.assert_array_equal(res.is_defect, pred == -1)
 
 
 def test_planted_defects_are_found_and_located(make, data):
@@ -103,22 +78,24 @@ def test_input_errors(make):
     det = make()
     with pytest.raises(NotFittedError):
         det.anomaly_score(np.zeros((1, 40, 40)))
-    with pytest.raises(ValueError, match="at least 5"):
+    with pytest.raises(ParameterError, match="at least 5"):
         det.fit(structured_images(4))
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(ParameterError, match="empty"):
         det.fit(np.zeros((0, 40, 40)))
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(ParameterError, match="empty"):
         det.fit([])
     bad = structured_images(6)
     bad[2, 3, 3] = np.nan
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(ParameterError, match="NaN"):
         det.fit(bad)
-    with pytest.raises(ValueError, match="different shapes"):
+    with pytest.raises(ParameterError, match="different shapes"):
         det.fit([np.zeros((40, 40))] * 5 + [np.zeros((40, 41))])
-    with pytest.raises(ValueError, match=r"\(n, H, W\)"):
+    with pytest.raises(ParameterError, match=r"\(n, H, W\)"):
         det.fit(np.zeros((40, 40)))
+    with pytest.raises(ParameterError, match="numeric"):
+        det.fit(np.full((6, 40, 40), "a"))
     det.fit(structured_images(6))
-    with pytest.raises(ValueError, match="fitted on 40x40"):
+    with pytest.raises(ParameterError, match="fitted on 40x40"):
         det.anomaly_score(np.zeros((2, 50, 50)))
 
 
@@ -135,7 +112,7 @@ def test_threshold_rule_and_override(make, data):
     assert det3.threshold_ == 123.0 and det3.offset_ == -123.0
     det3.set_threshold(5.0)
     assert det3.threshold_ == 5.0
-    with pytest.raises(ValueError):
+    with pytest.raises(ParameterError, match="no parameter 'nope'"):
         make().set_params(nope=1)
 
 
@@ -163,7 +140,9 @@ def small():
 @pytest.mark.parametrize("precision", ["auto", "float64"])
 def test_soartc_golden(small, backend, precision):
     train, test = small
-    got = gaikan.SOARTC(kernel=4, stride=3, backend=backend, precision=precision).fit(train)
+    got = gaikan.SOARTC(
+        kernel=4, stride=3, backend=backend, precision=precision, map_refine="none"
+    ).fit(train)
     want = ref.soartc(list(train), list(test), 4, 3)
     np.testing.assert_allclose(got.patch_scores(test), want, rtol=1e-9)
     np.testing.assert_allclose(
@@ -216,26 +195,26 @@ def test_soart_image_and_features_shapes(data):
 
 def test_registry_create_and_unknown():
     assert isinstance(gaikan.create("soartc", kernel=6), gaikan.SOARTC)
-    with pytest.raises(ValueError, match="unknown detector"):
+    with pytest.raises(ParameterError, match="unknown detector"):
         gaikan.create("nope")
 
 
 def test_soartc_median_baseline_variant(data):
     good, _test_good, bad, masks = data
-    plain = gaikan.SOARTC(kernel=8, stride=4).fit(good)
-    var = gaikan.SOARTC(kernel=8, stride=4, map_baseline="median").fit(good)
+    plain = gaikan.SOARTC(kernel=8, stride=4, map_refine="none").fit(good)
+    var = gaikan.SOARTC(kernel=8, stride=4, map_baseline="median", map_refine="none").fit(good)
     np.testing.assert_array_equal(var.anomaly_score(bad), plain.anomaly_score(bad))
     g = plain.patch_scores(bad[:1])
     want = np.maximum(g - np.median(g), 0)
     np.testing.assert_allclose(var.anomaly_map(bad[:1]), gaikan.fold(want, (40, 40), 8, 4))
     assert pixel_roc_auc(masks, var.anomaly_map(bad)) > pixel_roc_auc(masks, plain.anomaly_map(bad))
-    with pytest.raises(ValueError):
-        gaikan.SOARTC(kernel=8, stride=4, map_baseline="mean").fit(good).anomaly_map(bad[:1])
+    with pytest.raises(ParameterError, match="map_baseline"):
+        gaikan.SOARTC(kernel=8, stride=4, map_baseline="mean").fit(good)
 
 
 def test_soartc_refuses_oversized_grid_with_a_fix():
     det = gaikan.SOARTC(kernel=2, stride=1)
-    with pytest.raises(ValueError, match="smaller image size"):
+    with pytest.raises(ParameterError, match="smaller image size"):
         det.fit(np.zeros((5, 120, 120)))
 
 
@@ -272,3 +251,37 @@ def test_variant_detector_merges_groups_too_small():
     good = structured_images(12, seed=0)
     det = gaikan.VariantDetector(n_variants=5, detector_params={"kernel": 8, "stride": 4}).fit(good)
     assert det.n_fitted_ <= 2 and np.bincount(det.train_labels_).min() >= 5
+
+
+@pytest.mark.parametrize("kind", ["soartc", "soart3map", "rt"])
+def test_pixel_evidence_map(kind, data):
+    """map_refine="pixel" = √(plain map) × the pixel evidence; scores unchanged;
+    the hottest pixel moves onto the planted defect."""
+    good, _test_good, bad, masks = data
+    plain = gaikan.create(kind, kernel=8, stride=4, map_refine="none").fit(good)
+    det = gaikan.create(kind, kernel=8, stride=4).fit(good)
+    assert det.map_refine == "pixel"
+    np.testing.assert_array_equal(det.anomaly_score(bad), plain.anomaly_score(bad))
+    from scipy.ndimage import gaussian_filter
+
+    z = np.abs(bad - good.mean(0)) / (good.std(0, ddof=1) + 8.0)
+    z = gaussian_filter(z, (0, 0.8, 0.8), mode="nearest")  # σ = 2 % of 40 px
+    np.testing.assert_allclose(det.pixel_evidence(bad), z)
+    np.testing.assert_allclose(det.anomaly_map(bad), np.sqrt(plain.anomaly_map(bad)) * z)
+    hits = [m.ravel()[a.argmax()] for m, a in zip(masks, det.anomaly_map(bad))]
+    plain_hits = [m.ravel()[a.argmax()] for m, a in zip(masks, plain.anomaly_map(bad))]
+    assert np.mean(hits) >= 0.95 and np.mean(hits) >= np.mean(plain_hits)
+
+
+def test_old_model_files_without_pixel_statistics_keep_their_maps(data, tmp_path):
+    from gaikan.modelfile import read_model, write_model
+
+    good, _, bad, _ = data
+    det = gaikan.RTDetector(kernel=8, stride=4, map_refine="none").fit(good)
+    mf = det.to_modelfile()
+    del mf.arrays["pixel_mean"], mf.arrays["pixel_std"]
+    del mf.params["map_refine"]  # as written before the parameter existed
+    write_model(tmp_path / "old.gaikan", mf)
+    back = gaikan.load(tmp_path / "old.gaikan")
+    assert back.map_refine == "none" and read_model(tmp_path / "old.gaikan").kind == "rt"
+    np.testing.assert_array_equal(back.anomaly_map(bad), det.anomaly_map(bad))

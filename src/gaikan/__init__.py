@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from ._params import clone
 from .detectors import (
     SOARTC,
     BaseDetector,
@@ -19,6 +20,7 @@ from .detectors import (
     create,
     load,
 )
+from .detectors.registry import model_family
 from .errors import GaikanError, ImageError, ModelFileError, NotFittedError, ParameterError
 from .patches import correlate2d, extract, fold
 from .taguchi import MTUnitSpace, RTUnitSpace, soart3
@@ -38,10 +40,12 @@ __all__ = [
     "SOART3Map",
     "VariantDetector",
     "__version__",
+    "clone",
     "correlate2d",
     "create",
     "extract",
     "fold",
     "load",
+    "model_family",
     "soart3",
 ]

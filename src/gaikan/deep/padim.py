@@ -40,11 +40,12 @@ ridge is held at its full-data value in the downdate (relative change
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from .._optional import require
+from .._validation import Check, Interval, OneOf, as_hw
 from ..detectors.base import BaseDetector
 from ..taguchi.mt import regularise_covariance
 from .features import FeatureExtractor, embed, gaussian_blur, upsample_maps
@@ -100,12 +101,19 @@ def whitener(cov: np.ndarray) -> np.ndarray:
     return torch.linalg.solve_triangular(chol, eye, upper=False).numpy()
 
 
+def _layers_ok(v: Any) -> bool:
+    return len(v) > 0 and all(isinstance(i, int) and not isinstance(i, bool) for i in v)
+
+
 class DeepFeatureDetector(BaseDetector):
     """Shared plumbing of the deep detectors: extractor, grid, maps.
 
     Subclasses implement ``_fit`` / ``_patch_scores`` on the embeddings of
     :meth:`_iter_embeddings` (one grid of stride ``feature_stride``).  The
     backbone runs on ``device``; the statistics always run on the CPU.
+    The feature extractor is built from the parameters on first use and
+    cached in ``_fe``; ``set_params`` and ``fit`` drop it, so a changed
+    backbone, layer list or runtime is honoured.
     """
 
     #: Batch of images per call of ``_patch_scores`` (bounds memory).
@@ -115,19 +123,48 @@ class DeepFeatureDetector(BaseDetector):
     #: of float64 for 900 training images).
     _input_dtype = np.float32
 
+    _caches: ClassVar[tuple[str, ...]] = ("_fe",)
+
+    #: Parameters every deep detector has (set by the subclass's ``__init__``).
+    backbone: str
+    layers: Any
+    image_size: int | None
+    feature_stride: int
+    device: str
+    num_threads: int | None
+    batch_size: int
+    runtime: str
+    random_state: int
+    weights_file: str | None
+
+    _param_rules: ClassVar[dict[str, Any]] = {
+        "backbone": Check(lambda v: isinstance(v, str) and v != "", "a backbone name"),
+        "layers": Check(_layers_ok, "a non-empty sequence of integer feature levels"),
+        "image_size": Check(
+            lambda v: v is None or bool(as_hw(v)), "a size (128, (96, 128) or '96x128') or None"
+        ),
+        "feature_stride": Interval("int", 1, None),
+        "device": Check(lambda v: isinstance(v, str) and v != "", "'cpu' or 'cuda'"),
+        "num_threads": Interval("int", 1, None, none_ok=True),
+        "batch_size": Interval("int", 1, None),
+        "runtime": OneOf(("auto", "eager", "channels_last", "onnx")),
+        "random_state": Interval("int", 0, None),
+        "weights_file": Check(lambda v: v is None or isinstance(v, str), "a path or None"),
+    }
+
     # -- feature extraction -------------------------------------------------
     def _extractor(self) -> FeatureExtractor:
-        fe = getattr(self, "_fe", None)
+        fe = self.__dict__.get("_fe")
         if fe is None:
             fe = FeatureExtractor(
                 backbone=self.backbone,
                 layers=self.layers,
-                image_size=self.image_size,
-                runtime=getattr(self, "runtime", "auto"),
+                image_size=None if self.image_size is None else as_hw(self.image_size),
+                runtime=self.runtime,
                 device=self.device,
                 num_threads=self.num_threads,
                 batch_size=self.batch_size,
-                weights_file=getattr(self, "weights_file", None),
+                weights_file=self.weights_file,
             )
             self._fe = fe
         return fe
@@ -159,20 +196,17 @@ class DeepFeatureDetector(BaseDetector):
         """
         return 1 if batch < 8 else self.num_threads
 
-    def _select_channels(self, total: int) -> np.ndarray:
-        """Seeded random subset of ``n_features`` embedding channels (sorted)."""
-        k = getattr(self, "n_features", None)
+    def _select_channels(self, total: int, k: int | None) -> np.ndarray:
+        """Seeded random subset of ``k`` of ``total`` embedding channels (sorted)."""
         if k is None or int(k) >= total:
             return np.arange(total)
-        if int(k) < 1:
-            raise ValueError(f"n_features must be ≥ 1, got {k}")
         rng = np.random.default_rng(self.random_state)
         return np.sort(rng.choice(total, size=int(k), replace=False))
 
     # -- maps -------------------------------------------------------------------
-    def _smooth(self, grid) -> np.ndarray:
-        """Blur (n, gh, gw) D² grids by ``grid_sigma`` cells → float64 array."""
-        sigma = float(getattr(self, "grid_sigma", 0.0) or 0.0)
+    @staticmethod
+    def _smooth(grid, sigma: float) -> np.ndarray:
+        """Blur (n, gh, gw) D² grids by ``sigma`` cells → float64 array."""
         if sigma > 0:
             grid = gaussian_blur(np.asarray(grid, dtype=np.float32), sigma).numpy()
         return np.asarray(grid, dtype=np.float64)
@@ -212,6 +246,10 @@ class PaDiM(DeepFeatureDetector):
     reg_rel, reg_abs : float
         Covariance ridge, as in :func:`gaikan.taguchi.fit_gaussians`.
     threshold_quantile, threshold : see :class:`gaikan.BaseDetector`.
+    map_refine : {"pixel", "none"}, default "pixel"
+        ``"pixel"`` multiplies the upsampled map by the pixel evidence (see
+        :class:`gaikan.BaseDetector`): the 16-pixel grid cells say where,
+        the pixels say exactly where.  ``"none"``: the upsampled D² grid.
     device : str
         Where the backbone runs: ``"cpu"`` or ``"cuda"`` (the Gaussians
         always run on the CPU).
@@ -234,7 +272,12 @@ class PaDiM(DeepFeatureDetector):
         Selected channels of the concatenated embedding.
     """
 
-    kind = "padim"
+    _param_rules: ClassVar[dict[str, Any]] = {
+        "n_features": Interval("int", 1, None, none_ok=True),
+        "grid_sigma": Interval("real", 0.0, None),
+        "reg_rel": Interval("real", 0.0, None),
+        "reg_abs": Interval("real", 0.0, None),
+    }
 
     def __init__(
         self,
@@ -254,6 +297,7 @@ class PaDiM(DeepFeatureDetector):
         runtime: str = "auto",
         random_state: int = 0,
         weights_file: str | None = None,
+        map_refine: str = "pixel",
     ) -> None:
         self.backbone = backbone
         self.layers = layers
@@ -271,6 +315,7 @@ class PaDiM(DeepFeatureDetector):
         self.runtime = runtime
         self.random_state = random_state
         self.weights_file = weights_file
+        self.map_refine = map_refine
 
     # -- fitting ----------------------------------------------------------------
     def _fit(self, X: np.ndarray) -> np.ndarray:
@@ -278,10 +323,8 @@ class PaDiM(DeepFeatureDetector):
         from .features import num_threads
 
         n = X.shape[0]
-        if n < 3:
-            raise ValueError("PaDiM needs at least 3 good images")
         fe = self._extractor()
-        self.channels_ = self._select_channels(sum(fe.channels))
+        self.channels_ = self._select_channels(sum(fe.channels), self.n_features)
         sel = torch.from_numpy(self.channels_)
         gh, gw = self._grid_for(X.shape[1:])
         P, m = gh * gw, len(self.channels_)
@@ -317,12 +360,13 @@ class PaDiM(DeepFeatureDetector):
                     regularise_covariance(cov, self.reg_rel, self.reg_abs)
                 )
             del s2
+            assert shift is not None  # n ≥ 5 images: at least one batch
             self.mean_ = (shift[:, 0].double() + mean_d).float().numpy()
             self.whiten_ = whiten
             insample = np.concatenate([self._d2(keep[j : j + 64]) for j in range(0, n, 64)])
         del keep
         loo = loo_from_insample(insample, n, m).reshape(n, gh, gw)
-        return self._smooth(loo)
+        return self._smooth(loo, self.grid_sigma)
 
     def _d2(self, f: np.ndarray) -> np.ndarray:
         """MT distances of features (b, P, m) → (b, P), float32 matmul."""
@@ -346,7 +390,7 @@ class PaDiM(DeepFeatureDetector):
                 with num_threads(self._post_threads(b)):
                     f = e[:, sel].reshape(b, len(sel), gh * gw).permute(0, 2, 1)
                     d2 = self._d2(f.numpy()).reshape(b, gh, gw)
-                    out.append(self._smooth(d2))
+                    out.append(self._smooth(d2, self.grid_sigma))
         return np.concatenate(out)
 
     # -- model file -----------------------------------------------------------------

@@ -39,11 +39,13 @@ training images; ``train_scores_`` holds those scores.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from .._optional import require
+from .._validation import Interval, OneOf
+from ..errors import ParameterError
 from .features import gaussian_blur, upsample_maps
 from .padim import DeepFeatureDetector
 
@@ -81,7 +83,7 @@ def greedy_coreset(
     x = torch.as_tensor(features)
     n, d = x.shape
     if not 0.0 < ratio <= 1.0:
-        raise ValueError(f"coreset ratio must be in (0, 1], got {ratio}")
+        raise ParameterError(f"coreset ratio must be in (0, 1], got {ratio}")
     if ratio >= 1.0 or n <= 1:
         return np.arange(n)
     rng = np.random.default_rng(random_state)
@@ -152,6 +154,8 @@ class PatchCore(DeepFeatureDetector):
     n_threshold_images : int
         Training images scored leave-one-out for the threshold.
     threshold_quantile, threshold : see :class:`gaikan.BaseDetector`.
+    map_refine : {"none", "pixel"}, default "none"
+        Pixel evidence of the map (see :class:`gaikan.BaseDetector`).
     device, num_threads, batch_size, runtime, random_state, weights_file :
         As for :class:`gaikan.deep.PaDiM`.
 
@@ -160,7 +164,16 @@ class PatchCore(DeepFeatureDetector):
     bank_ : ndarray, shape (K, d)
     """
 
-    kind = "patchcore"
+    _param_rules: ClassVar[dict[str, Any]] = {
+        "coreset_ratio": Interval("real", 0.0, 1.0, closed="right"),
+        "n_neighbors": Interval("int", 0, None),
+        "projection_dim": Interval("int", 0, None),
+        "coreset_block": Interval("int", 1, None),
+        "map_sigma": Interval("real", 0.0, None),
+        "bank_dtype": OneOf(("float16", "float32")),
+        "n_threshold_images": Interval("int", 1, None),
+    }
+    _caches: ClassVar[tuple[str, ...]] = ("_bank_t", "_bank_sq")
 
     def __init__(
         self,
@@ -183,6 +196,7 @@ class PatchCore(DeepFeatureDetector):
         runtime: str = "auto",
         random_state: int = 0,
         weights_file: str | None = None,
+        map_refine: str = "none",
     ) -> None:
         self.backbone = backbone
         self.layers = layers
@@ -203,6 +217,7 @@ class PatchCore(DeepFeatureDetector):
         self.runtime = runtime
         self.random_state = random_state
         self.weights_file = weights_file
+        self.map_refine = map_refine
 
     # -- features -----------------------------------------------------------------
     def _iter_embeddings(self, X: np.ndarray):
@@ -225,8 +240,6 @@ class PatchCore(DeepFeatureDetector):
         torch = require("torch", "deep")
         from .features import num_threads
 
-        if self.bank_dtype not in ("float16", "float32"):
-            raise ValueError(f"bank_dtype must be 'float16' or 'float32', got {self.bank_dtype!r}")
         n = X.shape[0]
         gh, gw = self._grid_for(X.shape[1:])
         P = gh * gw
@@ -239,6 +252,7 @@ class PatchCore(DeepFeatureDetector):
                     feats = torch.empty(n * P, c, dtype=torch.float16)
                 feats[i * P : (i + b) * P] = e.permute(0, 2, 3, 1).reshape(b * P, c)
                 i += b
+            assert feats is not None  # n ≥ 5 images: at least one batch
             keep = greedy_coreset(
                 feats,
                 float(self.coreset_ratio),
@@ -264,8 +278,8 @@ class PatchCore(DeepFeatureDetector):
     # -- scoring --------------------------------------------------------------------------
     def _bank_tensor(self):
         torch = require("torch", "deep")
-        b = getattr(self, "_bank_t", None)
-        if b is None or b.shape[0] != self.bank_.shape[0]:
+        b = self.__dict__.get("_bank_t")
+        if b is None:
             b = torch.from_numpy(np.asarray(self.bank_, dtype=np.float32))
             self._bank_t = b
             self._bank_sq = (b * b).sum(1)
@@ -330,7 +344,7 @@ class PatchCore(DeepFeatureDetector):
 
     def _to_map(self, grid: np.ndarray) -> np.ndarray:
         up = upsample_maps(grid, self.image_shape_)
-        if self.map_sigma and self.map_sigma > 0:
+        if self.map_sigma > 0:
             up = gaussian_blur(up, float(self.map_sigma)).numpy().astype(np.float64)
         return up
 
@@ -345,3 +359,4 @@ class PatchCore(DeepFeatureDetector):
                 f"memory bank must be a float16/float32 (K, d) array, got {bank.dtype} {bank.shape}"
             )
         self.bank_ = bank
+        self._drop_caches()

@@ -28,11 +28,12 @@ upsampled bilinearly to the input resolution.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from .._optional import require
+from .._validation import Check, Interval
 from ..taguchi import (
     fit_gaussians,
     loo_mahalanobis,
@@ -72,9 +73,25 @@ class SOARTDeep(DeepFeatureDetector):
     threshold_quantile, threshold, device, num_threads, batch_size, runtime,
     random_state, weights_file :
         As for :class:`gaikan.deep.PaDiM`.
+    map_refine : {"none", "pixel"}, default "none"
+        Pixel evidence of the map (see :class:`gaikan.BaseDetector`).
     """
 
-    kind = "soart-deep"
+    _param_rules: ClassVar[dict[str, Any]] = {
+        "n_features": Interval("int", 1, None, none_ok=True),
+        "stages": Check(
+            lambda v: (
+                not isinstance(v, str)
+                and len(v) > 0
+                and all(s in STAGES for s in v)
+                and len(set(v)) == len(v)
+            ),
+            f"a non-empty subset of {STAGES}",
+        ),
+        "grid_sigma": Interval("real", 0.0, None),
+        "reg_rel": Interval("real", 0.0, None),
+        "reg_abs": Interval("real", 0.0, None),
+    }
 
     def __init__(
         self,
@@ -95,6 +112,7 @@ class SOARTDeep(DeepFeatureDetector):
         runtime: str = "auto",
         random_state: int = 0,
         weights_file: str | None = None,
+        map_refine: str = "none",
     ) -> None:
         self.backbone = backbone
         self.layers = layers
@@ -113,12 +131,10 @@ class SOARTDeep(DeepFeatureDetector):
         self.runtime = runtime
         self.random_state = random_state
         self.weights_file = weights_file
+        self.map_refine = map_refine
 
     def _check_stages(self) -> tuple[str, ...]:
-        st = tuple(self.stages)
-        if not st or any(s not in STAGES for s in st) or len(set(st)) != len(st):
-            raise ValueError(f"stages must be a non-empty subset of {STAGES}, got {self.stages!r}")
-        return st
+        return tuple(self.stages)  # validated by fit
 
     def _embeddings(self, X: np.ndarray, dtype=np.float32) -> np.ndarray:
         """(n, P, m) deep features of the selected channels, filled batch by batch."""
@@ -155,7 +171,7 @@ class SOARTDeep(DeepFeatureDetector):
 
     def _fit(self, X: np.ndarray) -> np.ndarray:
         n = X.shape[0]
-        self.channels_ = self._select_channels(sum(self._extractor().channels))
+        self.channels_ = self._select_channels(sum(self._extractor().channels), self.n_features)
         E = self._embeddings(X, np.float16)  # (n, P, m), float16 to bound memory
         gh, gw = self._grid_for(X.shape[1:])
         acc = np.zeros(E.shape[1:], dtype=np.float64)
@@ -179,13 +195,13 @@ class SOARTDeep(DeepFeatureDetector):
         )
         self.mean_, self.whiten_ = fit_gaussians(items, self.reg_rel, self.reg_abs)
         loo = loo_mahalanobis(items, loo_items, self.reg_rel, self.reg_abs)
-        return self._smooth(loo.reshape(n, gh, gw))
+        return self._smooth(loo.reshape(n, gh, gw), self.grid_sigma)
 
     def _patch_scores(self, X: np.ndarray) -> np.ndarray:
         gh, gw = self._grid_for(X.shape[1:])
         E = self._embeddings(X, np.float64)
         d2 = mahalanobis(self._stage1(E), self.mean_, self.whiten_)
-        return self._smooth(d2.reshape(X.shape[0], gh, gw))
+        return self._smooth(d2.reshape(X.shape[0], gh, gw), self.grid_sigma)
 
     def _get_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         return {

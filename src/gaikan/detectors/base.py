@@ -33,45 +33,31 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .._params import ParamsMixin
-from ..errors import NotFittedError
+from .._validation import Interval, OneOf, check_images, check_is_fitted, validate_params
+from ..errors import ParameterError
 from ..patches import fold, grid_shape
+from .registry import kind_of_class_path
 
-__all__ = ["MIN_UNIT_SPACE", "BaseDetector", "Detection", "check_images"]
+__all__ = [
+    "MAP_REFINE",
+    "MIN_UNIT_SPACE",
+    "BaseDetector",
+    "Detection",
+    "GridDetector",
+    "check_images",
+]
 
 #: Fewest good images a unit space may have (SOART.md §5).
 MIN_UNIT_SPACE = 5
 
+#: Choices of the ``map_refine`` parameter.
+MAP_REFINE = ("pixel", "none")
 
-def check_images(X: Any, name: str = "X", dtype: type = np.float64) -> np.ndarray:
-    """Validate a batch of grey images and return it as ``dtype`` (n, H, W).
-
-    Raises
-    ------
-    ValueError
-        Empty input, wrong number of dimensions, images of different
-        shapes, or non-finite values.
-    """
-    if isinstance(X, (list, tuple)):
-        if len(X) == 0:
-            raise ValueError(f"{name} is empty: no images given")
-        shapes = {np.shape(x) for x in X}
-        if len(shapes) > 1:
-            raise ValueError(
-                f"{name} holds images of different shapes {sorted(shapes)}; "
-                "resize them to one size first (gaikan.io.load_images(..., size=...))"
-            )
-    arr = np.asarray(X)
-    if arr.dtype == object:
-        raise ValueError(f"{name} must be a numeric array of images")
-    if arr.ndim != 3:
-        hint = " (for one image pass X[None])" if arr.ndim == 2 else ""
-        raise ValueError(f"{name} must have shape (n, H, W), got {arr.shape}{hint}")
-    if arr.shape[0] == 0 or arr.shape[1] == 0 or arr.shape[2] == 0:
-        raise ValueError(f"{name} is empty: shape {arr.shape}")
-    arr = arr.astype(dtype, copy=False)
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return arr
+#: Noise floor (grey levels) added to the unit space's pixel spread in the
+#: pixel evidence of ``map_refine="pixel"``.
+PIXEL_FLOOR = 8.0
+#: Blur of the pixel evidence, as a fraction of the image side (2 px at 100²).
+PIXEL_BLUR = 0.02
 
 
 @dataclass
@@ -100,17 +86,60 @@ class Detection:
 class BaseDetector(ParamsMixin):
     """Base class: validation, thresholds, the contract methods, model files.
 
-    Subclasses implement ``_fit(X) -> loo_grid``, ``_patch_scores(X)``,
-    ``_get_state()`` / ``_set_state(arrays, meta)`` and, if their grid is
-    not a plain kernel/stride grid, ``_to_map(grid)``.
+    Subclasses store their parameters in ``__init__`` (every detector has
+    ``threshold_quantile``, ``threshold`` and ``map_refine``), declare the
+    rules ``fit`` checks them against in ``_param_rules`` (see
+    :func:`gaikan._validation.validate_params`), and implement
+    ``_fit(X) -> loo_grid``, ``_patch_scores(X)``, ``_to_map(grid)``,
+    ``grid_shape_`` and ``_get_state()`` / ``_set_state(arrays, meta)``.
+
+    Maps
+    ----
+    ``anomaly_map`` is the detector's own map at image resolution
+    (``_to_map`` of the D² grid).  With ``map_refine="pixel"`` it is the
+    square root of that map (a Mahalanobis distance D rather than D²)
+    times the *pixel evidence* of each pixel::
+
+        map = √(map of D²) · z,    z = G_σ * ( |T − μ| / (s + 8) )
+
+    μ and s being the unit space's pixel mean and standard deviation
+    (``pixel_mean_``, ``pixel_std_``, ddof = 1), 8 grey levels a noise
+    floor, and ``G_σ`` a Gaussian blur of σ = 2 % of the image side (2 px
+    at 100×100).  The grid says *which window* is abnormal (its cells are
+    5–16 pixels wide); the evidence says which of its pixels differ from
+    the good parts, so the map's hottest pixel lands on the defect rather
+    than on a window's corner; the product of two distances keeps both in
+    the same units.  Image scores (the maximum of the grid) are the same in
+    both modes; ``map_refine="none"`` is the plain map.  Measured with
+    ``benchmarks/bench_pointing.py`` (docs/benchmarks.md, "Pointing").
     """
 
-    #: Registry name, written into model files.
+    #: Registry name, written into model files; set from the registry for
+    #: every registered class (:mod:`gaikan.detectors.registry`).
     kind: ClassVar[str] = ""
     #: Images scored per chunk (bounds memory).
     _chunk: ClassVar[int] = 32
     #: Precision images are validated into (deep detectors use float32).
     _input_dtype: ClassVar[type] = np.float64
+
+    #: Parameters every detector has (set by the subclass's ``__init__``).
+    threshold_quantile: float
+    threshold: float | None
+    map_refine: str
+
+    _param_rules: ClassVar[dict[str, Any]] = {
+        "threshold_quantile": Interval("real", 0.0, 1.0, closed="right"),
+        "threshold": Interval("real", 0.0, None, none_ok=True),
+        "map_refine": OneOf(MAP_REFINE),
+    }
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        kind = kind_of_class_path(f"{cls.__module__}:{cls.__qualname__}")
+        if kind:
+            cls.kind = kind
+        elif "kind" not in cls.__dict__:
+            cls.kind = ""  # not registered (a base or a user's subclass)
 
     # -- fitting ----------------------------------------------------------
     def fit(self, X: Any, y: Any = None) -> BaseDetector:
@@ -125,46 +154,51 @@ class BaseDetector(ParamsMixin):
         Returns
         -------
         self
+
+        Raises
+        ------
+        gaikan.errors.ParameterError
+            A parameter breaks its rule (the message names it), or X is
+            not a usable batch of at least 5 images.
         """
+        validate_params(self)
+        self._drop_caches()
         X = check_images(X, dtype=self._input_dtype)
         if X.shape[0] < MIN_UNIT_SPACE:
-            raise ValueError(
+            raise ParameterError(
                 f"a unit space needs at least {MIN_UNIT_SPACE} good images, got {X.shape[0]}"
             )
-        q = getattr(self, "threshold_quantile", 0.99)
-        if not 0.0 < float(q) <= 1.0:
-            raise ValueError(f"threshold_quantile must be in (0, 1], got {q}")
         self.image_shape_ = (int(X.shape[1]), int(X.shape[2]))
         self.n_train_ = int(X.shape[0])
+        self.pixel_mean_ = X.mean(axis=0, dtype=np.float64)
+        self.pixel_std_ = X.std(axis=0, ddof=1, dtype=np.float64)
         # _fit may return leave-one-out grids for a subset of the images only
         # (PatchCore), so train_scores_ has that subset's length.
         loo_grid = np.asarray(self._fit(X))
         self.train_scores_ = loo_grid.reshape(loo_grid.shape[0], -1).max(axis=1)
-        fixed = getattr(self, "threshold", None)
-        if fixed is not None:
-            self.set_threshold(float(fixed))
+        if self.threshold is not None:
+            self.set_threshold(float(self.threshold))
         else:
-            self.set_threshold(float(np.quantile(self.train_scores_, q)))
+            self.set_threshold(float(np.quantile(self.train_scores_, self.threshold_quantile)))
         return self
 
     def set_threshold(self, threshold: float) -> BaseDetector:
         """Set the image-score threshold above which a part is a defect."""
         if not np.isfinite(threshold):
-            raise ValueError("threshold must be finite")
+            raise ParameterError(f"threshold must be finite, got {threshold!r}")
         self.threshold_ = float(threshold)
         self.offset_ = -self.threshold_
         return self
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "threshold_"):
-            raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit first")
+        check_is_fitted(self, ("threshold_", "image_shape_"))
 
     def _check_input(self, X: Any) -> np.ndarray:
         self._check_fitted()
         X = check_images(X, dtype=self._input_dtype)
         if tuple(X.shape[1:]) != tuple(self.image_shape_):
             h, w = self.image_shape_
-            raise ValueError(
+            raise ParameterError(
                 f"images are {X.shape[1]}x{X.shape[2]} (HxW) but the model was fitted on "
                 f"{h}x{w}; load them with size=({h}, {w})"
             )
@@ -193,13 +227,37 @@ class BaseDetector(ParamsMixin):
                 progress(parts[-1].shape[0])
         return np.concatenate(parts)
 
-    def _to_map(self, grid: np.ndarray) -> np.ndarray:
-        """Grid (n, nh, nw) → map (n, H, W): mean of covering windows."""
-        return fold(grid, self.image_shape_, self.kernel, self.stride)
+    def _to_map(self, grid: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        """Grid (n, nh, nw) → map (n, H, W) at image resolution."""
+        raise NotImplementedError
+
+    def pixel_evidence(self, X: Any) -> np.ndarray:
+        """How much each pixel differs from the good parts, shape (n, H, W).
+
+        ``G_σ * (|X − pixel_mean_| / (pixel_std_ + 8))`` with σ = 2 % of
+        the image side: the factor ``map_refine="pixel"`` multiplies the
+        map's square root by.
+        """
+        X = self._check_input(X)
+        return self._evidence(X)
+
+    def _evidence(self, X: np.ndarray) -> np.ndarray:
+        from scipy.ndimage import gaussian_filter
+
+        z = np.abs(X - self.pixel_mean_) / (self.pixel_std_ + PIXEL_FLOOR)
+        sigma = PIXEL_BLUR * min(X.shape[1:])
+        return gaussian_filter(z, (0, sigma, sigma), mode="nearest")
+
+    def _maps(self, grid: np.ndarray, X: np.ndarray) -> np.ndarray:
+        maps = self._to_map(grid)
+        if self.map_refine == "pixel" and hasattr(self, "pixel_mean_"):
+            maps = np.sqrt(np.maximum(maps, 0.0)) * self._evidence(X)
+        return maps
 
     def anomaly_map(self, X: Any) -> np.ndarray:
         """Anomaly map at image resolution, higher = worse, shape (n, H, W)."""
-        return self._to_map(self.patch_scores(X))
+        X = self._check_input(X)
+        return self._maps(self._chunked(X), X)
 
     def anomaly_score(self, X: Any) -> np.ndarray:
         """Image anomaly score (maximum patch D²), higher = worse, shape (n,)."""
@@ -230,7 +288,7 @@ class BaseDetector(ParamsMixin):
         X = self._check_input(X)
         grid = self._chunked(X, progress)
         scores = grid.reshape(grid.shape[0], -1).max(axis=1)
-        return Detection(scores=scores, maps=self._to_map(grid), threshold=self.threshold_)
+        return Detection(scores=scores, maps=self._maps(grid, X), threshold=self.threshold_)
 
     # -- model files ------------------------------------------------------
     def _base_meta(self) -> dict[str, Any]:
@@ -245,9 +303,16 @@ class BaseDetector(ParamsMixin):
         from ..modelfile import ModelFile
 
         self._check_fitted()
+        if not self.kind:
+            raise ParameterError(
+                f"{type(self).__name__} is not a registered kind; add it to "
+                "gaikan.detectors.registry.KINDS to save it"
+            )
         arrays, meta = self._get_state()
         arrays = dict(arrays)
         arrays["train_scores"] = self.train_scores_
+        arrays["pixel_mean"] = self.pixel_mean_
+        arrays["pixel_std"] = self.pixel_std_
         return ModelFile(
             kind=self.kind,
             params=self.get_params(),
@@ -264,15 +329,32 @@ class BaseDetector(ParamsMixin):
 
     @classmethod
     def from_modelfile(cls, mf) -> BaseDetector:
-        """Rebuild a fitted detector from a :class:`ModelFile`."""
+        """Rebuild a fitted detector from a :class:`ModelFile`.
+
+        Files written before ``map_refine`` existed hold no pixel
+        statistics; they load with ``map_refine="none"`` (their maps as
+        they were).
+        """
         from ..errors import ModelFileError
 
         try:
-            det = cls(**mf.params)
             arrays = dict(mf.arrays)
+            params = dict(mf.params)
+            if "pixel_mean" not in arrays:
+                params["map_refine"] = "none"
+            det = cls(**params)
             det.train_scores_ = arrays.pop("train_scores")
-            det.image_shape_ = tuple(int(v) for v in mf.meta["image_shape"])
+            h, w = (int(v) for v in mf.meta["image_shape"])
+            det.image_shape_ = (h, w)
             det.n_train_ = int(mf.meta["n_train"])
+            if "pixel_mean" in arrays:
+                det.pixel_mean_ = np.asarray(arrays.pop("pixel_mean"), dtype=np.float64)
+                det.pixel_std_ = np.asarray(arrays.pop("pixel_std"), dtype=np.float64)
+                if (
+                    det.image_shape_ != det.pixel_mean_.shape
+                    or det.image_shape_ != det.pixel_std_.shape
+                ):
+                    raise ValueError("pixel statistics do not match the image shape")
             det._set_state(arrays, mf.meta)
             det._set_blobs(mf.blobs)
             det.set_threshold(float(mf.meta["threshold"]))
@@ -315,6 +397,32 @@ class BaseDetector(ParamsMixin):
             from ..errors import ModelFileError
 
             raise ModelFileError(f"unexpected members {sorted(blobs)} for {type(self).__name__}")
+
+    @property
+    def grid_shape_(self) -> tuple[int, int]:  # pragma: no cover - abstract
+        """Grid (nh, nw) of patch scores for the fitted image shape."""
+        raise NotImplementedError
+
+
+class GridDetector(BaseDetector):
+    """A detector on the k×k, stride-s window grid of SOART.md §1.
+
+    Declares the ``kernel`` and ``stride`` parameters the grid needs, their
+    rules, the grid shape and the spec's map (each pixel: the mean D² of
+    the windows covering it).
+    """
+
+    kernel: int
+    stride: int
+
+    _param_rules: ClassVar[dict[str, Any]] = {
+        "kernel": Interval("int", 1, None),
+        "stride": Interval("int", 1, None),
+    }
+
+    def _to_map(self, grid: np.ndarray) -> np.ndarray:
+        """Grid (n, nh, nw) → map (n, H, W): mean of covering windows."""
+        return fold(grid, self.image_shape_, self.kernel, self.stride)
 
     @property
     def grid_shape_(self) -> tuple[int, int]:

@@ -7,12 +7,12 @@ import numpy as np
 from ..patches import extract, grid_shape
 from ..taguchi.mt import fit_gaussians, loo_mahalanobis, mahalanobis
 from ..taguchi.rt import rt_features
-from .base import BaseDetector
+from .base import GridDetector
 
 __all__ = ["RTDetector"]
 
 
-class RTDetector(BaseDetector):
+class RTDetector(GridDetector):
     """One RT unit space per patch position: D² of (β, √V_e) per patch.
 
     Parameters
@@ -20,6 +20,11 @@ class RTDetector(BaseDetector):
     kernel, stride : int, default 10, 5
     threshold_quantile : float, default 0.99
     threshold : float or None
+    map_refine : {"pixel", "none"}, default "pixel"
+        ``"pixel"`` multiplies the map by the pixel evidence (see
+        :class:`~gaikan.detectors.base.BaseDetector`) so that its hottest
+        pixel lies on the defect; ``"none"`` is the spec's map (mean D² of
+        the covering windows).
 
     Attributes
     ----------
@@ -29,19 +34,19 @@ class RTDetector(BaseDetector):
     whiten_ : ndarray, shape (P, 2, 2)
     """
 
-    kind = "rt"
-
     def __init__(
         self,
         kernel: int = 10,
         stride: int = 5,
         threshold_quantile: float = 0.99,
         threshold: float | None = None,
+        map_refine: str = "pixel",
     ) -> None:
         self.kernel = kernel
         self.stride = stride
         self.threshold_quantile = threshold_quantile
         self.threshold = threshold
+        self.map_refine = map_refine
 
     def _fit(self, X: np.ndarray) -> np.ndarray:
         grid_shape(X.shape[1:], self.kernel, self.stride)

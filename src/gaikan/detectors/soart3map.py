@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
+from .._validation import Interval
 from ..patches import extract, grid_shape
 from ..taguchi.mt import fit_gaussians, loo_mahalanobis, mahalanobis
 from ..taguchi.soart import EPS, soart3
-from .base import BaseDetector
+from .base import GridDetector
 
 __all__ = ["SOART3Map"]
 
 
-class SOART3Map(BaseDetector):
+class SOART3Map(GridDetector):
     """Per-patch SOART3 against the unit-space mean image, then MT per patch.
 
     :meth:`soart_image` returns the three-channel "SOART image" of §4 (the
@@ -26,6 +27,11 @@ class SOART3Map(BaseDetector):
     eps : float, default 1e-4
     threshold_quantile : float, default 0.99
     threshold : float or None
+    map_refine : {"pixel", "none"}, default "pixel"
+        ``"pixel"`` multiplies the map by the pixel evidence (see
+        :class:`~gaikan.detectors.base.BaseDetector`) so that its hottest
+        pixel lies on the defect; ``"none"`` is the spec's map (mean D² of
+        the covering windows).
 
     Attributes
     ----------
@@ -34,7 +40,8 @@ class SOART3Map(BaseDetector):
     whiten_ : ndarray, shape (P, 3, 3)
     """
 
-    kind = "soart3map"
+    _param_rules: ClassVar[dict[str, Any]] = {"eps": Interval("real", 0.0, None)}
+    _caches: ClassVar[tuple[str, ...]] = ("_mp",)
 
     def __init__(
         self,
@@ -43,12 +50,14 @@ class SOART3Map(BaseDetector):
         eps: float = EPS,
         threshold_quantile: float = 0.99,
         threshold: float | None = None,
+        map_refine: str = "pixel",
     ) -> None:
         self.kernel = kernel
         self.stride = stride
         self.eps = eps
         self.threshold_quantile = threshold_quantile
         self.threshold = threshold
+        self.map_refine = map_refine
 
     def _fit(self, X: np.ndarray) -> np.ndarray:
         grid_shape(X.shape[1:], self.kernel, self.stride)
@@ -71,9 +80,10 @@ class SOART3Map(BaseDetector):
         return self._stage1(X).reshape(X.shape[0], *self.grid_shape_, 3)
 
     def _mean_patches(self) -> np.ndarray:
-        if getattr(self, "_mp", None) is None:
-            self._mp = extract(self.mean_image_, self.kernel, self.stride)
-        return self._mp
+        mp = self.__dict__.get("_mp")
+        if mp is None:
+            mp = self._mp = extract(self.mean_image_, self.kernel, self.stride)
+        return mp
 
     def _patch_scores(self, X: np.ndarray) -> np.ndarray:
         f = self._stage1(X)
@@ -85,6 +95,6 @@ class SOART3Map(BaseDetector):
     def _set_state(self, arrays, meta):
         self.mean_image_ = arrays["mean_image"]
         self.mean_, self.whiten_ = arrays["mean"], arrays["whiten"]
-        self._mp = None
+        self._drop_caches()
         if self.mean_image_.shape != tuple(self.image_shape_):
             raise ValueError("mean image shape does not match the image shape")

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
+from .._validation import Interval, OneOf
+from ..errors import ParameterError
 from ..patches import extract, grid_shape
 from ..taguchi.mt import fit_gaussians, loo_mahalanobis, mahalanobis
 from ..taguchi.soart import EPS, mean_self_similarity, soartc_features
-from .base import BaseDetector
+from .base import GridDetector
 
 __all__ = ["SOARTC", "gram_dtype_for"]
 
@@ -30,14 +32,14 @@ def gram_dtype_for(X: np.ndarray, d: int, precision: str) -> type:
     if precision == "float32":
         return np.float32
     if precision != "auto":
-        raise ValueError(f"precision must be 'auto', 'float32' or 'float64', got {precision!r}")
+        raise ParameterError(f"precision must be 'auto', 'float32' or 'float64', got {precision!r}")
     peak = float(np.max(np.abs(X))) if X.size else 0.0
     if d * peak * peak < _F32_EXACT and np.array_equal(X, np.rint(X)):
         return np.float32
     return np.float64
 
 
-class SOARTC(BaseDetector):
+class SOARTC(GridDetector):
     """Two-stage SOARTC detector: a per-patch anomaly ("attention") map.
 
     Stage 1 builds each image's self-similarity matrix of its k×k patches
@@ -69,6 +71,15 @@ class SOARTC(BaseDetector):
         removing the per-image level makes maps comparable across images
         (pooled pixel AUROC on the synthetic connectors: 0.93 → 0.98).
         Image scores (max of the raw grid) are the same in both modes.
+    map_refine : {"pixel", "none"}, default "pixel"
+        ``"pixel"`` multiplies the map by the pixel evidence (see
+        :class:`~gaikan.detectors.base.BaseDetector`) so that its hottest
+        pixel lies on the defect; ``"none"`` keeps the grid map.  With
+        ``map_baseline="none", map_refine="none"`` the map is the spec's.
+        Measured on the connectors (``benchmarks/bench_pointing.py``): the
+        hottest pixel lies in the defect mask for 90 % of defective images
+        with ``"none"`` + ``"pixel"`` (the defaults), 80 % with ``"median"`` +
+        ``"pixel"``, 6–34 % without the pixel evidence.
 
     Attributes
     ----------
@@ -89,7 +100,12 @@ class SOARTC(BaseDetector):
     (2, 40, 40)
     """
 
-    kind = "soartc"
+    _param_rules: ClassVar[dict[str, Any]] = {
+        "eps": Interval("real", 0.0, None),
+        "precision": OneOf(("auto", "float64", "float32")),
+        "backend": OneOf(("auto", "numba", "numpy")),
+        "map_baseline": OneOf(("median", "none")),
+    }
 
     def __init__(
         self,
@@ -101,6 +117,7 @@ class SOARTC(BaseDetector):
         threshold_quantile: float = 0.99,
         threshold: float | None = None,
         map_baseline: str = "none",
+        map_refine: str = "pixel",
     ) -> None:
         self.kernel = kernel
         self.stride = stride
@@ -110,13 +127,12 @@ class SOARTC(BaseDetector):
         self.threshold_quantile = threshold_quantile
         self.threshold = threshold
         self.map_baseline = map_baseline
+        self.map_refine = map_refine
 
     def _to_map(self, grid: np.ndarray) -> np.ndarray:
         if self.map_baseline == "median":
             level = np.median(grid.reshape(grid.shape[0], -1), axis=1)
             grid = np.maximum(grid - level[:, None, None], 0.0)
-        elif self.map_baseline != "none":
-            raise ValueError(f"map_baseline must be 'none' or 'median', got {self.map_baseline!r}")
         return super()._to_map(grid)
 
     def _patches(self, X: np.ndarray) -> tuple[np.ndarray, type]:
@@ -129,7 +145,7 @@ class SOARTC(BaseDetector):
     def _fit(self, X: np.ndarray) -> np.ndarray:
         nh, nw = grid_shape(X.shape[1:], self.kernel, self.stride)
         if nh * nw > self.max_patches:
-            raise ValueError(
+            raise ParameterError(
                 f"{X.shape[1]}x{X.shape[2]} images with kernel {self.kernel} and stride "
                 f"{self.stride} give {nh * nw} windows; SOARTC's P×P similarity matrix would "
                 f"need {(nh * nw) ** 2 * 8 / 2**30:.1f} GB. Use a smaller image size (--size) "

@@ -13,12 +13,13 @@ normal, and a defect must look normal to no group to be missed.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
+from .._validation import Check, Interval, OneOf
 from .base import MIN_UNIT_SPACE, BaseDetector
-from .registry import create, get_detector_class
+from .registry import KINDS, create, get_detector_class
 
 __all__ = ["VariantDetector", "kmeans"]
 
@@ -73,6 +74,7 @@ def kmeans(
         inertia = float(((F - c[lab]) ** 2).sum())
         if inertia < best_inertia:
             best, best_inertia = lab, inertia
+    assert best is not None  # n_init ≥ 1
     return best
 
 
@@ -91,6 +93,10 @@ class VariantDetector(BaseDetector):
     random_state : int, default 0
         Seed of the k-means clustering.
     threshold_quantile, threshold : see :class:`BaseDetector`.
+    map_refine : {"none", "pixel"}, default "none"
+        Pixel evidence of the map (see :class:`BaseDetector`), computed
+        against all good images.  The members' own ``map_refine`` is not
+        used (their grids are mapped with their ``_to_map``).
 
     Attributes
     ----------
@@ -99,7 +105,14 @@ class VariantDetector(BaseDetector):
     train_labels_ : ndarray of int, shape (n_train,)
     """
 
-    kind = "variants"
+    _param_rules: ClassVar[dict[str, Any]] = {
+        "detector": OneOf(
+            tuple(k.name for k in KINDS.values() if k.family == "detector" and k.name != "variants")
+        ),
+        "n_variants": Interval("int", 1, None),
+        "detector_params": Check(lambda v: v is None or isinstance(v, dict), "a dict or None"),
+        "random_state": Interval("int", 0, None),
+    }
 
     def __init__(
         self,
@@ -109,6 +122,7 @@ class VariantDetector(BaseDetector):
         random_state: int = 0,
         threshold_quantile: float = 0.99,
         threshold: float | None = None,
+        map_refine: str = "none",
     ) -> None:
         self.detector = detector
         self.n_variants = n_variants
@@ -116,19 +130,10 @@ class VariantDetector(BaseDetector):
         self.random_state = random_state
         self.threshold_quantile = threshold_quantile
         self.threshold = threshold
-
-    @property
-    def kernel(self):
-        return self.members_[0].kernel
-
-    @property
-    def stride(self):
-        return self.members_[0].stride
+        self.map_refine = map_refine
 
     def _cluster(self, X: np.ndarray) -> np.ndarray:
         k = int(self.n_variants)
-        if k < 1:
-            raise ValueError("n_variants must be >= 1")
         if X.shape[0] < k * MIN_UNIT_SPACE:
             k = max(1, X.shape[0] // MIN_UNIT_SPACE)
         f = _signature(X)
@@ -158,7 +163,6 @@ class VariantDetector(BaseDetector):
         return lab
 
     def _fit(self, X: np.ndarray) -> np.ndarray:
-        get_detector_class(self.detector)  # validates the name early
         lab = self._cluster(X)
         self.train_labels_ = lab
         self.members_ = []
@@ -193,6 +197,10 @@ class VariantDetector(BaseDetector):
 
     def _to_map(self, grid: np.ndarray) -> np.ndarray:
         return self.members_[0]._to_map(grid)
+
+    @property
+    def grid_shape_(self) -> tuple[int, int]:
+        return self.members_[0].grid_shape_
 
     def _get_state(self):
         arrays: dict[str, np.ndarray] = {"train_labels": self.train_labels_}

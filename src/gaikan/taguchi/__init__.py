@@ -8,6 +8,7 @@ from .soart import (
     mean_self_similarity,
     self_similarity,
     soart3,
+    soart3_map,
     soartc_features,
 )
 
@@ -23,5 +24,6 @@ __all__ = [
     "rt_features",
     "self_similarity",
     "soart3",
+    "soart3_map",
     "soartc_features",
 ]

@@ -1,4 +1,4 @@
-"""SOART3 and the SOARTC self-similarity stage (``SOART.md`` §2, §4, §5).
+"""SOART3, the SOART image and the SOARTC self-similarity stage (``SOART.md`` §2, §4, §5).
 
 Functions take and return arrays.  The hot path of SOARTC (one Gram matrix
 per image, then SOART3 of every row of the self-similarity matrix against
@@ -16,6 +16,7 @@ __all__ = [
     "mean_self_similarity",
     "self_similarity",
     "soart3",
+    "soart3_map",
     "soartc_features",
 ]
 
@@ -52,6 +53,33 @@ def soart3(y: np.ndarray, x: np.ndarray, eps: float = EPS) -> np.ndarray:
     log_eta = np.log(r.sum(axis=-1) + 1.0)
     log_nu = np.log(r.max(axis=-1) + 1.0)
     return np.stack([np.log(np.maximum(beta, BETA_FLOOR)), log_eta, log_nu - log_eta], axis=-1)
+
+
+def soart3_map(
+    images: np.ndarray, mean_image: np.ndarray, kernel: int = 10, stride: int = 5, eps: float = EPS
+) -> np.ndarray:
+    """SOART image (SOART.md §4): SOART3 of every patch against the mean image's.
+
+    (Moved here from the former flat module ``gaikan.soart``, unchanged.)
+
+    Parameters
+    ----------
+    images : ndarray, shape (n, H, W)
+    mean_image : ndarray, shape (H, W)
+
+    Returns
+    -------
+    ndarray, shape (n, nh, nw, 3)
+    """
+    from ..patches import extract, grid_shape
+
+    x = np.asarray(images, dtype=np.float64)
+    m = np.asarray(mean_image, dtype=np.float64)
+    if x.ndim != 3 or x.shape[1:] != m.shape:
+        raise ValueError(f"images {x.shape} and mean image {m.shape} do not match")
+    nh, nw = grid_shape(m.shape, kernel, stride)
+    f = soart3(extract(x, kernel, stride), extract(m, kernel, stride)[None], eps)
+    return f.reshape(x.shape[0], nh, nw, 3)
 
 
 def self_similarity(patches: np.ndarray, eps: float = EPS) -> np.ndarray:
@@ -155,7 +183,7 @@ def soartc_features(
     sbar = np.ascontiguousarray(sbar, dtype=np.float64)
     if sbar.shape != (p, p):
         raise ValueError(f"S̄ has shape {sbar.shape}, expected {(p, p)}")
-    qg = np.ascontiguousarray(q, dtype=gram_dtype)
+    qg: np.ndarray = np.ascontiguousarray(q, dtype=gram_dtype)
     q64 = q.astype(np.float64, copy=False)
     # Diagonal in float64 always: it divides every column.
     w = 1.0 / (np.einsum("npd,npd->np", q64, q64) + eps)
