@@ -61,18 +61,11 @@ GOOD_NAMES = frozenset({"good", "ok", "normal", "pass"})
 
 
 def normalize_size(size: int | Sequence[int] | None) -> tuple[int, int] | None:
-    """``128`` → ``(128, 128)``; ``(h, w)`` stays; None stays None."""
-    if size is None:
-        return None
-    if isinstance(size, (int, np.integer)):
-        h = w = int(size)
-    else:
-        if len(size) != 2:
-            raise ValueError(f"size must be an int or (height, width), got {size!r}")
-        h, w = int(size[0]), int(size[1])
-    if h < 1 or w < 1:
-        raise ValueError(f"size must be positive, got {size!r}")
-    return h, w
+    """``128`` → ``(128, 128)``; ``(h, w)`` and ``"HxW"`` as :func:`gaikan._validation.as_hw`;
+    None stays None."""
+    from ._validation import as_hw
+
+    return None if size is None else as_hw(size)
 
 
 def classifier_image_shape(clf: Any) -> tuple[int, int] | None:

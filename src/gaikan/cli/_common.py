@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import sys
 from collections.abc import Sequence
 from enum import IntEnum
@@ -67,16 +66,15 @@ def progress(total: int, desc: str) -> Any:
 
 def parse_size(value: str | None) -> tuple[int, int] | None:
     """``"128"`` → (128, 128); ``"96x128"`` → (96, 128) (HxW); None stays None."""
+    from .._validation import as_hw
+    from ..errors import ParameterError
+
     if value is None:
         return None
-    m = re.fullmatch(r"\s*(\d+)\s*(?:[x,]\s*(\d+)\s*)?", value)
-    if not m:
-        raise click.BadParameter(f"{value!r} is not a size: use 128 or 96x128 (HxW)")
-    h = int(m.group(1))
-    w = int(m.group(2) or h)
-    if h < 1 or w < 1:
-        raise click.BadParameter("size must be positive")
-    return h, w
+    try:
+        return as_hw(value.replace(",", "x").replace(" ", ""))
+    except ParameterError as exc:
+        raise click.BadParameter(f"{exc} (HxW, e.g. 128 or 96x128)") from None
 
 
 def parse_params(items: Sequence[str]) -> dict[str, Any]:

@@ -12,32 +12,26 @@ from ._common import EXIT_CODES_HELP, Exit, collect, fail, parse_params, parse_s
 
 __all__ = ["build_detector", "default_size", "fit"]
 
-#: Default image size when none is given: the spec's 100×100 for the pixel
-#: detectors, 256×256 for deep ones.
-DEFAULT_SIZE = {"pixel": 100, "deep": 256}
-
 
 def default_size(kind: str) -> tuple[int, int]:
-    """(H, W) images are loaded at for ``kind`` when ``--size`` is not given."""
-    from ..detectors.registry import DEEP_KINDS
+    """(H, W) images are loaded at for ``kind`` when ``--size`` is not given (registry)."""
+    from ..detectors.registry import default_size as registry_default
 
-    s = DEFAULT_SIZE["deep" if kind in DEEP_KINDS else "pixel"]
-    return s, s
+    return registry_default(kind)
 
 
 def build_detector(
     kind: str, kernel: int | None, stride: int | None, params: dict[str, Any]
 ) -> Any:
     """Instantiate a registry detector from CLI options (exit 2 on a bad choice)."""
-    from ..detectors.base import BaseDetector
-    from ..detectors.registry import get_detector_class
+    from ..detectors.registry import get_detector_class, model_family
 
     try:
-        cls = get_detector_class(kind)
+        if model_family(kind) == "classifier":
+            fail(f"{kind!r} is a classifier: train it on labelled folders with `gaikan train`")
+        cls: Any = get_detector_class(kind)
     except (ValueError, ImportError) as exc:
         fail(str(exc))
-    if not issubclass(cls, BaseDetector):
-        fail(f"{kind!r} is a classifier: train it on labelled folders with `gaikan train`")
     names = set(cls._param_names())
     for key, val in (("kernel", kernel), ("stride", stride)):
         if val is None:

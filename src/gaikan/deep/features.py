@@ -277,12 +277,9 @@ def parse_layers(layers) -> tuple[int, ...]:
 
 
 def _size2(size) -> tuple[int, int] | None:
-    if size is None:
-        return None
-    if isinstance(size, (int, np.integer)):
-        return (int(size), int(size))
-    h, w = size
-    return (int(h), int(w))
+    from .._validation import as_hw
+
+    return None if size is None else as_hw(size, "image_size")
 
 
 def _fold_grey_stem(model) -> None:

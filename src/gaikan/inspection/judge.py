@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from ..detectors.registry import model_family
 from ..errors import ParameterError
 from .display import calibrate, peak
 from .result import Inspection
@@ -43,27 +44,6 @@ __all__ = ["CLASSIFIER_THRESHOLD", "Inspector", "model_family", "to_original"]
 
 #: Default threshold on a classifier's score ``1 − P(good)``.
 CLASSIFIER_THRESHOLD = 0.5
-
-
-def model_family(model: Any) -> str:
-    """``"detector"`` or ``"classifier"``, from the registry entry of the model's kind."""
-    try:
-        from ..detectors.registry import model_family as registry_family
-    except ImportError:  # registry without families
-        registry_family = None
-    if registry_family is not None:
-        return str(registry_family(model))
-    from ..detectors.base import BaseDetector
-    from ..detectors.registry import REGISTRY
-
-    if isinstance(model, BaseDetector):
-        return "detector"
-    kind = getattr(type(model), "kind", "")
-    if kind in ("classifier", "vit-classifier", "classifier-ensemble"):
-        return "classifier"
-    if kind in REGISTRY:
-        return "detector"
-    raise ParameterError(f"{type(model).__name__} is not a gaikan model kind")
 
 
 def to_original(

@@ -143,8 +143,8 @@ class Inspector:
         if ok:
             judged, failed = self._judge([decoded[i] for i in ok], [labels[i] for i in ok])
             internal += failed
-            for i, res in zip(ok, judged):
-                results[i] = res
+            for i, done in zip(ok, judged):
+                results[i] = done
         out = []
         for i, res in enumerate(results):
             assert res is not None

@@ -81,6 +81,6 @@ def soartc_rows(g, w, sbar, xx, eps, loo_n, out) -> None:
     g : (n, B, P) Gram rows; w : (n, P) 1/(diag+ε); sbar : (B, P);
     xx : (B,) row norms² of sbar; out : (n, B, 3) float64, written in place.
     """
-    if not available():
+    if not available() or _compiled is None:
         raise RuntimeError("numba kernels are not available")
     _compiled(g, np.ascontiguousarray(w), sbar, xx, float(eps), int(loo_n), out)

@@ -125,16 +125,11 @@ def dict_or_none(name: str, v: Any) -> None:
 
 
 def as_hw(name: str, size: Any) -> tuple[int, int]:
-    """``image_size``: an int (square) or (h, w) of positive ints → (h, w)."""
-    if _is_int(size) and size >= 1:
-        return int(size), int(size)
-    if (
-        isinstance(size, (tuple, list, np.ndarray))
-        and len(size) == 2
-        and all(_is_int(s) and s >= 1 for s in size)
-    ):
-        return int(size[0]), int(size[1])
-    raise ParameterError(f"{name} must be a positive int or (height, width), got {size!r}")
+    """``image_size``: an int (square) or (h, w) of positive ints → (h, w)
+    (:func:`gaikan._validation.as_hw`, the one size normaliser)."""
+    from ..._validation import as_hw as _as_hw
+
+    return _as_hw(size, name)
 
 
 def _image_size(name: str, v: Any) -> None:
