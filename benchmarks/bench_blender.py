@@ -3,6 +3,7 @@
     OMP_NUM_THREADS=1 taskset -c 0,1 python benchmarks/bench_blender.py   # all three
     python benchmarks/bench_blender.py --quick                          # smoke run
     python benchmarks/bench_blender.py --skip-speed --out /tmp/sets     # keep the sets
+    python benchmarks/bench_blender.py --skip-speed --out /tmp/sets --reuse --padim --figure ''
 
 Needs ``bpy`` (``pip install "gaikan[blender]"``) or ``--blender PATH``.
 
@@ -18,6 +19,8 @@ Needs ``bpy`` (``pip install "gaikan[blender]"``) or ``--blender PATH``.
     goods vs that mode), pixel AUROC (pooled over the test goods and that
     mode's images) and pointing (share of that mode's images whose hottest
     map pixel lies inside the mask).
+    ``--padim`` adds PaDiM (EfficientNet-Lite0, 224², layers 2+3, stride 8,
+    100 channels) rows.
 (c) A figure: one defective part rendered both ways (top and oblique), mask
     outline in green, saved to ``--figure``.
 """
@@ -25,6 +28,7 @@ Needs ``bpy`` (``pip install "gaikan[blender]"``) or ``--blender PATH``.
 from __future__ import annotations
 
 import argparse
+import resource
 import shutil
 import tempfile
 import time
@@ -42,10 +46,26 @@ MODES = ("missing", "pushed", "shifted", "tilt_x", "tilt_y")
 VIEWS = ("top", "oblique")
 
 
+def _cpu() -> float:
+    """CPU seconds used so far by this process and its finished children (Blender)."""
+    me, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def _timed(fn) -> float:
     t = time.perf_counter()
     fn()
     return time.perf_counter() - t
+
+
+def _timed_cpu(fn) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of ``fn()``; CPU time does not grow when others load the machine."""
+    c, t = _cpu(), time.perf_counter()
+    fn()
+    return time.perf_counter() - t, _cpu() - c
 
 
 def speed_table(tmp: Path, n128: int, n256: int, samples: int, blender: str | None) -> None:
@@ -53,19 +73,24 @@ def speed_table(tmp: Path, n128: int, n256: int, samples: int, blender: str | No
         f"\n(a) render time per image, views top+oblique, PNGs and mask id passes included; "
         f"Blender: Cycles CPU, {samples} samples, denoised, process start included"
     )
-    print(f"{'size':>5} {'renderer':<10} {'cores':>5} {'images':>6} {'s/image':>8}")
+    print(
+        f"{'size':>5} {'renderer':<10} {'cores':>5} {'images':>6} {'s/image':>8} {'CPU s/image':>11}"
+    )
     for size, n in ((128, n128), (256, n256)):
         kw: dict[str, Any] = dict(
             n_good=n, n_test_good=0, n_defect=0, size=size, seed=1, views=VIEWS
         )
         d = tmp / f"speed_{size}"
-        dt = _timed(partial(make_dataset, d / "numpy", workers=1, **kw))
-        print(f"{size:>5} {'numpy':<10} {1:>5} {2 * n:>6} {dt / (2 * n):>8.3f}", flush=True)
+        dt, cpu = _timed_cpu(partial(make_dataset, d / "numpy", workers=1, **kw))
+        k = 2 * n
+        print(f"{size:>5} {'numpy':<10} {1:>5} {k:>6} {dt / k:>8.3f} {cpu / k:>11.3f}", flush=True)
         for threads in (1, 2):
             run = partial(make_dataset, d / f"blender{threads}", renderer="blender")
-            dt = _timed(partial(run, blender=blender, samples=samples, threads=threads, **kw))
+            dt, cpu = _timed_cpu(
+                partial(run, blender=blender, samples=samples, threads=threads, **kw)
+            )
             print(
-                f"{size:>5} {'blender':<10} {threads:>5} {2 * n:>6} {dt / (2 * n):>8.3f}",
+                f"{size:>5} {'blender':<10} {threads:>5} {k:>6} {dt / k:>8.3f} {cpu / k:>11.3f}",
                 flush=True,
             )
         same = all(
@@ -81,34 +106,59 @@ def _pointing(maps: np.ndarray, masks: np.ndarray) -> float:
     return float(masks.reshape(len(masks), -1)[np.arange(len(masks)), flat].mean())
 
 
-def gap_table(roots: dict[str, Path]) -> None:
+def _detectors(padim: bool) -> list[tuple[str, object]]:
+    dets: list[tuple[str, object]] = [
+        ("SOARTC", lambda: gaikan.SOARTC(kernel=10, stride=5, map_baseline="median"))
+    ]
+    if padim:
+        from gaikan.deep import PaDiM
+
+        dets.append(
+            (
+                "PaDiM",
+                lambda: PaDiM(
+                    image_size=224, layers=(2, 3), feature_stride=8, n_features=100, num_threads=1
+                ),
+            )
+        )
+    return dets
+
+
+def gap_table(roots: dict[str, Path], padim: bool) -> None:
     from gaikan.io import load_mvtec
 
     print(
-        "\n(b) domain gap: SOARTC k10 s5 map_baseline=median, fitted on one renderer's goods; "
-        "cells: image AUROC / pixel AUROC / pointing"
+        "\n(b) domain gap: fitted on one renderer's goods, tested on either renderer's test set; "
+        "SOARTC k10 s5 map_baseline=median"
+        + (", PaDiM EfficientNet-Lite0 224² layers 2+3 stride 8 100 ch" if padim else "")
+        + "; cells: image AUROC / pixel AUROC / pointing"
     )
-    print(f"{'fit → test':<18} {'view':<8}" + "".join(f"{m:>18}" for m in (*MODES, "all")))
+    print(
+        f"{'detector':<8} {'fit → test':<18} {'view':<8}"
+        + "".join(f"{m:>18}" for m in (*MODES, "all"))
+    )
     for view in VIEWS:
         data = {k: load_mvtec(r / view) for k, r in roots.items()}
-        for fit_src in ("numpy", "blender"):
-            det = gaikan.SOARTC(kernel=10, stride=5, map_baseline="median").fit(
-                data[fit_src].train.images
-            )
-            for test_src in ("numpy", "blender"):
-                d = data[test_src]
-                res = det.detect(d.test.images)
-                types = np.array(d.test_types)
-                good = types == "good"
-                cells = []
-                for m in (*MODES, "all"):
-                    sel = (types == m) if m != "all" else ~good
-                    keep = good | sel
-                    ia = roc_auc(sel[keep], res.scores[keep])
-                    pa = pixel_roc_auc(d.masks[keep], res.maps[keep])
-                    pt = _pointing(res.maps[sel], d.masks[sel])
-                    cells.append(f"{ia:>8.3f}/{pa:.3f}/{pt:.2f}")
-                print(f"{fit_src + ' → ' + test_src:<18} {view:<8}" + "".join(cells), flush=True)
+        for name, make in _detectors(padim):
+            for fit_src in ("numpy", "blender"):
+                det = make().fit(data[fit_src].train.images)  # type: ignore[operator]
+                for test_src in ("numpy", "blender"):
+                    d = data[test_src]
+                    res = det.detect(d.test.images)
+                    types = np.array(d.test_types)
+                    good = types == "good"
+                    cells = []
+                    for m in (*MODES, "all"):
+                        sel = (types == m) if m != "all" else ~good
+                        keep = good | sel
+                        ia = roc_auc(sel[keep], res.scores[keep])
+                        pa = pixel_roc_auc(d.masks[keep], res.maps[keep])
+                        pt = _pointing(res.maps[sel], d.masks[sel])
+                        cells.append(f"{ia:>8.3f}/{pa:.3f}/{pt:.2f}")
+                    print(
+                        f"{name:<8} {fit_src + ' → ' + test_src:<18} {view:<8}" + "".join(cells),
+                        flush=True,
+                    )
 
 
 def _outline(mask: np.ndarray) -> np.ndarray:
@@ -162,7 +212,12 @@ def main() -> None:
     ap.add_argument("--figure-defect", default="tilt_x")
     ap.add_argument("--figure-index", type=int, default=1)
     ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--speed-n", default="8,4", help="parts (×2 views) timed at 128², 256²")
     ap.add_argument("--skip-gap", action="store_true")
+    ap.add_argument(
+        "--reuse", action="store_true", help="use the two sets already in --out (no rendering)"
+    )
+    ap.add_argument("--padim", action="store_true", help="add PaDiM rows (needs gaikan[deep])")
     ap.add_argument("--quick", action="store_true", help="tiny sets (smoke run)")
     a = ap.parse_args()
     if a.quick:
@@ -170,7 +225,8 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="gaikan-bench-blender-"))
     try:
         if not a.skip_speed:
-            speed_table(tmp, 2 if a.quick else 8, 1 if a.quick else 4, a.samples, a.blender)
+            n128, n256 = (2, 1) if a.quick else (int(v) for v in a.speed_n.split(","))
+            speed_table(tmp, n128, n256, a.samples, a.blender)
         if not a.skip_gap:
             base = Path(a.out) if a.out else tmp
             kw: dict[str, Any] = dict(
@@ -178,17 +234,20 @@ def main() -> None:
                 defects=MODES, views=VIEWS, size=a.size, seed=a.seed,
             )  # fmt: skip
             roots = {"numpy": base / "numpy", "blender": base / "blender"}
-            t_n = _timed(lambda: make_dataset(roots["numpy"], **kw))
-            bkw: dict[str, Any] = dict(
-                renderer="blender", blender=a.blender, samples=a.samples, workers=a.workers
-            )
-            t_b = _timed(partial(make_dataset, roots["blender"], **bkw, **kw))
-            print(
-                f"\nsets: mixed layout, {a.n_good} train goods, {a.n_test_good} test goods, "
-                f"{a.n_defect} per mode, views top+oblique, {a.size}², seed {a.seed}; "
-                f"numpy {t_n:.1f} s, Blender {t_b:.1f} s ({a.samples} samples)"
-            )
-            gap_table(roots)
+            if a.reuse and a.out:
+                print(f"\nsets: reused from {base}")
+            else:
+                t_n = _timed(lambda: make_dataset(roots["numpy"], **kw))
+                bkw: dict[str, Any] = dict(
+                    renderer="blender", blender=a.blender, samples=a.samples, workers=a.workers
+                )
+                t_b = _timed(partial(make_dataset, roots["blender"], **bkw, **kw))
+                print(
+                    f"\nsets: mixed layout, {a.n_good} train goods, {a.n_test_good} test goods, "
+                    f"{a.n_defect} per mode, views top+oblique, {a.size}², seed {a.seed}; "
+                    f"numpy {t_n:.1f} s, Blender {t_b:.1f} s ({a.samples} samples)"
+                )
+            gap_table(roots, a.padim)
         if a.figure:
             figure(
                 Path(a.figure), a.figure_defect, a.figure_index, 192, max(a.samples, 32), a.blender

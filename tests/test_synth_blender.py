@@ -380,3 +380,16 @@ def test_blender_build_failure_in_blender_names_the_part():
     look["lights"][0]["power"] = "bright"
     with pytest.raises(bl.BlenderError, match=r"could not build part 'lights' of job 0"):
         bl.render_scenes([{**job, "look": look}], samples=1)
+
+
+def test_blender_module_does_not_import_the_dataset_module():
+    """Issue 12: imports point one way (dataset → blender → scene), no cycle."""
+    import ast
+
+    tree = ast.parse(Path(bl.__file__).read_text())
+    imported = {
+        n.module
+        for n in ast.walk(tree)
+        if isinstance(n, ast.ImportFrom) and n.level > 0 and n.module is not None
+    }
+    assert imported <= {"errors", "scene"}, imported
