@@ -154,8 +154,18 @@ def test_cli_synth(tmp_path: Path):
     np.testing.assert_array_equal(np.asarray(Image.open(out / "oblique/test/tilt_y/000.png")), img)
     bad = CliRunner().invoke(cli, ["synth", str(tmp_path / "x"), "--defects", "missing,bent"])
     assert bad.exit_code == 2 and "bent" in bad.output
-    bad = CliRunner().invoke(cli, ["synth", str(tmp_path / "x"), "--renderer", "blender"])
-    assert bad.exit_code != 0 and "--blender-python" in bad.output
+    bad = CliRunner().invoke(
+        cli,
+        [
+            "synth",
+            str(tmp_path / "x"),
+            "--renderer",
+            "blender",
+            "--blender",
+            str(tmp_path / "no-blender"),
+        ],
+    )
+    assert bad.exit_code == 1 and "--blender" in bad.output and "gaikan[blender]" in bad.output
     bad = CliRunner().invoke(
         cli, ["synth", str(tmp_path / "x"), "--views", "side", "--n-good", "1"]
     )

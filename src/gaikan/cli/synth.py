@@ -92,16 +92,33 @@ def _csv(ctx, param, value: str) -> tuple[str, ...]:
     type=click.Choice(["numpy", "blender"]),
     default="numpy",
     show_default=True,
-    help="numpy: built-in ray caster; blender: Cycles in a separate Blender Python.",
+    help="numpy: built-in ray caster; blender: Blender's Cycles (photoreal, slower; "
+    'pip install "gaikan[blender]" or --blender PATH).',
 )
 @click.option(
+    "--blender",
     "--blender-python",
+    "blender",
     type=click.Path(dir_okay=False),
     default=None,
-    help="Python interpreter that can `import bpy` (for --renderer blender).",
+    help="The Blender application (blender, run as blender -b) or a Python that can import bpy; "
+    "default: bpy in this Python, else blender on PATH.",
+)
+@click.option(
+    "--samples",
+    type=click.IntRange(1),
+    default=None,
+    help="Blender: Cycles paths per pixel (default 32, denoised).",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Blender: Cycles threads per process (files do not depend on it).",
 )
 def synth(out_dir, layout, pattern, n_good, n_test_good, n_defect, defects, views, size, seed, workers, fmt,
-          supersample, renderer, blender_python) -> None:  # fmt: skip
+          supersample, renderer, blender, samples, threads) -> None:  # fmt: skip
     """Render connectors with planted pin defects and exact masks into OUT_DIR.
 
     Writes one MVTec AD folder per view (train/good, test/good,
@@ -109,6 +126,9 @@ def synth(out_dir, layout, pattern, n_good, n_test_good, n_defect, defects, view
 
     \b
         gaikan synth out --n-good 200 --n-defect 30 --views top,oblique --workers 2
+        gaikan synth out --renderer blender --n-good 30 --samples 32
+
+    With --renderer blender, --workers runs that many Blender processes side by side.
     """
     from tqdm import tqdm
 
@@ -121,10 +141,8 @@ def synth(out_dir, layout, pattern, n_good, n_test_good, n_defect, defects, view
             parse_defect(d)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--defects") from None
-    if renderer == "blender" and not blender_python:
-        raise click.UsageError(
-            "--renderer blender needs --blender-python PATH (a Python that can import bpy)"
-        )
+    if renderer != "blender" and (blender or samples is not None):
+        raise click.UsageError("--blender and --samples need --renderer blender")
     total = count_images(n_good, n_test_good, n_defect, defects, views)
     with tqdm(total=total, unit="img", desc="synth", disable=None) as bar:
         try:
@@ -132,7 +150,7 @@ def synth(out_dir, layout, pattern, n_good, n_test_good, n_defect, defects, view
                 out_dir, layout=layout, n_good=n_good, n_test_good=n_test_good, n_defect=n_defect,
                 defects=defects, views=views, size=size, seed=seed, workers=workers, format=fmt,
                 progress=bar.update, supersample=supersample, pattern=pattern, renderer=renderer,
-                blender_python=blender_python,
+                blender=blender, samples=samples, threads=threads,
             )  # fmt: skip
         except (ValueError, GaikanError) as e:
             raise click.ClickException(str(e)) from None

@@ -27,7 +27,9 @@ file ``i`` of that split.
 
 Modules: :mod:`.scene` (renderer-independent description, defects,
 cameras), :mod:`.raycast` (numpy renderer), :mod:`.dataset` (samples and
-folders), :mod:`.blender` (optional Blender renderer in a subprocess).
+folders), :mod:`.blender` (the Blender/Cycles renderer, run in a subprocess:
+``make_dataset(..., renderer="blender")``, ``gaikan[blender]``).  Imports
+point one way: dataset → raycast, blender → scene.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from .dataset import (
     make_dataset,
     render_sample,
     render_views,
+    render_views_blender,
 )
 from .raycast import render, render_ids
 from .scene import (
@@ -86,5 +89,6 @@ __all__ = [
     "render_ids",
     "render_sample",
     "render_views",
+    "render_views_blender",
     "sample_defect",
 ]

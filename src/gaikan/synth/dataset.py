@@ -24,7 +24,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..errors import ParameterError
+from . import blender as blender_renderer
 from . import raycast
+from .blender import Backend, Look
 from .scene import (
     DEFAULT_SEVERITY,
     LAYOUTS,
@@ -47,6 +50,7 @@ __all__ = [
     "make_dataset",
     "render_sample",
     "render_views",
+    "render_views_blender",
 ]
 
 DEFAULT_DEFECTS = ("missing", "pushed", "tilt_x", "tilt_y", "shifted")
@@ -140,6 +144,73 @@ def render_views(
         img, ids = raycast.render(scene, v, size, supersample=supersample, rng=_noise_rng(scene, v))
         nids = raycast.render_ids(nominal, v, size) if nominal is not None else None
         out.append((img, defect_mask(scene, ids, nominal, nids)))
+    return out
+
+
+def render_views_blender(
+    samples: Sequence[tuple[Scene, Scene | None]],
+    views: Sequence[str],
+    size: int,
+    *,
+    blender: str | os.PathLike | Backend | None = None,
+    look: Look | None = None,
+    cycles_samples: int | None = None,
+    threads: int = 1,
+) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+    """Render samples with Blender (Cycles) in one Blender process: per sample [(image, mask)].
+
+    The twin of :func:`render_views` for the Blender renderer
+    (:mod:`gaikan.synth.blender`): the same scenes, cameras, masks (object
+    ids of the defect and nominal scenes, pixel-centre rule) and sensor
+    noise stream; on top, the Blender look (:class:`~gaikan.synth.blender.Look`)
+    varies lights and Cycles seed per image and roughness per part, from
+    streams keyed like every other draw (seed, split, defect, index).
+
+    Parameters
+    ----------
+    samples : sequence of (Scene, Scene or None)
+        :func:`build_sample_scenes` results (their ``meta`` keys the streams).
+    views : sequence of str
+    size : int
+    blender : path or Backend, optional
+        See :func:`gaikan.synth.blender.find_blender`.
+    look : Look, optional
+    cycles_samples : int, optional
+        Paths per pixel (default ``look.samples``).
+    threads : int, default 1
+        Cycles threads.
+
+    Returns
+    -------
+    list (per sample) of list (per view) of (image uint8 (size, size), mask bool (size, size))
+    """
+    bl = blender_renderer
+    look = look if look is not None else Look()
+    jobs: list[dict[str, Any]] = []
+    for scene, nominal in samples:
+        m = scene.meta
+        key = (m["seed"], m["split"], m["defect_name"], m["index"], "blender")
+        part_state = sample_rng(*key, "part").bit_generator.state
+        for v in views:
+            part_rng = np.random.default_rng()
+            part_rng.bit_generator.state = part_state  # same part in every view
+            lk = bl.draw_look(look, scene, part_rng, sample_rng(*key, v))
+            jobs.append({"scene": scene, "view": v, "size": size, "look": lk})
+            if nominal is not None:
+                jobs.append({"scene": nominal, "view": v, "size": size, "ids_only": True})
+    results = iter(
+        bl.render_scenes(jobs, blender, samples=cycles_samples, threads=threads, look=look)
+    )
+    out = []
+    for scene, nominal in samples:
+        rendered = []
+        for v in views:
+            lin, ids = next(results)
+            nids = next(results)[1] if nominal is not None else None
+            assert lin is not None
+            img = bl.to_uint8(lin, look.exposure, scene.noise_sigma, _noise_rng(scene, v))
+            rendered.append((img, defect_mask(scene, ids, nominal, nids)))
+        out.append(rendered)
     return out
 
 
@@ -281,6 +352,25 @@ def _job(args: tuple) -> list[dict[str, Any]]:
     return _write_sample(Path(out), scene, cfg, rendered)
 
 
+def _blender_job(args: tuple) -> list[list[dict[str, Any]]]:
+    """Render and write a chunk of samples in one Blender process; their label records."""
+    (out, chunk, cfg) = args
+    kw = {k: cfg[k] for k in ("layout", "views", "seed", "severity", "jitter", "pattern")}
+    built = [
+        build_sample_scenes(defect, split=split, index=index, **kw)
+        for split, defect, index in chunk
+    ]
+    b = cfg["blender"]
+    rendered = render_views_blender(
+        built, cfg["views"], cfg["size"], blender=b["backend"], look=b["look"],
+        cycles_samples=b["samples"], threads=b["threads"],
+    )  # fmt: skip
+    return [
+        _write_sample(Path(out), scene, cfg, r)
+        for (scene, _), r in zip(built, rendered, strict=True)
+    ]
+
+
 def _write_sample(
     out: Path, scene: Scene, cfg: Mapping[str, Any], rendered
 ) -> list[dict[str, Any]]:
@@ -293,7 +383,7 @@ def _write_sample(
         _write(out / rel, _png_bytes(img))
         if rel_mask is not None:
             _write(out / rel_mask, _png_bytes(mask.astype(np.uint8) * 255))
-        rec = {"file": rel, "mask": rel_mask}
+        rec: dict[str, Any] = {"file": rel, "mask": rel_mask}
         rec.update(_label(scene, view, cfg["size"]))
         rec["mask_pixels"] = int(mask.sum())
         recs.append(rec)
@@ -319,6 +409,10 @@ def make_dataset(
     jitter: Jitter | None = None,
     pattern: str | None = None,
     renderer: str = "numpy",
+    blender: str | os.PathLike | None = None,
+    look: Look | None = None,
+    samples: int | None = None,
+    threads: int = 1,
     blender_python: str | os.PathLike | None = None,
 ) -> Path:
     """Render a synthetic connector dataset to ``out_dir``.
@@ -348,7 +442,8 @@ def make_dataset(
         Square image side in pixels.
     seed : int
     workers : int, default 1
-        Processes; the files do not depend on it.
+        Processes (numpy) or Blender processes run side by side (blender);
+        the files do not depend on it.
     format : {"mvtec", "classes"}
     progress : callable, optional
         Called with the number of images *just finished* (an increment, so
@@ -357,8 +452,19 @@ def make_dataset(
     severity, supersample, jitter, pattern :
         See :func:`render_sample`.
     renderer : {"numpy", "blender"}
-    blender_python : path, optional
-        Python interpreter with ``bpy`` (``renderer="blender"`` only).
+        ``"blender"``: Cycles via :mod:`gaikan.synth.blender` (needs
+        ``gaikan[blender]`` or a Blender application), same files and
+        masks, photoreal look.
+    blender : path, optional
+        The Blender application or a Python with ``bpy`` (default: found by
+        :func:`gaikan.synth.blender.find_blender`).  ``blender_python`` is
+        the older name of this parameter.
+    look : Look, optional
+        Blender materials, lights and their variation.
+    samples : int, optional
+        Cycles paths per pixel (default ``look.samples``).
+    threads : int, default 1
+        Cycles threads per Blender process (the files do not depend on it).
 
     Returns
     -------
@@ -384,6 +490,18 @@ def make_dataset(
         bad = set(severity) - set(DEFAULT_SEVERITY)
         if bad:
             raise ValueError(f"severity given for unknown mode(s) {sorted(bad)}")
+    backend = None
+    if renderer == "blender":
+        if int(supersample) != 1:
+            raise ParameterError(
+                "supersample is the numpy renderer's anti-aliasing; the Blender renderer "
+                "anti-aliases with its paths per pixel (samples=...)"
+            )
+        if samples is not None and int(samples) < 1:
+            raise ParameterError(f"samples must be ≥ 1, got {samples}")
+        if int(threads) < 1:
+            raise ParameterError(f"threads must be ≥ 1, got {threads}")
+        backend = blender_renderer.find_blender(blender or blender_python)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     width = max(3, len(str(max(n_good, n_test_good, n_defect, 1) - 1)))
@@ -391,6 +509,8 @@ def make_dataset(
         "layout": layout, "views": views, "size": int(size), "seed": int(seed), "format": format,
         "severity": dict(severity) if severity else None, "supersample": int(supersample),
         "jitter": jitter, "pattern": pattern, "width": width,
+        "blender": {"backend": backend, "look": look or Look(), "samples": samples,
+                    "threads": int(threads)},
     }  # fmt: skip
     tasks = _tasks(int(n_good), int(n_test_good), int(n_defect), defects)
     per = len(views)
@@ -401,13 +521,17 @@ def make_dataset(
 
     records: list[dict[str, Any]] = []
     if renderer == "blender":
-        from . import blender
+        # in Blender chunks (one process each, ~1 s to start); threads run
+        # the processes side by side, each render is independent of the others
+        from concurrent.futures import ThreadPoolExecutor
 
-        for recs in blender.render_dataset(
-            out, tasks, cfg, blender_python, build_sample_scenes, _write_sample
-        ):
-            records.extend(recs)
-            tick()
+        chunk = 8
+        chunks = [tasks[i : i + chunk] for i in range(0, len(tasks), chunk)]
+        with ThreadPoolExecutor(max(1, min(int(workers), len(chunks) or 1))) as threads_pool:
+            for recs_list in threads_pool.map(_blender_job, [(str(out), c, cfg) for c in chunks]):
+                for recs in recs_list:
+                    records.extend(recs)
+                    tick()
     elif renderer != "numpy":
         raise ValueError(f"renderer must be 'numpy' or 'blender', got {renderer!r}")
     else:
@@ -435,6 +559,12 @@ def make_dataset(
         "severity": {k: list(v) if np.ndim(v) else v for k, v in {**DEFAULT_SEVERITY, **(severity or {})}.items()},
         "jitter": asdict(jitter or Jitter()),
     }  # fmt: skip
+    if renderer == "blender":
+        lk = look or Look()
+        meta["blender"] = {
+            "look": asdict(lk), "samples": int(samples if samples is not None else lk.samples),
+            "backend": backend.kind if backend is not None else None,
+        }  # fmt: skip
     _write(out / "synth.json", (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
     return out
 
