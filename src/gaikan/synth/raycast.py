@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._validation import as_hw
 from .scene import Camera, Scene
 
 __all__ = ["Packed", "camera_rays", "cast", "pack", "render", "render_ids", "shade"]
@@ -251,7 +252,7 @@ def shade(
 
 def render_ids(scene: Scene, view: str, size: int | tuple[int, int] = 128) -> np.ndarray:
     """Object-id buffer (H, W) int32 of the pixel-centre rays (0 = background)."""
-    H, W = (size, size) if np.ndim(size) == 0 else size
+    H, W = as_hw(size)
     o, d = camera_rays(scene.cameras[view], (H, W))
     _, ids, _ = cast(pack(scene), o, d.reshape(-1, 3), any_hit=False)
     return ids.reshape(H, W)
@@ -288,7 +289,7 @@ def render(
         Object ids of the pixel-centre rays (1-based index into
         ``scene.primitives``, 0 = background).
     """
-    H, W = (size, size) if np.ndim(size) == 0 else size
+    H, W = as_hw(size)
     pk = pack(scene)
     cam = scene.cameras[view]
     s = int(supersample)

@@ -303,7 +303,7 @@ def _rot(axis: str, deg: float) -> np.ndarray:
     return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]], dtype=np.float64)
 
 
-def _t(a: np.ndarray) -> tuple[float, ...]:
+def _t(a: np.ndarray) -> Any:  # a flat tuple of floats, of the length the field needs
     return tuple(float(v) for v in np.asarray(a, dtype=np.float64).ravel())
 
 
