@@ -133,7 +133,7 @@ def test_train_reference_focus(tmp_path):
     res = CliRunner().invoke(
         cli, ["train", str(data), "-o", str(out), "--backbone", "vit-raw", "--reference"]
     )
-    assert res.exit_code != 0 and "CNN backbones" in res.output
+    assert res.exit_code == 2 and "CNN backbones" in res.output
     res = CliRunner().invoke(cli, ["train", str(data), "-o", str(out), "--focus", "0"])
     assert res.exit_code == 2 and "--focus" in res.output
 
@@ -144,13 +144,13 @@ def test_train_errors(tmp_path):
     (tmp_path / "only").mkdir()
     (tmp_path / "empty").mkdir()
     res = CliRunner().invoke(cli, ["train", str(tmp_path / "empty"), "-o", str(tmp_path / "m")])
-    assert res.exit_code != 0 and "no images found" in res.output
+    assert res.exit_code == 3 and "no images found" in res.output
     image_folder(tmp_path / "one", n=3)
     import shutil
 
     shutil.rmtree(tmp_path / "one" / "scratch")
     res = CliRunner().invoke(cli, ["train", str(tmp_path / "one"), "-o", str(tmp_path / "m")])
-    assert res.exit_code != 0 and "two class" in res.output
+    assert res.exit_code == 3 and "two class" in res.output
 
 
 @pytest.mark.parametrize(
@@ -165,5 +165,5 @@ def test_train_names_a_bad_parameter(tmp_path, args, name):
     out = tmp_path / "m.gaikan"
     base = ["train", str(data), "-o", str(out), "--backbone", "test_efficientnet"]
     res = CliRunner().invoke(cli, [*base, "--no-pretrained", "--size", "32", "--quiet", *args])
-    assert res.exit_code != 0 and name in res.output, res.output
+    assert res.exit_code == 2 and name in res.output, res.output
     assert not out.exists()

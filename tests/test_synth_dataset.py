@@ -165,11 +165,11 @@ def test_cli_synth(tmp_path: Path):
             str(tmp_path / "no-blender"),
         ],
     )
-    assert bad.exit_code == 1 and "--blender" in bad.output and "gaikan[blender]" in bad.output
+    assert bad.exit_code == 2 and "--blender" in bad.output and "gaikan[blender]" in bad.output
     bad = CliRunner().invoke(
         cli, ["synth", str(tmp_path / "x"), "--views", "side", "--n-good", "1"]
     )
-    assert bad.exit_code == 1 and "unknown view" in bad.output
+    assert bad.exit_code == 2 and "unknown view" in bad.output
 
 
 def test_soartc_finds_planted_defects():

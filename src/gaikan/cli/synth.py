@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from ._common import EXIT_CODES_HELP, Exit, fail
+
 __all__ = ["COMMANDS", "synth"]
 
 
@@ -14,7 +16,7 @@ def _csv(ctx, param, value: str) -> tuple[str, ...]:
     return items
 
 
-@click.command("synth")
+@click.command("synth", epilog=EXIT_CODES_HELP)
 @click.argument("out_dir", type=click.Path(file_okay=False, writable=True))
 @click.option(
     "--layout",
@@ -152,8 +154,8 @@ def synth(out_dir, layout, pattern, n_good, n_test_good, n_defect, defects, view
                 progress=bar.update, supersample=supersample, pattern=pattern, renderer=renderer,
                 blender=blender, samples=samples, threads=threads,
             )  # fmt: skip
-        except (ValueError, GaikanError) as e:
-            raise click.ClickException(str(e)) from None
+        except (ValueError, GaikanError) as e:  # a bad option value, or no Blender to be had
+            fail(str(e), Exit.USAGE)
     click.echo(f"wrote {total} images ({', '.join(views)}) to {out}")
 
 

@@ -13,6 +13,9 @@ from pathlib import Path
 
 import click
 
+from ..errors import ParameterError
+from ._common import EXIT_CODES_HELP, Exit, fail
+
 __all__ = ["COMMANDS", "load_image_folder", "train"]
 
 VIT_BACKBONES = {"vit-raw": "raw", "vit-soart": "soart"}
@@ -109,7 +112,7 @@ def write_train_report(out_dir: Path, clf, X_valid, y_valid, lr_plot=None, error
     return path
 
 
-@click.command()
+@click.command(epilog=EXIT_CODES_HELP)
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
     "-o",
@@ -218,9 +221,7 @@ def train(
         from ..deep.ensemble import ClassifierEnsemble
         from ..deep.vit import ViTClassifier
     except ImportError as exc:
-        raise click.ClickException(
-            f"{exc}. Install the deep extra: pip install 'gaikan[deep]'"
-        ) from None
+        fail(f"{exc}. Install the deep extra: pip install 'gaikan[deep]'", Exit.USAGE)
 
     X, y, _paths, errors = load_image_folder(data_dir, size)
     for p, msg in errors:
@@ -229,7 +230,7 @@ def train(
 
     labels, counts = np.unique(y, return_counts=True)
     if len(labels) < 2:
-        raise click.ClickException(f"{data_dir}: need at least two class folders with images")
+        fail(f"{data_dir}: need at least two class folders with images", Exit.INPUT)
     click.echo(
         f"{len(y)} images, classes: "
         + ", ".join(f"{c} ({n})" for c, n in zip(labels.tolist(), counts.tolist()))
@@ -248,7 +249,7 @@ def train(
     )
     if backbone in VIT_BACKBONES:
         if reference or focus is not None or net_size is not None:
-            raise click.ClickException("--reference/--focus/--net-size are for CNN backbones")
+            fail("--reference/--focus/--net-size are for CNN backbones", Exit.USAGE)
         clf = ViTClassifier(VIT_BACKBONES[backbone], **common)
     else:
         clf = Classifier(
@@ -277,8 +278,10 @@ def train(
             lr_mult=lr_mult,
             progress=not quiet,
         )
+    except ParameterError as exc:  # a parameter's value (named in the message)
+        fail(str(exc), Exit.USAGE)
     except (ValueError, ImportError, RuntimeError) as exc:
-        raise click.ClickException(str(exc)) from None
+        fail(str(exc), Exit.INPUT)
     clf.save(output)
     last = clf.history_[-1] if clf.history_ else {}
     acc = last.get("accuracy")
