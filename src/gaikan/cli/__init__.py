@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from .. import __version__
+from .._version import __version__
 from ._common import EXIT_CODES_HELP, Exit
 
 __all__ = ["Exit", "cli", "main"]

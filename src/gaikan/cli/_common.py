@@ -126,7 +126,7 @@ def collect(inputs: Sequence[str]) -> list[Path]:
 
 def load_model(path: str) -> Any:
     """Open any gaikan model file; exit 4 with the reason if it cannot be used."""
-    from .. import load
+    from ..detectors.registry import load
     from ..errors import GaikanError
 
     try:

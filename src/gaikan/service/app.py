@@ -27,7 +27,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from .. import __version__
+from .._version import __version__
 from .admission import Admission
 from .config import (
     DEFAULT_MAX_FILES,

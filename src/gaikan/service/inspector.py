@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import __version__
+from .._version import __version__
 from ..inspection import Inspection
 from ..inspection import Inspector as CoreInspector
 from ..inspection.display import legend, overlay_png
