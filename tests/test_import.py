@@ -47,5 +47,14 @@ def test_all_matches_exports():
         "synth",
         "deep",
         "service",
+        "inspection",
+        "offline",
+        "tiling",
+        "autoselect",
+        "records",
+        "runtime",
+        "distributed",
+        "watch",
+        "mqtt",
     }
     assert public <= set(gaikan.__all__), public - set(gaikan.__all__)
