@@ -71,7 +71,7 @@ def test_inspect_classifier_model(tmp_path, kw):
             "3",
         ],
     )
-    assert res.exit_code == 2
+    assert res.exit_code == 2 and "threshold must be in [0, 1]" in res.output
     res = CliRunner().invoke(
         cli, ["fit", str(tmp_path / "in"), "-o", str(tmp_path / "x"), "--detector", "classifier"]
     )

@@ -174,7 +174,7 @@ def test_train_cli_members_and_inspect(tmp_path):
     )
     assert res.exit_code == 0, res.output
     csv = (tmp_path / "insp" / "results.csv").read_text().splitlines()
-    assert len(csv) == 17 and csv[0].startswith("file,class,confidence")
+    assert len(csv) == 17 and csv[0].startswith("file,verdict,score,threshold")
 
 
 def test_service_serves_an_ensemble(ens, data, tmp_path):

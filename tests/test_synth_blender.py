@@ -264,7 +264,7 @@ def test_cli_blender_errors(tmp_path):
             str(tmp_path / "nope"),
         ],
     )
-    assert r.exit_code == 1 and "does not exist" in r.output and "gaikan[blender]" in r.output
+    assert r.exit_code == 2 and "does not exist" in r.output and "gaikan[blender]" in r.output
     r = CliRunner().invoke(cli, ["synth", str(tmp_path / "x"), "--samples", "4"])
     assert r.exit_code == 2 and "--renderer blender" in r.output
 

@@ -112,9 +112,14 @@ def inspect(
 
     det = load_model(model)
     try:
-        inspector = Inspector(det, threshold)
+        inspector = Inspector(det)
     except ParameterError as exc:
         fail(str(exc), Exit.MODEL)
+    if threshold is not None:
+        try:
+            inspector.set_threshold(threshold)
+        except ParameterError as exc:
+            fail(f"--threshold: {exc}", Exit.USAGE)
     inputs = tuple(str(Path(i) / "test") if is_mvtec(i) else i for i in images)
     files = collect(inputs)
     out = Path(output)

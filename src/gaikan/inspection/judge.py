@@ -87,8 +87,6 @@ class Inspector:
         self.model = model
         self.family = model_family(model)
         self.kind = str(getattr(type(model), "kind", "") or type(model).__name__.lower())
-        if threshold is not None and not (math.isfinite(threshold) and threshold >= 0):
-            raise ParameterError(f"threshold must be a finite number ≥ 0, got {threshold!r}")
         self.classes: list[str] | None = None
         self.good_class: str | None = None
         self._good_idx: int | None = None
@@ -106,15 +104,32 @@ class Inspector:
             if shape is None:
                 raise ParameterError(f"this {type(model).__name__} knows no image size")
             self.image_shape = (int(shape[0]), int(shape[1]))
-            self.threshold = CLASSIFIER_THRESHOLD if threshold is None else float(threshold)
+            self.threshold = CLASSIFIER_THRESHOLD
             # explanations hook into the shared network: one call at a time
             self._lock: threading.Lock | None = threading.Lock()
         else:
             if not hasattr(model, "threshold_"):
                 raise ParameterError(f"this {type(model).__name__} is not fitted; call fit first")
             self.image_shape = (int(model.image_shape_[0]), int(model.image_shape_[1]))
-            self.threshold = float(model.threshold_ if threshold is None else threshold)
+            self.threshold = float(model.threshold_)
             self._lock = None
+        if threshold is not None:
+            self.set_threshold(threshold)
+
+    def set_threshold(self, threshold: float) -> Inspector:
+        """Judge with ``threshold`` instead of the model's.
+
+        Raises
+        ------
+        gaikan.errors.ParameterError
+            Not finite, negative, or (classifiers) above 1.
+        """
+        top = 1.0 if self.family == "classifier" else math.inf
+        if not (math.isfinite(threshold) and 0.0 <= threshold <= top):
+            what = "in [0, 1] (a probability)" if top == 1.0 else "finite and ≥ 0"
+            raise ParameterError(f"threshold must be {what}, got {threshold!r}")
+        self.threshold = float(threshold)
+        return self
 
     # -- scoring -----------------------------------------------------------
     def judge(
