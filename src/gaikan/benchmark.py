@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import ParameterError
+
 __all__ = ["BenchData", "format_table", "load_bench_data", "run_bench", "run_one"]
 
 
@@ -53,7 +55,7 @@ def load_bench_data(dataset: str, size: int | tuple[int, int], seed: int = 0) ->
 
         cell = {"elpv": None, "elpv-mono": "mono", "elpv-poly": "poly"}.get(dataset, "?")
         if cell == "?":
-            raise ValueError(f"unknown ELPV variant {dataset!r}")
+            raise ParameterError(f"unknown ELPV variant {dataset!r}")
         d = load_elpv(size=size, cell_type=cell)
         tr, te = elpv_split(d.probs, seed=seed)
         types = ["good" if p == 0 else f"p={p:.2f}" for p in d.probs[te]]

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import ParameterError
 from .io import normalize_size
 
 __all__ = ["ElpvData", "elpv_split", "load_elpv"]
@@ -73,7 +74,7 @@ def load_elpv(size=None, cell_type: str | None = None) -> ElpvData:
     types = np.char.decode(table["type"])
     keep = np.ones(files.size, bool) if cell_type is None else types == cell_type
     if not keep.any():
-        raise ValueError(f"unknown cell type {cell_type!r}; use 'mono' or 'poly'")
+        raise ParameterError(f"unknown cell type {cell_type!r}; use 'mono' or 'poly'")
     hw = normalize_size(size)
     imgs = []
     for f in files[keep]:

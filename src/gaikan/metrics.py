@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import rankdata
 
+from .errors import ParameterError
+
 __all__ = ["pixel_aupro", "pixel_roc_auc", "pro_curve", "robust_outliers", "roc_auc", "roc_curve"]
 
 
@@ -33,11 +35,11 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     y = np.asarray(labels).astype(bool).ravel()
     s = np.asarray(scores, dtype=np.float64).ravel()
     if y.shape != s.shape:
-        raise ValueError(f"labels and scores differ in size: {y.size} vs {s.size}")
+        raise ParameterError(f"labels and scores differ in size: {y.size} vs {s.size}")
     n_pos = int(y.sum())
     n_neg = y.size - n_pos
     if n_pos == 0 or n_neg == 0:
-        raise ValueError("AUROC needs both good and defective samples")
+        raise ParameterError("AUROC needs both good and defective samples")
     ranks = rankdata(s)
     u = ranks[y].sum() - n_pos * (n_pos + 1) / 2.0
     return float(u / (n_pos * n_neg))
@@ -56,7 +58,7 @@ def pixel_roc_auc(masks: np.ndarray, maps: np.ndarray) -> float:
     m = np.asarray(masks)
     a = np.asarray(maps)
     if m.shape != a.shape:
-        raise ValueError(f"masks {m.shape} and maps {a.shape} differ in shape")
+        raise ParameterError(f"masks {m.shape} and maps {a.shape} differ in shape")
     return roc_auc(m.ravel(), a.ravel())
 
 
@@ -85,7 +87,7 @@ def pro_curve(masks: np.ndarray, maps: np.ndarray) -> tuple[np.ndarray, np.ndarr
     m = np.asarray(masks).astype(bool)
     a = np.asarray(maps, dtype=np.float64)
     if m.shape != a.shape or m.ndim != 3:
-        raise ValueError(f"masks {m.shape} and maps {a.shape} must both be (n, H, W)")
+        raise ParameterError(f"masks {m.shape} and maps {a.shape} must both be (n, H, W)")
     weight = np.zeros(m.shape)
     n_regions = 0
     for i in range(m.shape[0]):
@@ -96,7 +98,7 @@ def pro_curve(masks: np.ndarray, maps: np.ndarray) -> tuple[np.ndarray, np.ndarr
         n_regions += k
     normal = ~m.ravel()
     if n_regions == 0 or not normal.any():
-        raise ValueError("AUPRO needs defect regions and defect-free pixels")
+        raise ParameterError("AUPRO needs defect regions and defect-free pixels")
     order = np.argsort(-a.ravel(), kind="mergesort")
     s = a.ravel()[order]
     last = np.r_[np.nonzero(np.diff(s))[0], s.size - 1]  # ties: one point per value

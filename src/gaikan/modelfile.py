@@ -56,7 +56,7 @@ from typing import IO, Any, ClassVar
 
 import numpy as np
 
-from .errors import ModelFileError
+from .errors import ModelFileError, ParameterError
 
 __all__ = [
     "FORMAT",
@@ -397,7 +397,7 @@ def _read_npy(where: str, name: str, fh: IO[bytes], size: int) -> np.ndarray:
         elif version == (2, 0):
             shape, fortran, dtype = fmt.read_array_header_2_0(fh)
         else:
-            raise ValueError(f"npy format version {version} is not supported")
+            raise ParameterError(f"npy format version {version} is not supported")
     except (ValueError, OSError, EOFError, SyntaxError, zlib.error, zipfile.BadZipFile) as exc:
         raise ModelFileError(
             f"{where}: arrays.npz is unreadable or unsafe ({name}: {exc})"

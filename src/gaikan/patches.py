@@ -13,18 +13,20 @@ import math
 
 import numpy as np
 
+from .errors import ParameterError
+
 __all__ = ["correlate2d", "extract", "fold", "grid_shape"]
 
 
 def _pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
-            raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+            raise ParameterError(f"{name} must be an int or a pair of ints, got {value!r}")
         a, b = int(value[0]), int(value[1])
     else:
         a = b = int(value)
     if a < 1 or b < 1:
-        raise ValueError(f"{name} must be >= 1, got {value!r}")
+        raise ParameterError(f"{name} must be >= 1, got {value!r}")
     return a, b
 
 
@@ -53,7 +55,7 @@ def grid_shape(
     sh, sw = _pair(stride, "stride")
     h, w = int(image_shape[0]), int(image_shape[1])
     if kh > h or kw > w:
-        raise ValueError(f"kernel {kh}x{kw} is larger than the image {h}x{w}")
+        raise ParameterError(f"kernel {kh}x{kw} is larger than the image {h}x{w}")
     return (h - kh) // sh + 1, (w - kw) // sw + 1
 
 
@@ -80,7 +82,7 @@ def extract(
     if single:
         arr = arr[None]
     if arr.ndim != 3:
-        raise ValueError(f"images must have shape (n, H, W) or (H, W), got {arr.shape}")
+        raise ParameterError(f"images must have shape (n, H, W) or (H, W), got {arr.shape}")
     kh, kw = _pair(kernel, "kernel")
     sh, sw = _pair(stride, "stride")
     nh, nw = grid_shape(arr.shape[1:], (kh, kw), (sh, sw))
@@ -139,7 +141,7 @@ def fold(
     h, w = int(image_shape[0]), int(image_shape[1])
     nh, nw = grid_shape((h, w), (kh, kw), (sh, sw))
     if vals.shape[1:] != (nh, nw):
-        raise ValueError(f"values have grid {vals.shape[1:]}, expected {(nh, nw)}")
+        raise ParameterError(f"values have grid {vals.shape[1:]}, expected {(nh, nw)}")
     r0, r1 = _cover(h, kh, sh, nh)
     c0, c1 = _cover(w, kw, sw, nw)
     total = np.zeros((vals.shape[0], h, w))
@@ -178,7 +180,7 @@ def correlate2d(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     img = np.asarray(image)
     ker = np.asarray(kernel)
     if img.ndim != 2 or ker.ndim != 2:
-        raise ValueError("correlate2d takes a 2-D image and a 2-D kernel")
+        raise ParameterError("correlate2d takes a 2-D image and a 2-D kernel")
     nh, nw = grid_shape(img.shape, ker.shape, 1)
     cols = extract(img, ker.shape, 1)
     dtype = np.result_type(img.dtype, ker.dtype, np.float64)

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import ParameterError
 from .inspection import Inspection, colour_bar_svg
 
 __all__ = [
@@ -92,7 +93,7 @@ def overlay_rgb(
 
     m = np.asarray(amap, dtype=np.float64)
     if np.shape(image) != m.shape:
-        raise ValueError(f"image {np.shape(image)} and map {m.shape} differ in shape")
+        raise ParameterError(f"image {np.shape(image)} and map {m.shape} differ in shape")
     lo = float(m.min()) if vmin is None else float(vmin)
     hi = float(m.max()) if vmax is None else float(vmax)
     norm = np.clip((m - lo) / (hi - lo), 0, 1) if hi > lo else np.zeros_like(m)

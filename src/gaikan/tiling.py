@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import ParameterError
+
 __all__ = ["cut_tiles", "stitch_max", "tile_grid", "tile_starts"]
 
 
@@ -30,9 +32,9 @@ def tile_starts(length: int, tile: int, overlap: int) -> np.ndarray:
         at most ``tile − overlap`` apart.
     """
     if not (0 <= overlap < tile):
-        raise ValueError(f"need 0 <= overlap < tile, got tile={tile}, overlap={overlap}")
+        raise ParameterError(f"need 0 <= overlap < tile, got tile={tile}, overlap={overlap}")
     if length < tile:
-        raise ValueError(f"a side of {length} px is shorter than the tile ({tile} px)")
+        raise ParameterError(f"a side of {length} px is shorter than the tile ({tile} px)")
     step = tile - overlap
     starts = list(range(0, length - tile + 1, step))
     if starts[-1] != length - tile:

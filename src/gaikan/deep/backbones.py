@@ -84,7 +84,7 @@ def backbone_config(name: str) -> dict[str, Any]:
         cfg = None
     if cfg is None:
         if not timm.is_model(timm_name):
-            raise ValueError(
+            raise ParameterError(
                 f"unknown backbone {name!r}: use one of {', '.join(BACKBONES)} "
                 "(offline) or a timm model name"
             )
@@ -116,7 +116,7 @@ def packaged_weights_path(name: str) -> str:
     """
     _, spec = resolve_name(name)
     if spec is None:
-        raise ValueError(f"backbone {name!r} has no packaged offline weights")
+        raise ParameterError(f"backbone {name!r} has no packaged offline weights")
     try:
         mod = importlib.import_module(spec.package)
     except ImportError as exc:
@@ -147,7 +147,7 @@ def load_state_dict_file(path: str | os.PathLike) -> dict:
             sd = sd[key]
             break
     if not isinstance(sd, Mapping):
-        raise ValueError(f"{path}: not a state dict of tensors")
+        raise ParameterError(f"{path}: not a state dict of tensors")
     return dict(sd)
 
 
@@ -214,18 +214,18 @@ def convert_efficientnet_pytorch(state_dict: Mapping, stage_depths: list[int]) -
         if m:
             n, module, rest = int(m.group(1)), m.group(2), m.group(3)
             if n >= len(flat):
-                raise ValueError(
+                raise ParameterError(
                     f"block {n} of {key!r} is beyond the {len(flat)} blocks of the model"
                 )
             table = _IR_BLOCK if n in expands else _DS_BLOCK
             if module not in table:
-                raise ValueError(f"no timm name for {key!r}")
+                raise ParameterError(f"no timm name for {key!r}")
             s, i = flat[n]
             out[f"blocks.{s}.{i}.{table[module]}.{rest}"] = value
             continue
         head, _, rest = key.partition(".")
         if head not in _TOP:
-            raise ValueError(f"no timm name for {key!r}")
+            raise ParameterError(f"no timm name for {key!r}")
         out[f"{_TOP[head]}.{rest}"] = value
     return out
 

@@ -26,6 +26,8 @@ import math
 from collections.abc import Sequence
 from contextlib import contextmanager
 
+from ..errors import ParameterError
+
 __all__ = [
     "attention_matrices",
     "attention_rollout",
@@ -74,14 +76,16 @@ def _to_grid(act, model):
     if act.ndim == 4:
         return act
     if act.ndim != 3:
-        raise ValueError(f"cannot make a spatial map from activations of shape {tuple(act.shape)}")
+        raise ParameterError(
+            f"cannot make a spatial map from activations of shape {tuple(act.shape)}"
+        )
     n_prefix = int(getattr(model, "num_prefix_tokens", 0) or 0)
     tok = act[:, n_prefix:]
     grid = getattr(getattr(model, "patch_embed", None), "grid_size", None)
     if grid is None or grid[0] * grid[1] != tok.shape[1]:
         side = round(math.sqrt(tok.shape[1]))
         if side * side != tok.shape[1]:
-            raise ValueError("token count is not a square grid; pass layer=")
+            raise ParameterError("token count is not a square grid; pass layer=")
         grid = (side, side)
     return tok.transpose(1, 2).reshape(act.shape[0], act.shape[2], int(grid[0]), int(grid[1]))
 
@@ -93,9 +97,9 @@ def _forward_with_acts(model, x, layer: str | None):
         return feats, model.forward_head(feats)
     modules = dict(model.named_modules())
     if layer is None:
-        raise ValueError("model has no forward_features/forward_head; pass layer=")
+        raise ParameterError("model has no forward_features/forward_head; pass layer=")
     if layer not in modules:
-        raise ValueError(f"no module named {layer!r} in the model")
+        raise ParameterError(f"no module named {layer!r} in the model")
     store = {}
 
     def hook(_m, _inp, out):
@@ -201,7 +205,7 @@ def attention_matrices(model, x) -> list:
     store: list = []
     with _unfused(model) as mods:
         if not mods:
-            raise ValueError("model has no timm attention modules (is it a ViT?)")
+            raise ParameterError("model has no timm attention modules (is it a ViT?)")
         hooks = [
             m.attn_drop.register_forward_hook(lambda _m, _i, o: store.append(o.detach()))
             for m in mods
@@ -244,7 +248,7 @@ def rollout(
         elif head_fusion == "min":
             f = a.amin(1)
         else:
-            raise ValueError("head_fusion must be 'mean', 'max' or 'min'")
+            raise ParameterError("head_fusion must be 'mean', 'max' or 'min'")
         f = f.float()
         if discard_ratio > 0:
             n, N, _ = f.shape
@@ -300,4 +304,4 @@ def explain_model(model, x, method: str = "gradcam", target=None, layer: str | N
         return eigen_cam(model, x, layer)
     if method == "rollout":
         return attention_rollout(model, x)
-    raise ValueError(f"unknown explanation method {method!r}")
+    raise ParameterError(f"unknown explanation method {method!r}")

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ParameterError
+
 __all__ = [
     "Evaluation",
     "classification_metrics",
@@ -45,7 +47,7 @@ def confusion_matrix(
     """
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     if y_true.shape != y_pred.shape:
-        raise ValueError("y_true and y_pred differ in shape")
+        raise ParameterError("y_true and y_pred differ in shape")
     labs = np.unique(np.r_[y_true, y_pred]) if labels is None else np.asarray(labels)
     index = {v: i for i, v in enumerate(labs.tolist())}
     cm = np.zeros((labs.size, labs.size), dtype=int)
@@ -113,7 +115,7 @@ def pointing_hits(maps: np.ndarray, masks: np.ndarray, tolerance: int = 0) -> np
     """
     maps, masks = np.asarray(maps, dtype=np.float64), np.asarray(masks, dtype=bool)
     if maps.shape != masks.shape or maps.ndim != 3:
-        raise ValueError(f"maps {maps.shape} and masks {masks.shape} must both be (n, H, W)")
+        raise ParameterError(f"maps {maps.shape} and masks {masks.shape} must both be (n, H, W)")
     n, _H, W = maps.shape
     flat = np.nan_to_num(maps.reshape(n, -1), nan=-np.inf)
     arg = flat.argmax(1)

@@ -30,6 +30,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from .._optional import require
+from ..errors import ParameterError
 from .backbones import backbone_config, create_backbone
 
 __all__ = ["RUNTIMES", "FeatureExtractor", "num_threads", "parse_layers"]
@@ -110,11 +111,11 @@ class FeatureExtractor:
     ) -> None:
         torch = require("torch", "deep")
         if runtime not in RUNTIMES:
-            raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+            raise ParameterError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
         self.backbone = backbone
         self.layers = parse_layers(layers)
         if not self.layers:
-            raise ValueError("layers must name at least one feature level")
+            raise ParameterError("layers must name at least one feature level")
         self.image_size = _size2(image_size)
         self.device = torch.device(device)
         self.num_threads = num_threads
@@ -128,7 +129,9 @@ class FeatureExtractor:
             else:
                 runtime = "channels_last"
         if runtime == "onnx" and self.device.type != "cpu":
-            raise ValueError("runtime='onnx' runs on the CPU only; use 'eager' or 'channels_last'")
+            raise ParameterError(
+                "runtime='onnx' runs on the CPU only; use 'eager' or 'channels_last'"
+            )
         self.runtime = runtime
         model = create_backbone(
             backbone,
@@ -228,7 +231,7 @@ class FeatureExtractor:
         torch = require("torch", "deep")
         X = np.asarray(X)
         if X.ndim != 3:
-            raise ValueError(f"X must be (n, H, W), got {X.shape}")
+            raise ParameterError(f"X must be (n, H, W), got {X.shape}")
         for i in range(0, X.shape[0], self.batch_size):
             with torch.inference_mode(), num_threads(self.num_threads):
                 x = self.preprocess(X[i : i + self.batch_size])
@@ -273,7 +276,7 @@ def parse_layers(layers) -> tuple[int, ...]:
     try:
         return tuple(int(v) for v in layers)
     except (TypeError, ValueError):
-        raise ValueError(f"layers must be integers such as (3, 4), got {layers!r}") from None
+        raise ParameterError(f"layers must be integers such as (3, 4), got {layers!r}") from None
 
 
 def _size2(size) -> tuple[int, int] | None:

@@ -47,6 +47,7 @@ import numpy as np
 from .._optional import require
 from .._validation import Check, Interval, OneOf, as_hw
 from ..detectors.base import BaseDetector
+from ..errors import ParameterError
 from ..taguchi.mt import regularise_covariance
 from .features import FeatureExtractor, embed, gaussian_blur, upsample_maps
 
@@ -408,7 +409,7 @@ class PaDiM(DeepFeatureDetector):
         self.channels_ = np.asarray(arrays["channels"], dtype=np.int64)
         P, m = self.mean_.shape
         if self.whiten_.shape != (P, m, m) or self.channels_.shape != (m,):
-            raise ValueError("PaDiM arrays have inconsistent shapes")
+            raise ParameterError("PaDiM arrays have inconsistent shapes")
         gh, gw = self.grid_shape_
         if gh * gw != P:
-            raise ValueError(f"grid {gh}x{gw} does not match {P} stored positions")
+            raise ParameterError(f"grid {gh}x{gw} does not match {P} stored positions")

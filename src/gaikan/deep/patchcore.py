@@ -355,7 +355,7 @@ class PatchCore(DeepFeatureDetector):
     def _set_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         bank = np.asarray(arrays["bank"])
         if bank.ndim != 2 or bank.dtype not in (np.float16, np.float32):
-            raise ValueError(
+            raise ParameterError(
                 f"memory bank must be a float16/float32 (K, d) array, got {bank.dtype} {bank.shape}"
             )
         self.bank_ = bank

@@ -34,6 +34,7 @@ import numpy as np
 
 from .._optional import require
 from .._validation import Check, Interval
+from ..errors import ParameterError
 from ..taguchi import (
     fit_gaussians,
     loo_mahalanobis,
@@ -220,4 +221,4 @@ class SOARTDeep(DeepFeatureDetector):
         self.whiten_ = np.asarray(arrays["whiten"], dtype=np.float64)
         P = self.mean_feat_.shape[0]
         if self.mean_.shape[0] != P or self.whiten_.shape[0] != P:
-            raise ValueError("SOARTDeep arrays have inconsistent shapes")
+            raise ParameterError("SOARTDeep arrays have inconsistent shapes")

@@ -354,7 +354,7 @@ class BaseDetector(ParamsMixin):
                     det.image_shape_ != det.pixel_mean_.shape
                     or det.image_shape_ != det.pixel_std_.shape
                 ):
-                    raise ValueError("pixel statistics do not match the image shape")
+                    raise ParameterError("pixel statistics do not match the image shape")
             det._set_state(arrays, mf.meta)
             det._set_blobs(mf.blobs)
             det.set_threshold(float(mf.meta["threshold"]))

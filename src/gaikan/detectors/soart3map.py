@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .._validation import Interval
+from ..errors import ParameterError
 from ..patches import extract, grid_shape
 from ..taguchi.mt import fit_gaussians, loo_mahalanobis, mahalanobis
 from ..taguchi.soart import EPS, soart3
@@ -97,4 +98,4 @@ class SOART3Map(GridDetector):
         self.mean_, self.whiten_ = arrays["mean"], arrays["whiten"]
         self._drop_caches()
         if self.mean_image_.shape != tuple(self.image_shape_):
-            raise ValueError("mean image shape does not match the image shape")
+            raise ParameterError("mean image shape does not match the image shape")

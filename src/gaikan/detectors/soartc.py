@@ -185,4 +185,4 @@ class SOARTC(GridDetector):
             or self.mean_.shape != (p, 3)
             or self.whiten_.shape != (p, 3, 3)
         ):
-            raise ValueError("array shapes do not match the image shape and kernel")
+            raise ParameterError("array shapes do not match the image shape and kernel")

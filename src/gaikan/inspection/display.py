@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ParameterError
+
 __all__ = [
     "COLOUR_STOPS",
     "SPAN",
@@ -160,7 +162,7 @@ def overlay_rgb(
     """
     img = np.asarray(image, dtype=np.float64)
     if img.shape != np.shape(display):
-        raise ValueError(f"image {img.shape} and map {np.shape(display)} differ in shape")
+        raise ParameterError(f"image {img.shape} and map {np.shape(display)} differ in shape")
     heat = colourise(display, threshold).astype(np.float64)
     grey = np.clip(img, 0, 255)[..., None]
     return np.clip((1 - alpha) * grey + alpha * heat, 0, 255).round().astype(np.uint8)

@@ -15,6 +15,8 @@ import sys
 import time
 from typing import Any
 
+from ..errors import ParameterError
+
 __all__ = ["JsonFormatter", "configure_logging", "event"]
 
 log = logging.getLogger("gaikan.service")
@@ -69,7 +71,7 @@ def configure_logging(level: str = "info") -> None:
     """
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
-        raise ValueError(f"unknown log level {level!r}")
+        raise ParameterError(f"unknown log level {level!r}")
     for name in _LOGGERS:
         logger = logging.getLogger(name)
         for h in [h for h in logger.handlers if isinstance(h, _StderrHandler)]:

@@ -29,6 +29,8 @@ from collections.abc import Callable
 import numpy as np
 from scipy import ndimage
 
+from ..errors import ParameterError
+
 __all__ = ["ANOMALY_KINDS", "plant"]
 
 Planter = Callable[[np.ndarray, np.random.Generator, float], tuple[np.ndarray, np.ndarray]]
@@ -204,7 +206,9 @@ def plant(
     try:
         planter = _PLANTERS[kind]
     except KeyError:
-        raise ValueError(f"unknown anomaly {kind!r}; choose from {', '.join(_PLANTERS)}") from None
+        raise ParameterError(
+            f"unknown anomaly {kind!r}; choose from {', '.join(_PLANTERS)}"
+        ) from None
     img = np.asarray(image, dtype=np.float64)
     for _ in range(5):
         out, mask = planter(img, rng, size)
@@ -212,4 +216,4 @@ def plant(
         mask &= np.abs(out - img) > 0.5
         if mask.any():
             return out, mask
-    raise ValueError(f"could not plant a visible {kind!r} in this image (is it saturated?)")
+    raise ParameterError(f"could not plant a visible {kind!r} in this image (is it saturated?)")

@@ -79,7 +79,7 @@ def build_sample_scenes(
         None for ``defect="good"``.
     """
     if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+        raise ParameterError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     part_state = sample_rng(seed, split, defect, index, "part").bit_generator.state
     d = None
     if defect != "good":
@@ -472,24 +472,24 @@ def make_dataset(
         ``out_dir``.
     """
     if format not in FORMATS:
-        raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
+        raise ParameterError(f"format must be one of {FORMATS}, got {format!r}")
     if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+        raise ParameterError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     defects = tuple(defects)
     for d in defects:
         parse_defect(d)
     views = tuple(views)
     if not views:
-        raise ValueError("no views given")
+        raise ParameterError("no views given")
     for v in views:
         make_camera(v)  # validates the name
     for name, n in (("n_good", n_good), ("n_test_good", n_test_good), ("n_defect", n_defect)):
         if int(n) < 0:
-            raise ValueError(f"{name} must be ≥ 0, got {n}")
+            raise ParameterError(f"{name} must be ≥ 0, got {n}")
     if severity:
         bad = set(severity) - set(DEFAULT_SEVERITY)
         if bad:
-            raise ValueError(f"severity given for unknown mode(s) {sorted(bad)}")
+            raise ParameterError(f"severity given for unknown mode(s) {sorted(bad)}")
     backend = None
     if renderer == "blender":
         if int(supersample) != 1:
@@ -533,7 +533,7 @@ def make_dataset(
                     records.extend(recs)
                     tick()
     elif renderer != "numpy":
-        raise ValueError(f"renderer must be 'numpy' or 'blender', got {renderer!r}")
+        raise ParameterError(f"renderer must be 'numpy' or 'blender', got {renderer!r}")
     else:
         jobs = [(str(out), split, defect, index, cfg) for split, defect, index in tasks]
         if workers <= 1 or len(jobs) <= 1:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._validation import as_hw
+from ..errors import ParameterError
 from .scene import Camera, Scene
 
 __all__ = ["Packed", "camera_rays", "cast", "pack", "render", "render_ids", "shade"]
@@ -51,7 +52,7 @@ def pack(scene: Scene) -> Packed:
     kind = np.array([0 if p.kind == "box" else 1 for p in prims], dtype=np.int8)
     bad = [p.kind for p in prims if p.kind not in ("box", "cylinder")]
     if bad:
-        raise ValueError(f"unsupported primitive kind(s) {bad}")
+        raise ParameterError(f"unsupported primitive kind(s) {bad}")
     center = np.array([p.center for p in prims], dtype=np.float64).reshape(-1, 3)
     R = np.array([p.rotation for p in prims], dtype=np.float64).reshape(-1, 3, 3)
     half = np.array([p.half for p in prims], dtype=np.float64).reshape(-1, 3)
@@ -80,7 +81,7 @@ def camera_rays(
     H, W = size
     s = int(supersample)
     if s < 1:
-        raise ValueError(f"supersample must be ≥ 1, got {supersample}")
+        raise ParameterError(f"supersample must be ≥ 1, got {supersample}")
     tan = np.tan(np.radians(camera.fov_y) / 2.0)
     jj = (np.arange(W * s) + 0.5) / (W * s)
     ii = (np.arange(H * s) + 0.5) / (H * s)

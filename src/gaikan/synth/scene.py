@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ParameterError
+
 __all__ = [
     "CAMERA_PRESETS",
     "DEFAULT_SEVERITY",
@@ -329,7 +331,7 @@ def pin_pattern(layout: str, pattern: str | Sequence[str] | None = None) -> list
     if layout == "cylinder":
         return ["c"] * (N_ROWS * N_COLS)
     if layout != "mixed":
-        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+        raise ParameterError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     pattern = pattern or "checker"
     cells = [(r, c) for r in range(N_ROWS) for c in range(N_COLS)]
     if pattern == "checker":
@@ -340,7 +342,7 @@ def pin_pattern(layout: str, pattern: str | Sequence[str] | None = None) -> list
         return ["c" if r % 2 else "s" for r, c in cells]
     chars = [ch for ch in str(pattern).lower() if ch not in " ,/|"]
     if len(chars) != N_ROWS * N_COLS or set(chars) - {"s", "c"}:
-        raise ValueError(
+        raise ParameterError(
             "mixed pattern must be 'checker', 'column', 'rows' or 27 characters of "
             f"'s'/'c' (row-major, 9 rows × 3 columns), got {pattern!r}"
         )
@@ -351,14 +353,14 @@ def parse_defect(spec: str) -> tuple[str, ...]:
     """``"pushed+tilt_x"`` → ``("pushed", "tilt_x")``; validates the modes."""
     modes = tuple(m.strip() for m in str(spec).split("+") if m.strip())
     if not modes:
-        raise ValueError("empty defect specification")
+        raise ParameterError("empty defect specification")
     bad = [m for m in modes if m not in DEFECT_MODES]
     if bad:
-        raise ValueError(
+        raise ParameterError(
             f"unknown defect mode(s) {bad}; choose from {DEFECT_MODES} (combine with '+')"
         )
     if len(set(modes)) != len(modes):
-        raise ValueError(f"defect mode repeated in {spec!r}")
+        raise ParameterError(f"defect mode repeated in {spec!r}")
     return modes
 
 
@@ -401,7 +403,7 @@ def sample_defect(
     else:
         row, col = int(pin[0]), int(pin[1])
         if not (0 <= row < N_ROWS and 0 <= col < N_COLS):
-            raise ValueError(f"pin {pin} outside the {N_ROWS}×{N_COLS} grid")
+            raise ParameterError(f"pin {pin} outside the {N_ROWS}×{N_COLS} grid")
     sev: dict[str, float] = {}
     direction = 0.0
     for m in modes:
@@ -440,7 +442,7 @@ def make_camera(
     vertical field of view frames the whole housing.
     """
     if view not in CAMERA_PRESETS:
-        raise ValueError(f"unknown view {view!r}; choose from {tuple(CAMERA_PRESETS)}")
+        raise ParameterError(f"unknown view {view!r}; choose from {tuple(CAMERA_PRESETS)}")
     dist, polar, azim, tz, fov = CAMERA_PRESETS[view]
     p, a = math.radians(polar), math.radians(azim)
     target = np.array([0.0, 0.0, tz])

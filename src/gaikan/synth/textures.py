@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from ..errors import ParameterError
 from .anomalies import plant
 
 __all__ = [
@@ -116,7 +117,7 @@ def _texture(spec: TextureSpec, rng: np.random.Generator) -> np.ndarray:
         dots = (rng.random((n, n)) < 0.02 / s).astype(np.float64)
         field = ndimage.gaussian_filter(dots, 1.2 * s) + 0.05 * fine
     else:
-        raise ValueError(f"unknown texture {spec.texture!r}; choose from {', '.join(TEXTURES)}")
+        raise ParameterError(f"unknown texture {spec.texture!r}; choose from {', '.join(TEXTURES)}")
     shade = 6.0 * (rr / n - 0.5) * rng.normal(0, 0.3)  # slow illumination change
     return np.clip(_normalise(field, 128.0, 22.0) + shade, 0, 255)
 
@@ -136,7 +137,9 @@ def render_texture(
     mask = np.zeros(img.shape, bool)
     if defect != "good":
         if defect not in TEXTURE_DEFECTS:
-            raise ValueError(f"unknown defect {defect!r}; choose from {', '.join(TEXTURE_DEFECTS)}")
+            raise ParameterError(
+                f"unknown defect {defect!r}; choose from {', '.join(TEXTURE_DEFECTS)}"
+            )
         img, mask = plant(img, defect, _rng(spec, seed, split, index, defect), spec.defect_size)
     return np.rint(img).astype(np.uint8), mask
 

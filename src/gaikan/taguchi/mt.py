@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import ParameterError
+
 __all__ = [
     "MTUnitSpace",
     "fit_gaussians",
@@ -59,10 +61,10 @@ def fit_gaussians(
     """
     f = np.asarray(features, dtype=np.float64)
     if f.ndim != 3:
-        raise ValueError(f"features must be (n, P, m), got {f.shape}")
+        raise ParameterError(f"features must be (n, P, m), got {f.shape}")
     n = f.shape[0]
     if n < 2:
-        raise ValueError("a unit space needs at least 2 samples for a covariance")
+        raise ParameterError("a unit space needs at least 2 samples for a covariance")
     mean = f.mean(axis=0)
     dev = f - mean
     cov = np.einsum("npi,npj->pij", dev, dev) / (n - 1)
@@ -115,7 +117,7 @@ def loo_mahalanobis(
     g = f if loo_features is None else np.asarray(loo_features, dtype=np.float64)
     n, p, m = f.shape
     if n < 3:
-        raise ValueError("leave-one-out needs at least 3 samples")
+        raise ParameterError("leave-one-out needs at least 3 samples")
     mean = f.mean(axis=0)
     dev = f - mean
     scatter = np.einsum("npi,npj->pij", dev, dev)
@@ -154,7 +156,7 @@ class MTUnitSpace:
         """Fit on unit-space samples X, shape (n, k)."""
         x = np.asarray(X, dtype=np.float64)
         if x.ndim != 2 or x.shape[0] < 2:
-            raise ValueError(f"X must be (n >= 2, k), got {x.shape}")
+            raise ParameterError(f"X must be (n >= 2, k), got {x.shape}")
         mean, whiten = fit_gaussians(x[:, None, :], self.reg_rel, self.reg_abs)
         self.mean_, self.whiten_ = mean[0], whiten[0]
         self.std_ = x.std(axis=0, ddof=1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import ParameterError
 from .mt import fit_gaussians, mahalanobis
 
 __all__ = ["RTUnitSpace", "rt_features"]
@@ -31,7 +32,7 @@ def rt_features(y: np.ndarray, m: np.ndarray) -> np.ndarray:
     m = np.asarray(m, dtype=np.float64)
     k = y.shape[-1]
     if k < 2:
-        raise ValueError("RT needs vectors of length >= 2")
+        raise ParameterError("RT needs vectors of length >= 2")
     r = np.einsum("...i,...i->...", m, m)
     # An all-zero mean (a black patch in every good image) leaves β
     # undefined; take r = 1 there, so β = 0 and V_e = S_T/(k − 1).
@@ -62,7 +63,7 @@ class RTUnitSpace:
         """Fit on unit-space samples X, shape (n, k)."""
         x = np.asarray(X, dtype=np.float64)
         if x.ndim != 2 or x.shape[0] < 3:
-            raise ValueError(f"X must be (n >= 3, k), got {x.shape}")
+            raise ParameterError(f"X must be (n >= 3, k), got {x.shape}")
         self.mean_ = x.mean(axis=0)
         y = rt_features(x, self.mean_)
         mean, whiten = fit_gaussians(y[:, None, :], self.reg_rel, self.reg_abs)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import ParameterError
+
 __all__ = [
     "BETA_FLOOR",
     "EPS",
@@ -45,9 +47,9 @@ def soart3(y: np.ndarray, x: np.ndarray, eps: float = EPS) -> np.ndarray:
     y = np.asarray(y, dtype=np.float64)
     x = np.asarray(x, dtype=np.float64)
     if y.shape[-1] != x.shape[-1]:
-        raise ValueError(f"y and x differ in length: {y.shape[-1]} vs {x.shape[-1]}")
+        raise ParameterError(f"y and x differ in length: {y.shape[-1]} vs {x.shape[-1]}")
     if y.shape[-1] == 0:
-        raise ValueError("soart3 needs non-empty vectors")
+        raise ParameterError("soart3 needs non-empty vectors")
     beta = (np.einsum("...i,...i->...", x, y) + eps) / (np.einsum("...i,...i->...", x, x) + eps)
     r = np.abs(y - beta[..., None] * x)
     log_eta = np.log(r.sum(axis=-1) + 1.0)
@@ -76,7 +78,7 @@ def soart3_map(
     x = np.asarray(images, dtype=np.float64)
     m = np.asarray(mean_image, dtype=np.float64)
     if x.ndim != 3 or x.shape[1:] != m.shape:
-        raise ValueError(f"images {x.shape} and mean image {m.shape} do not match")
+        raise ParameterError(f"images {x.shape} and mean image {m.shape} do not match")
     nh, nw = grid_shape(m.shape, kernel, stride)
     f = soart3(extract(x, kernel, stride), extract(m, kernel, stride)[None], eps)
     return f.reshape(x.shape[0], nh, nw, 3)
@@ -178,11 +180,11 @@ def soartc_features(
     """
     q = np.asarray(patches)
     if q.ndim != 3:
-        raise ValueError(f"patches must be (n, P, d), got {q.shape}")
+        raise ParameterError(f"patches must be (n, P, d), got {q.shape}")
     n, p, _ = q.shape
     sbar = np.ascontiguousarray(sbar, dtype=np.float64)
     if sbar.shape != (p, p):
-        raise ValueError(f"S̄ has shape {sbar.shape}, expected {(p, p)}")
+        raise ParameterError(f"S̄ has shape {sbar.shape}, expected {(p, p)}")
     qg: np.ndarray = np.ascontiguousarray(q, dtype=gram_dtype)
     q64 = q.astype(np.float64, copy=False)
     # Diagonal in float64 always: it divides every column.
@@ -191,7 +193,7 @@ def soartc_features(
     out = np.empty((n, p, 3))
     use_numba = backend == "numba" or (backend == "auto" and _kernels.available())
     if backend not in ("auto", "numba", "numpy"):
-        raise ValueError(f"unknown backend {backend!r}")
+        raise ParameterError(f"unknown backend {backend!r}")
     qt = np.ascontiguousarray(qg.transpose(0, 2, 1))
     # Process images in small groups and S in row blocks so the Gram block
     # and the matching rows of S̄ stay in cache.
