@@ -66,7 +66,9 @@ __all__ = [
     "ModelFile",
     "ModelFileMixin",
     "check_offline",
+    "pack_members",
     "read_model",
+    "unpack_members",
     "write_model",
 ]
 
@@ -599,3 +601,45 @@ class ModelFileMixin:
         if mf.kind != cls.kind:
             raise ModelFileError(f"{path}: holds a {mf.kind!r} model, not a {cls.kind!r}")
         return cls.from_modelfile(mf)
+
+
+def pack_members(
+    members: list[ModelFile],
+) -> tuple[list[dict[str, Any]], dict[str, np.ndarray], dict[str, bytes]]:
+    """Nest model files inside one: the one packer of wrappers and ensembles.
+
+    Member ``i``'s arrays and blobs are stored under the prefix ``m{i}.``;
+    its kind, params and meta go into a list the caller puts in its meta
+    (usually under ``"members"``).
+
+    Returns
+    -------
+    (infos, arrays, blobs)
+    """
+    infos: list[dict[str, Any]] = []
+    arrays: dict[str, np.ndarray] = {}
+    blobs: dict[str, bytes] = {}
+    for i, mf in enumerate(members):
+        infos.append({"kind": mf.kind, "params": mf.params, "meta": mf.meta})
+        arrays.update({f"m{i}.{k}": v for k, v in mf.arrays.items()})
+        blobs.update({f"m{i}.{k}": v for k, v in mf.blobs.items()})
+    return infos, arrays, blobs
+
+
+def unpack_members(
+    infos: list[dict[str, Any]], arrays: dict[str, np.ndarray], blobs: dict[str, bytes]
+) -> list[ModelFile]:
+    """The member model files :func:`pack_members` nested (arrays/blobs by prefix)."""
+    out = []
+    for i, info in enumerate(infos):
+        pre = f"m{i}."
+        out.append(
+            ModelFile(
+                kind=info["kind"],
+                params=info["params"],
+                meta=info["meta"],
+                arrays={k[len(pre) :]: v for k, v in arrays.items() if k.startswith(pre)},
+                blobs={k[len(pre) :]: v for k, v in blobs.items() if k.startswith(pre)},
+            )
+        )
+    return out

@@ -203,28 +203,18 @@ class VariantDetector(BaseDetector):
         return self.members_[0].grid_shape_
 
     def _get_state(self):
-        arrays: dict[str, np.ndarray] = {"train_labels": self.train_labels_}
-        members = []
-        for j, m in enumerate(self.members_):
-            mf = m.to_modelfile()
-            arrays.update({f"m{j}.{k}": v for k, v in mf.arrays.items()})
-            members.append({"kind": mf.kind, "params": mf.params, "meta": mf.meta})
+        from ..modelfile import pack_members
+
+        members, arrays, _ = pack_members([m.to_modelfile() for m in self.members_])
+        arrays["train_labels"] = self.train_labels_
         return arrays, {"members": members}
 
     def _set_state(self, arrays, meta):
-        from ..modelfile import ModelFile
+        from ..modelfile import unpack_members
 
         self.train_labels_ = arrays["train_labels"]
-        self.members_ = []
-        for j, info in enumerate(meta["members"]):
-            pre = f"m{j}."
-            sub = {k[len(pre) :]: v for k, v in arrays.items() if k.startswith(pre)}
-            cls = get_detector_class(info["kind"])
-            self.members_.append(
-                cls.from_modelfile(
-                    ModelFile(
-                        kind=info["kind"], params=info["params"], meta=info["meta"], arrays=sub
-                    )
-                )
-            )
+        self.members_ = [
+            get_detector_class(sub.kind).from_modelfile(sub)
+            for sub in unpack_members(meta["members"], arrays, {})
+        ]
         self.n_fitted_ = len(self.members_)

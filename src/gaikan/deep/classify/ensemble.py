@@ -225,15 +225,10 @@ class ClassifierEnsemble(ModelFileMixin, ParamsMixin):
     # -- model files -------------------------------------------------------------
     def to_modelfile(self):
         """All members in one :class:`gaikan.modelfile.ModelFile` (``save`` writes it)."""
-        from ...modelfile import ModelFile
+        from ...modelfile import ModelFile, pack_members
 
         self._check_fitted()
-        members, arrays, blobs = [], {}, {}
-        for i, m in enumerate(self.members_):
-            mf = m.to_modelfile()
-            members.append({"kind": mf.kind, "params": mf.params, "meta": mf.meta})
-            arrays.update({f"m{i}.{k}": v for k, v in mf.arrays.items()})
-            blobs.update({f"m{i}.{k}": v for k, v in mf.blobs.items()})
+        members, arrays, blobs = pack_members([m.to_modelfile() for m in self.members_])
         valid = self.valid_idx_
         meta = {"members": members, "n_train": self.n_train_, "n_valid": self.n_valid_}
         if valid is not None:
@@ -254,7 +249,7 @@ class ClassifierEnsemble(ModelFileMixin, ParamsMixin):
     def from_modelfile(cls, mf) -> ClassifierEnsemble:
         """Rebuild a fitted ensemble from a :class:`ModelFile`."""
         from ...detectors.registry import get_detector_class
-        from ...modelfile import ModelFile
+        from ...modelfile import unpack_members
 
         if mf.kind != cls.kind:
             raise ModelFileError(f"model file holds a {mf.kind!r}, not a {cls.kind!r}")
@@ -263,17 +258,10 @@ class ClassifierEnsemble(ModelFileMixin, ParamsMixin):
             member_cls = get_detector_class(spec["kind"])
             if not (isinstance(member_cls, type) and issubclass(member_cls, Classifier)):
                 raise ModelFileError(f"ensemble member kind {spec['kind']!r} is not a classifier")
-            members = []
-            for i, info in enumerate(mf.meta["members"]):
-                pre = f"m{i}."
-                sub = ModelFile(
-                    kind=info["kind"],
-                    params=info["params"],
-                    meta=info["meta"],
-                    arrays={k[len(pre) :]: v for k, v in mf.arrays.items() if k.startswith(pre)},
-                    blobs={k[len(pre) :]: v for k, v in mf.blobs.items() if k.startswith(pre)},
-                )
-                members.append(member_cls.from_modelfile(sub))
+            members = [
+                member_cls.from_modelfile(sub)
+                for sub in unpack_members(mf.meta["members"], mf.arrays, mf.blobs)
+            ]
             if len(members) != int(mf.params["n_members"]) or not members:
                 raise ModelFileError(
                     f"ensemble file holds {len(members)} members, expected {mf.params['n_members']}"
