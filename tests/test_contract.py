@@ -41,6 +41,12 @@ SMALL: dict[str, dict] = {
     "soart3map": {"kernel": 8, "stride": 4},
     "rt": {"kernel": 8, "stride": 4},
     "variants": {"detector_params": {"kernel": 8, "stride": 4}},
+    "tiled": {
+        "detector": "rt",
+        "detector_params": {"kernel": 8, "stride": 4},
+        "tile": 24,
+        "overlap": 8,
+    },
     "padim": {**_DEEP_SMALL, "n_features": 24},
     "patchcore": {**_DEEP_SMALL, "coreset_ratio": 0.25},
     "soart-deep": {**_DEEP_SMALL, "n_features": 24},
@@ -51,6 +57,7 @@ CHANGED: dict[str, tuple[dict, object]] = {
     "soart3map": ({"kernel": 6, "stride": 6}, lambda d: d.grid_shape_ == (8, 8)),
     "rt": ({"kernel": 6, "stride": 6}, lambda d: d.grid_shape_ == (8, 8)),
     "variants": ({"detector": "rt"}, lambda d: type(d.members_[0]) is gaikan.RTDetector),
+    "tiled": ({"tile": 16, "overlap": 0}, lambda d: len(d.starts_) == 9),
 }
 #: Per kind: parameters that ``fit`` must refuse with a ParameterError.
 INVALID: dict[str, list[dict]] = {
@@ -66,6 +73,14 @@ INVALID: dict[str, list[dict]] = {
     "soart3map": [{"kernel": 0}, {"stride": -1}, {"eps": float("nan")}],
     "rt": [{"kernel": 0}, {"stride": "5"}],
     "variants": [{"detector": "nope"}, {"detector": "classifier"}, {"n_variants": 0}],
+    "tiled": [
+        {"tile": 4},
+        {"overlap": -1},
+        {"overlap": 24},
+        {"detector": "classifier"},
+        {"detector": "nope"},
+        {"tile_batch": 0},
+    ],
     "padim": [
         {"n_features": 0},
         {"runtime": "tpu"},

@@ -132,6 +132,19 @@ def _outliers(det: Any, paths: list[Path]) -> list[int]:
     help="Refit without good images whose leave-one-out score stands far above the rest.",
 )
 @click.option(
+    "--tile",
+    type=click.IntRange(min=8),
+    default=None,
+    help="Inspect large frames tile by tile: tile side in pixels (frames kept at full size).",
+)
+@click.option(
+    "--overlap",
+    type=click.IntRange(min=0),
+    default=32,
+    show_default=True,
+    help="With --tile: pixels shared by neighbouring tiles.",
+)
+@click.option(
     "--budget",
     default="120s",
     show_default=True,
@@ -151,6 +164,8 @@ def fit(
     params,
     max_pixels,
     drop_outliers,
+    tile,
+    overlap,
     budget,
     seed,
     strict,
@@ -174,6 +189,11 @@ def fit(
         extra["threshold_quantile"] = threshold_quantile
     det = build_detector(detector, kernel, stride, extra)
     hw = parse_size(size) or default_size(detector)
+    if tile is not None:  # frames at full size (or --size), the detector on tiles
+        from ..detectors.tiled import TiledDetector
+
+        det = TiledDetector(detector, det.get_params(), tile=tile, overlap=overlap)
+        hw = parse_size(size)
     inputs = tuple(str(Path(g) / "train" / "good") if is_mvtec(g) else g for g in good)
     files = collect(inputs)
     kw = {} if max_pixels is None else {"max_pixels": max_pixels}
@@ -186,7 +206,8 @@ def fit(
     n = batch.images.shape[0]
     if n == 0:
         fail("none of the images could be read", Exit.INPUT)
-    click.echo(f"fitting {detector} on {n} good images of {hw[0]}x{hw[1]} …", err=True)
+    h, w = batch.images.shape[1:]
+    click.echo(f"fitting {det.kind or detector} on {n} good images of {h}x{w} …", err=True)
     t0 = time.perf_counter()
     _fit_or_exit(det, batch.images)
     paths = list(batch.paths)

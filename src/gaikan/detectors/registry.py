@@ -74,14 +74,19 @@ KINDS: dict[str, ModelKind] = {
         ModelKind("soart3map", "gaikan.detectors.soart3map:SOART3Map", "detector", "core", 100),
         ModelKind("rt", "gaikan.detectors.rt:RTDetector", "detector", "core", 100),
         ModelKind("variants", "gaikan.detectors.variants:VariantDetector", "detector", "core", 100),
+        ModelKind("tiled", "gaikan.detectors.tiled:TiledDetector", "detector", "core", 100),
         ModelKind("padim", "gaikan.deep.padim:PaDiM", "detector", "deep", 256),
         ModelKind("patchcore", "gaikan.deep.patchcore:PatchCore", "detector", "deep", 256),
         ModelKind("soart-deep", "gaikan.deep.soart_deep:SOARTDeep", "detector", "deep", 256),
-        ModelKind("classifier", "gaikan.deep.classifier:Classifier", "classifier", "deep", 128),
-        ModelKind("vit-classifier", "gaikan.deep.vit:ViTClassifier", "classifier", "deep", 128),
+        ModelKind(
+            "classifier", "gaikan.deep.classify.classifier:Classifier", "classifier", "deep", 128
+        ),
+        ModelKind(
+            "vit-classifier", "gaikan.deep.classify.vit:ViTClassifier", "classifier", "deep", 128
+        ),
         ModelKind(
             "classifier-ensemble",
-            "gaikan.deep.ensemble:ClassifierEnsemble",
+            "gaikan.deep.classify.ensemble:ClassifierEnsemble",
             "classifier",
             "deep",
             128,

@@ -18,7 +18,10 @@ from .display import overlay_png
 from .judge import Inspector
 from .result import CSV_COLUMNS, Inspection
 
-__all__ = ["ResultsCSV", "folder_labeller", "inspect_files", "overlay_name"]
+__all__ = ["MAX_BATCH_PIXELS", "ResultsCSV", "folder_labeller", "inspect_files", "overlay_name"]
+
+#: Most image pixels loaded at once: bounds memory for line-camera frames.
+MAX_BATCH_PIXELS = 32_000_000
 
 
 def folder_labeller(files: Sequence[Path]) -> Callable[[Path], str | None]:
@@ -77,6 +80,9 @@ def inspect_files(
     from ..io import load_images
 
     label_of = label_of or (lambda p: None)
+    # large frames (tiled models): at most MAX_BATCH_PIXELS decoded pixels at once
+    h, w = inspector.image_shape
+    batch_size = max(1, min(batch_size, MAX_BATCH_PIXELS // max(1, h * w)))
     kw: dict[str, Any] = {} if max_pixels is None else {"max_pixels": max_pixels}
     if overlay_dir is not None:
         overlay_dir.mkdir(parents=True, exist_ok=True)
