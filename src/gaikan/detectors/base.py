@@ -311,8 +311,9 @@ class BaseDetector(ParamsMixin):
         arrays, meta = self._get_state()
         arrays = dict(arrays)
         arrays["train_scores"] = self.train_scores_
-        arrays["pixel_mean"] = self.pixel_mean_
-        arrays["pixel_std"] = self.pixel_std_
+        if hasattr(self, "pixel_mean_"):  # absent in models loaded from older files
+            arrays["pixel_mean"] = self.pixel_mean_
+            arrays["pixel_std"] = self.pixel_std_
         return ModelFile(
             kind=self.kind,
             params=self.get_params(),
