@@ -85,6 +85,8 @@ _GiB = 1 << 30
 #:   0.8 GB; SOART3Map and RT hold far less (per-patch means and 2×2 / 3×3
 #:   whitening matrices);
 #: - ``variants``: one pixel detector per product variant;
+#: - ``tiled``: one pixel detector per tile position of a line-camera frame
+#:   (a 12 MP frame with RT at k = 10, s = 5 holds about 0.8 GB);
 #: - deep detectors: PaDiM's per-position covariances (e.g. 4096 positions ×
 #:   144² float32 = 340 MB at 256 px, four times that at 512 px), PatchCore's
 #:   memory bank;
@@ -97,6 +99,7 @@ MAX_TOTAL_BYTES: dict[str, int] = {
     "soart3map": 1 * _GiB,
     "rt": 1 * _GiB,
     "variants": 2 * _GiB,
+    "tiled": 4 * _GiB,
     "padim": 2 * _GiB,
     "patchcore": 2 * _GiB,
     "soart-deep": 2 * _GiB,
