@@ -12,9 +12,6 @@ import csv
 import io
 import os
 import shutil
-import socket
-import threading
-import time
 
 import numpy as np
 import pytest
@@ -39,6 +36,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 import gaikan
 from gaikan.service import create_app
+from test_service import LiveServer
 
 SIZE = 64
 TOKEN = "line-7"
@@ -57,30 +55,6 @@ def part(seed: int, defect: str | None = None) -> np.ndarray:
     elif defect == "spot":
         img[44:50, 44:50] = 250
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
-
-
-class LiveServer:
-    def __init__(self, app) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-        self.thread = threading.Thread(
-            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
-        )
-
-    def __enter__(self):
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            assert self.thread.is_alive() and time.monotonic() < deadline
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(10)
-        self.sock.close()
 
 
 def chromium_driver(tmp_path):
