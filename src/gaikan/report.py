@@ -290,7 +290,8 @@ def write_report(
             body.append(f'<img alt="ROC curve" src="data:image/png;base64,{roc[0]}">')
     body.append(
         "<h2>How to read the overlays</h2><p>Each overlay is the model's map of where the "
-        "part looks wrong, scaled so that its hottest point equals the image score. Blue to "
+        "part looks wrong, stretched so that the part's median level is 0 and its hottest "
+        "point equals the image score. Blue to "
         "teal: below the threshold. Yellow, orange, red: above it (red = 10 × the "
         "threshold or more). <b>A part is flagged if and only if its overlay shows yellow, "
         "orange or red.</b></p>" + colour_bar_svg(threshold)

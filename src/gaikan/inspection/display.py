@@ -6,10 +6,12 @@ here, from the same two rules.
 
 Calibration
     The *display map* of an image is its model's localisation map (the
-    detector's anomaly map, or a classifier's explanation), clipped at 0
-    and multiplied by one positive factor so that **its maximum equals the
-    image score**.  The factor does not move the hottest point; it puts the
-    map on the score's scale, so the map can be read against the threshold.
+    detector's anomaly map, or a classifier's explanation) stretched
+    linearly so that the image's median level shows as 0 and **its maximum
+    equals the image score**.  The stretch is monotone, so it does not move
+    the hottest point; it puts the map on the score's scale, so the map can
+    be read against the threshold, and it keeps the part's ordinary areas
+    cool even when a strong defect scores a hundred times the threshold.
 
 Colour scale
     A value ``d`` of the display map is coloured by ``u = d / threshold``:
@@ -81,7 +83,7 @@ _LUT = _lut()
 
 
 def calibrate(amap: np.ndarray, score: float) -> np.ndarray:
-    """Display map: ``amap`` clipped at 0 and scaled so that its max is ``score``.
+    """Display map: ``score · clip((amap − median) / (max − median), 0, 1)``.
 
     Parameters
     ----------
@@ -93,16 +95,19 @@ def calibrate(amap: np.ndarray, score: float) -> np.ndarray:
     Returns
     -------
     ndarray, shape (H, W), float64
-        Its maximum is ``score``.  A map that is zero everywhere (nothing
-        stands out) becomes ``score`` everywhere: the whole part carries it.
+        In [0, score]; its maximum is ``score``, at the map's hottest pixel.
+        A map with no pixel above its median (nothing stands out) becomes
+        ``score`` everywhere: the whole part carries it.
     """
-    m = np.maximum(np.nan_to_num(np.asarray(amap, dtype=np.float64), nan=0.0), 0.0)
-    top = float(m.max()) if m.size else 0.0
+    m = np.nan_to_num(np.asarray(amap, dtype=np.float64), nan=0.0)
     score = max(float(score), 0.0)
-    if top <= 0.0 or not math.isfinite(top):
+    if m.size == 0:
+        return m
+    top, level = float(m.max()), float(np.median(m))
+    if not (math.isfinite(top) and top > level):
         return np.full(m.shape, score)
-    out = np.minimum(m * (score / top), score)  # no value above it by rounding
-    out.flat[int(np.argmax(m))] = score  # and the peak exactly it
+    out = np.clip((m - level) * (score / (top - level)), 0.0, score)
+    out.flat[int(np.argmax(m))] = score  # the peak exactly the score, whatever the rounding
     return out
 
 
@@ -209,7 +214,7 @@ def colour_bar_svg(threshold: float, width: int = 360, lang: str = "en") -> str:
     str
         A standalone ``<svg>`` element (no external resources).
     """
-    h, pad = 14, 8
+    h, pad = 14, 24  # room for the end labels
     words = {"en": ("threshold", "OK", "NG"), "ja": ("しきい値", "良品", "不良")}[
         "ja" if lang == "ja" else "en"
     ]
