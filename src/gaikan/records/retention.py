@@ -44,7 +44,7 @@ class Retention:
         The oldest images are removed while the images take more than this.
     """
 
-    keep: Keep = "ng"
+    keep: Keep | str = "ng"
     max_age_days: float | None = None
     max_bytes: int | None = None
 

@@ -313,6 +313,14 @@ class RecordStore:
         with self._session() as s:
             return [Record.from_row(r) for r in s.scalars(stmt)]
 
+    def outbox_size(self) -> int:
+        """How many records are not yet published."""
+        from sqlalchemy import func, select
+
+        t = InspectionRow
+        with self._session() as s:
+            return int(s.scalar(select(func.count(t.id)).where(t.published.is_(False))) or 0)
+
     def mark_published(self, ids: Iterable[int]) -> None:
         """The broker acknowledged these records' messages."""
         self._update(list(ids), published=True)
