@@ -162,6 +162,9 @@ class Watcher:
         Largest image decoded (default: :data:`gaikan.io.DEFAULT_MAX_PIXELS`).
     on_record : callable, optional
         Called with each new record's id once its file is moved (MQTT).
+    batch_size : int
+        Most files inspected, recorded and moved together (one model call,
+        one commit, one folder sync per batch).
 
     Attributes
     ----------
@@ -183,6 +186,7 @@ class Watcher:
         poll_s: float = 0.2,
         max_pixels: int | None = None,
         on_record: Callable[[int], None] | None = None,
+        batch_size: int = 16,
     ) -> None:
         from .errors import ParameterError
         from .io import DEFAULT_MAX_PIXELS
@@ -193,7 +197,7 @@ class Watcher:
         self.inspector, self.store = inspector, store
         self.model_id, self.model_version, self.station = model_id, model_version, station
         self.poll_s, self.max_pixels = poll_s, max_pixels or DEFAULT_MAX_PIXELS
-        self.on_record = on_record
+        self.on_record, self.batch_size = on_record, max(1, batch_size)
         self.settler = Settler(settle_s)
         self.counts: dict[str, int] = {"ok": 0, "defect": 0, "error": 0, "resumed": 0}
         for sub in FOLDERS.values():
@@ -229,12 +233,15 @@ class Watcher:
         """One look at the folder: handle every complete file; return how many."""
         settled = self.settler.observe(self.candidates())
         busy = open_for_writing({str(f) for f in settled})
-        done = 0
+        ready = []
         for f in settled:
             if str(f) in busy:
                 self.settler.forget(f)
-                continue
-            done += self.process(f)
+            else:
+                ready.append(f)
+        done = 0
+        for i in range(0, len(ready), self.batch_size):
+            done += self.process(ready[i : i + self.batch_size])
         return done
 
     def run(
@@ -267,36 +274,65 @@ class Watcher:
             stop.wait(self.poll_s)
         return dict(self.counts)
 
-    # -- one file ------------------------------------------------------------
-    def process(self, path: Path) -> bool:
-        """Inspect, record and move one settled file; False when it must wait."""
+    # -- a batch of files --------------------------------------------------------
+    def process(self, paths: list[Path]) -> int:
+        """Inspect, record and move settled files; return how many were handled.
+
+        Files that changed or cannot be read yet are left for a later round.
+        The batch's records are committed in one transaction before any
+        file is moved; the moves are then synced and marked in one more.
+        """
         from .records.blobs import sha256
 
+        fresh: list[tuple[Path, bytes, str]] = []
+        moves: list[tuple[int, Path, Path]] = []
+        for path in paths:
+            data = self._read(path)
+            if data is None:
+                continue
+            digest = sha256(data)
+            rec = self.store.pending_move(str(path), digest)
+            if rec is not None:  # recorded before a crash, not moved: just move it
+                moves.append((rec.id, path, Path(rec.dest)))
+                self.counts["resumed"] += 1
+            else:
+                fresh.append((path, data, digest))
+        judged = self._inspect([(p, d) for p, d, _ in fresh])
+        entries = []
+        for (path, data, digest), (ins, overlay, latency) in zip(fresh, judged):
+            dest = self._dest(path, ins.verdict, digest)
+            entries.append((ins, self._add_kwargs(path, data, overlay, latency, dest)))
+        ids = self.store.add_many(entries)
+        moves += [(rid, kw["source"], kw["dest"]) for rid, (_, kw) in zip(ids, entries)]
+        self._move(moves)
+        for rid, (ins, kw) in zip(ids, entries):
+            self.counts[ins.verdict] += 1
+            log.info("%s %s → %s", ins.verdict, kw["source"].name, kw["dest"].parent.name)
+            if self.on_record is not None:
+                self.on_record(rid)
+        return len(moves)
+
+    def _read(self, path: Path) -> bytes | None:
+        """The file's bytes if it is still exactly as settled, else None (try later)."""
         try:
             with open(path, "rb") as fh:
                 data = fh.read()
-                st = os.fstat(fh.fileno())
-        except FileNotFoundError:
+                size = os.fstat(fh.fileno()).st_size
+        except OSError as exc:  # gone, or unreadable for now (permissions, a lock)
+            if not isinstance(exc, FileNotFoundError):
+                log.warning("%s: cannot read it yet (%s)", path, exc)
             self.settler.forget(path)
-            return False
-        except OSError as exc:  # unreadable for now (permissions, a lock): try again later
-            log.warning("%s: cannot read it yet (%s)", path, exc)
-            self.settler.forget(path)
-            return False
-        if len(data) != self.settler.size(path) or st.st_size != len(data):
+            return None
+        if len(data) != self.settler.size(path) or size != len(data):
             self.settler.forget(path)  # it changed while being read: not complete
-            return False
-        digest = sha256(data)
-        rec = self.store.pending_move(str(path), digest)
-        if rec is not None:
-            self._move(rec.id, path, Path(rec.dest))
-            self.counts["resumed"] += 1
-            return True
-        ins, overlay, latency = self._inspect(path, data)
-        dest = self._dest(path, ins.verdict, digest)
-        rid = self.store.add(
-            ins,
-            source=str(path),
+            return None
+        return data
+
+    def _add_kwargs(
+        self, path: Path, data: bytes, overlay: bytes | None, latency: float, dest: Path
+    ) -> dict[str, Any]:
+        return dict(
+            source=path,
             station=self.station,
             client="watch",
             image_bytes=data,
@@ -304,35 +340,54 @@ class Watcher:
             model_id=self.model_id,
             model_version=self.model_version,
             latency_ms=latency,
-            dest=str(dest),
+            dest=dest,
         )
-        self._move(rid, path, dest)
-        self.counts[ins.verdict] += 1
-        log.info("%s %s → %s", ins.verdict, path.name, dest.relative_to(self.in_dir))
-        if self.on_record is not None:
-            self.on_record(rid)
-        return True
 
-    def _inspect(self, path: Path, data: bytes) -> tuple[Any, bytes | None, float]:
+    def _inspect(self, files: list[tuple[Path, bytes]]) -> list[tuple[Any, bytes | None, float]]:
+        """One verdict (and overlay when kept) per file; one model call for the batch.
+
+        ``latency`` is the time from the start of decoding to the batch's verdicts.
+        """
         from .errors import GaikanError
-        from .inspection import Inspection, overlay_png
+        from .inspection import Inspection
         from .io import decode_image
 
         t0 = time.perf_counter()
-        overlay = None
+        out: list[Any] = [None] * len(files)
+        images, where = [], []
+        for i, (path, data) in enumerate(files):
+            try:
+                shape = self.inspector.image_shape
+                images.append(decode_image(data, path.name, shape, max_pixels=self.max_pixels))
+                where.append(i)
+            except GaikanError as exc:
+                out[i] = (Inspection.failed(path.name, str(exc)), None)
+        if images:
+            names = [files[i][0].name for i in where]
+            for i, res in zip(where, self._judge(images, names)):
+                out[i] = res
+        ms = (time.perf_counter() - t0) * 1000.0
+        return [(ins, overlay, ms) for ins, overlay in out]
+
+    def _judge(self, images: list[Any], names: list[str]) -> list[tuple[Any, bytes | None]]:
+        import numpy as np
+
+        from .inspection import Inspection, overlay_png
+
         try:
-            img = decode_image(
-                data, path.name, self.inspector.image_shape, max_pixels=self.max_pixels
-            )
-            ins = self.inspector.judge(img[None], [path.name])[0]
+            results = self.inspector.judge(np.stack(images), names)
+        except Exception as exc:  # one file must never stop the line: logged and recorded
+            if len(images) > 1:  # find the culprit: judge one at a time
+                return [r for img, n in zip(images, names) for r in self._judge([img], [n])]
+            log.exception("%s: inspection failed", names[0])
+            return [(Inspection.failed(names[0], f"{names[0]}: inspection failed ({exc!r})"), None)]
+        out = []
+        for img, ins in zip(images, results):
+            overlay = None
             if ins.display is not None and self.store.retention.keeps(ins.verdict):
                 overlay = overlay_png(img, ins.display, self.inspector.threshold)
-        except GaikanError as exc:
-            ins = Inspection.failed(path.name, str(exc))
-        except Exception as exc:  # one file must never stop the line: logged and recorded
-            log.exception("%s: inspection failed", path)
-            ins = Inspection.failed(path.name, f"{path.name}: inspection failed ({exc!r})")
-        return ins, overlay, (time.perf_counter() - t0) * 1000.0
+            out.append((ins, overlay))
+        return out
 
     def _dest(self, path: Path, verdict: str, digest: str) -> Path:
         folder = self.in_dir / FOLDERS[verdict]
@@ -345,12 +400,14 @@ class Watcher:
                 n += 1
         return dest
 
-    def _move(self, rid: int, src: Path, dest: Path) -> None:
-        os.replace(src, dest)
-        _fsync_dir(dest.parent)
-        _fsync_dir(src.parent)
-        self.store.mark_moved(rid)
-        self.settler.forget(src)
+    def _move(self, moves: list[tuple[int, Path, Path]]) -> None:
+        """Move the files, sync the folders, then mark the records moved."""
+        for _, src, dest in moves:
+            os.replace(src, dest)
+            self.settler.forget(src)
+        for folder in {dest.parent for _, _, dest in moves} | {self.in_dir}:
+            _fsync_dir(folder)
+        self.store.mark_moved([rid for rid, _, _ in moves])
 
 
 def _fsync_dir(folder: Path) -> None:

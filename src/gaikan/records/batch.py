@@ -47,24 +47,20 @@ def record_results(
     Returns
     -------
     list of int
-        The new records' ids, in order.
+        The new records' ids, in order (committed in one transaction).
     """
-    ids = []
+    entries = []
     for r in results:
-        data = _read(Path(r.file))
         overlay = None
         if overlay_root is not None and r.overlay:
             overlay = _read(Path(overlay_root) / r.overlay)
-        ids.append(
-            store.add(
+        meta = dict(station=station, client=client, model_id=model_id, model_version=model_version)
+        entries.append(
+            (
                 r,
-                source=str(r.file),
-                station=station,
-                client=client,
-                image_bytes=data,
-                overlay_png=overlay,
-                model_id=model_id,
-                model_version=model_version,
+                dict(
+                    source=str(r.file), image_bytes=_read(Path(r.file)), overlay_png=overlay, **meta
+                ),
             )
         )
-    return ids
+    return store.add_many(entries)

@@ -29,6 +29,8 @@ __all__ = ["RecordNotFound", "RecordStore", "blob_dir_for"]
 
 #: Retention runs at most this often (seconds) as records are added.
 PRUNE_EVERY_S = 60.0
+#: What :meth:`RecordStore.add` copies onto the row as given.
+_META = ("station", "client", "model_id", "model_version", "latency_ms")
 
 
 class RecordNotFound(RecordsError, LookupError):
@@ -139,24 +141,59 @@ class RecordStore:
         digest : str, optional
             The image's SHA-256 when ``image_bytes`` is not given.
         """
+        kw = dict(
+            source=source,
+            station=station,
+            client=client,
+            image_bytes=image_bytes,
+            overlay_png=overlay_png,
+            model_id=model_id,
+            model_version=model_version,
+            latency_ms=latency_ms,
+            dest=dest,
+            digest=digest,
+        )
+        return self.add_many([(inspection, kw)])[0]
+
+    def add_many(self, entries: Iterable[tuple[Any, dict[str, Any]]]) -> list[int]:
+        """Record several inspections in one transaction; return their ids, in order.
+
+        Each entry is ``(inspection, keyword arguments of add)``; paths are
+        taken as text.  Nothing is recorded if the commit fails.
+        """
+        rows = [self._row(ins, **kw) for ins, kw in entries]
+        if not rows:
+            return []
+        with self._session() as s:
+            s.add_all(rows)
+            s.commit()
+            ids = [int(r.id) for r in rows]
+        self._maybe_prune()
+        return ids
+
+    def _row(
+        self,
+        ins: Any,
+        *,
+        source: Any = None,
+        image_bytes: bytes | None = None,
+        overlay_png: bytes | None = None,
+        digest: str | None = None,
+        dest: Any = None,
+        **meta: Any,
+    ) -> InspectionRow:
         if image_bytes is not None:
             digest = sha256(image_bytes)
-        image_key = overlay_key = None
-        if self.retention.keeps(inspection.verdict):
-            if image_bytes:
-                image_key = self.blobs.put(image_bytes)
-            if overlay_png:
-                overlay_key = self.blobs.put(overlay_png)
-        row = _row(inspection, source, digest)
-        row.station, row.client, row.dest = station, client, dest
-        row.model_id, row.model_version, row.latency_ms = model_id, model_version, latency_ms
-        row.image_key, row.overlay_key = image_key, overlay_key
-        with self._session() as s:
-            s.add(row)
-            s.commit()
-            rid = int(row.id)
-        self._maybe_prune()
-        return rid
+        row = _row(ins, None if source is None else str(source), digest)
+        if self.retention.keeps(ins.verdict):
+            row.image_key = self.blobs.put(image_bytes) if image_bytes else None
+            row.overlay_key = self.blobs.put(overlay_png) if overlay_png else None
+        row.dest = None if dest is None else str(dest)
+        for key, value in meta.items():
+            if key not in _META:
+                raise TypeError(f"add() got an unexpected keyword argument {key!r}")
+            setattr(row, key, value)
+        return row
 
     # -- reading -----------------------------------------------------------
     def get(self, record_id: int) -> Record:
@@ -300,9 +337,10 @@ class RecordStore:
         with self._session() as s:
             return [Record.from_row(r) for r in s.scalars(stmt)]
 
-    def mark_moved(self, record_id: int) -> None:
-        """The watcher moved the record's file to its ``dest``."""
-        self._update([record_id], moved_at=datetime.now(UTC))
+    def mark_moved(self, record_ids: int | Iterable[int]) -> None:
+        """The watcher moved these records' files to their ``dest``."""
+        ids = [record_ids] if isinstance(record_ids, int) else list(record_ids)
+        self._update(ids, moved_at=datetime.now(UTC))
 
     def unpublished(self, limit: int = 100) -> list[Record]:
         """The oldest records not yet published (the MQTT outbox)."""
