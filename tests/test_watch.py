@@ -25,8 +25,24 @@ from gaikan.cli import cli
 from gaikan.inspection import Inspection, Inspector
 from gaikan.records import RecordStore
 from gaikan.watch import Settler, Watcher, open_for_writing
+from test_records import pg_database
 
 SRC = Path(gaikan.__file__).resolve().parents[1]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request, tmp_path, monkeypatch):
+    """The database URL: a SQLite file, or a fresh database on the test PostgreSQL server.
+
+    Kept images go to tmp_path/blobs either way (next to the SQLite file, or
+    the data directory for PostgreSQL).
+    """
+    monkeypatch.setenv("GAIKAN_HOME", str(tmp_path))
+    if request.param == "sqlite":
+        yield str(tmp_path / "r.db")
+        return
+    with pg_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -93,20 +109,19 @@ def assert_exactly_once(folder, db, expected):
     return recs
 
 
-def test_watch_once_sorts_records_and_keeps_ng_images(model, tmp_path):
+def test_watch_once_sorts_records_and_keeps_ng_images(model, tmp_path, db):
     inbox = tmp_path / "in"
     inbox.mkdir()
     expected = drop(inbox, 9, junk=["broken.png", "notes.txt"])
     (inbox / ".hidden.png").write_bytes(b"x")
     (inbox / "busy.png.part").write_bytes(b"x")
-    db = tmp_path / "r.db"
-    args = ["watch", str(inbox), "--model", str(model), "--once", "--db", str(db)]
+    args = ["watch", str(inbox), "--model", str(model), "--once", "--db", db]
     res = CliRunner().invoke(cli, [*args, "--settle", "0.1", "--station", "line1"])
     assert res.exit_code == 0, res.output
     assert "6 ok, 3 defect, 2 error" in res.output
     recs = assert_exactly_once(inbox, db, expected)
     assert (inbox / ".hidden.png").exists() and (inbox / "busy.png.part").exists()
-    with RecordStore(db) as s:
+    with RecordStore(db, blob_dir=tmp_path / "blobs") as s:
         assert {(r.station, r.client, r.model_id, r.model_version) for r in recs} == {
             ("line1", "watch", "cells", 1)
         }
@@ -213,11 +228,11 @@ def test_half_written_files_are_never_read(model, tmp_path):
     store.close()
 
 
-def test_restart_moves_recorded_files_without_inspecting_them_again(model, tmp_path):
+def test_restart_moves_recorded_files_without_inspecting_them_again(model, tmp_path, db):
     inbox = tmp_path / "in"
     inbox.mkdir()
     expected = drop(inbox, 3)
-    store = RecordStore(tmp_path / "r.db")
+    store = RecordStore(db)
     a, b, _c = sorted(expected)
     # crashed after the commit, before the move: a recorded, still in the inbox
     store.add(
@@ -239,7 +254,7 @@ def test_restart_moves_recorded_files_without_inspecting_them_again(model, tmp_p
     counts = w.run(once=True)
     assert counts["resumed"] == 1 and counts["ok"] + counts["defect"] == 1  # only c inspected
     store.close()
-    assert_exactly_once(inbox, tmp_path / "r.db", expected)
+    assert_exactly_once(inbox, db, expected)
 
 
 def _watch_process(inbox, model, db, *extra):
