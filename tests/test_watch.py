@@ -304,3 +304,44 @@ def test_sigterm_stops_after_the_current_file(model, tmp_path):
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0 and b"ok" in out
     assert_exactly_once(inbox, db, expected)
+
+
+def test_a_database_outage_is_waited_out_and_nothing_moves_meanwhile(model, tmp_path):
+    from sqlalchemy.exc import OperationalError
+
+    from gaikan.records import RecordsError
+
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    expected = drop(inbox, 4)
+    store = RecordStore(tmp_path / "r.db")
+    real, failures, successes = store.add_many, [], []
+
+    def flaky(entries):
+        if len(failures) < 2:
+            failures.append(time.monotonic())
+            assert not list((inbox / "ok").iterdir()), "a file moved before it was recorded"
+            raise OperationalError("INSERT", {}, Exception("server closed the connection"))
+        successes.append(time.monotonic())
+        return real(entries)
+
+    store.add_many = flaky
+    w = Watcher(inbox, Inspector(gaikan.load(model)), store, settle_s=0.0, poll_s=0.01)
+    with pytest.raises(RecordsError, match="server closed the connection"):
+        w.run(once=True)  # --once reports it (exit 3), naming the database
+    stop = threading.Event()
+    t = threading.Thread(target=w.run, args=(stop,))
+    t.start()
+    assert wait_until(lambda: store.count() == 4, 15)
+    stop.set()
+    t.join()
+    assert successes[0] - failures[1] >= 0.9  # retried after the back-off pause, not at once
+    store.close()
+    assert_exactly_once(inbox, tmp_path / "r.db", expected)
+
+
+def wait_until(cond, timeout):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and not cond():
+        time.sleep(0.05)
+    return cond()

@@ -255,15 +255,30 @@ class Watcher:
 
         With ``once``, files that never settle are left after
         ``idle_timeout_s`` (default: 30 s or 10 settle intervals) without
-        progress.
+        progress.  When the database fails (a shared server restarting), the
+        watcher waits and tries again, 1 s to 30 s apart; nothing is moved
+        meanwhile.  With ``once`` it raises
+        :class:`~gaikan.records.RecordsError` instead.
         """
+        from sqlalchemy.exc import DBAPIError
+
         stop = stop or threading.Event()
         self.resume()
         idle_limit = idle_timeout_s or max(30.0, 10 * self.settler.settle_s)
         last_progress = time.monotonic()
+        backoff = 1.0
         while not stop.is_set():
-            if self.poll():
-                last_progress = time.monotonic()
+            try:
+                if self.poll():
+                    last_progress = time.monotonic()
+                backoff = 1.0
+            except DBAPIError as exc:
+                if once:
+                    raise _user_error(exc, self.store) from None
+                log.warning("the database failed (%s); trying again in %.0f s", exc, backoff)
+                stop.wait(backoff)
+                backoff = min(2 * backoff, 30.0)
+                continue
             if once:
                 left = self.candidates()
                 if not left:
@@ -408,6 +423,16 @@ class Watcher:
         for folder in {dest.parent for _, _, dest in moves} | {self.in_dir}:
             _fsync_dir(folder)
         self.store.mark_moved([rid for rid, _, _ in moves])
+
+
+def _user_error(exc: BaseException, store: Any) -> BaseException:
+    """A database failure as a :class:`~gaikan.records.RecordsError` naming the database."""
+    from .records import RecordsError
+
+    cause = getattr(exc, "orig", None) or exc
+    return RecordsError(
+        f"the database {store.safe_url} failed: {cause}; check that it is reachable"
+    )
 
 
 def _fsync_dir(folder: Path) -> None:
