@@ -70,6 +70,7 @@ _gaikan_mosquitto() {
   cat >"$GAIKAN_CI_DIR/mosquitto.conf" <<CONF
 listener ${GAIKAN_MQTT_PORT} 127.0.0.1
 allow_anonymous true
+user $(id -un)
 persistence false
 pid_file ${pidfile}
 log_dest file ${GAIKAN_CI_DIR}/mosquitto.log
@@ -79,6 +80,7 @@ CONF
     [ -f "$pidfile" ] && break
     sleep 0.2
   done
+  [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null || return 1
   GAIKAN_TEST_MQTT="127.0.0.1:${GAIKAN_MQTT_PORT}"
 }
 

@@ -212,3 +212,42 @@ def test_watch_publishes_every_verdict(broker, tmp_path):
     sub.close()
     bad = CliRunner().invoke(cli, [*args, "--mqtt", "localhost:1883"])
     assert bad.exit_code == 2 and "--topic" in bad.output
+
+
+def _ci_broker():
+    """The broker .ci/services.sh started (GAIKAN_TEST_MQTT or its services.env), if any."""
+    import os
+
+    addr = os.environ.get("GAIKAN_TEST_MQTT")
+    env = Path(os.environ.get("GAIKAN_CI_DIR", "/tmp/gaikan-ci")) / "services.env"
+    if not addr and env.is_file():
+        for line in env.read_text().splitlines():
+            if line.startswith("GAIKAN_TEST_MQTT="):
+                addr = line.split("=", 1)[1].strip()
+    return addr or None
+
+
+def test_publishes_to_the_ci_broker(tmp_path):
+    addr = _ci_broker()
+    if not addr:
+        pytest.skip("no shared broker (run `source .ci/services.sh` to start one)")
+    host, port = parse_broker(addr)
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+    except OSError as exc:
+        pytest.skip(f"the broker at {addr} is not reachable: {exc}")
+    topic = f"gaikan-test/{time.time_ns()}"
+    got = []
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    sub.on_message = lambda c, u, msg: msg.payload and got.append(json.loads(msg.payload)["id"])
+    sub.connect(host, port)
+    sub.subscribe(topic, qos=1)
+    sub.loop_start()
+    with RecordStore(tmp_path / "r.db") as store:
+        ids = record(store, 5)
+        with Publisher(store, host, port, topic) as pub:
+            assert pub.flush(10) == 0
+    assert wait_for(lambda: sorted(set(got)) == ids, 10)
+    sub.publish(topic, b"", retain=True).wait_for_publish(5)  # leave no retained message behind
+    sub.loop_stop()
+    sub.disconnect()
