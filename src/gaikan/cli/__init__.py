@@ -63,9 +63,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from . import bench, demo, fit, inspect, serve, synth, train
+    from . import bench, demo, fit, inspect, serve, synth, train, watch
 
-    for mod in (fit, inspect, demo, bench, synth, train, serve):
+    for mod in (fit, inspect, demo, bench, synth, train, serve, watch):
         for cmd in getattr(mod, "COMMANDS", []):
             cli.add_command(cmd)
 
