@@ -329,3 +329,15 @@ def test_fit_warns_about_outliers_and_drops_them(folders, tmp_path):
     assert res.exit_code == 0, res.output
     det = gaikan.load(tmp_path / "m.gaikan")
     assert det.n_train_ == 20 and det.threshold_ < raised / 2
+
+
+def test_inspect_record_keeps_every_result(model, folders, tmp_path):
+    pytest.importorskip("sqlalchemy")
+    pytest.importorskip("alembic")
+    from gaikan.records import RecordStore
+
+    db = tmp_path / "r.db"
+    res = _inspect(model, folders / "test", "-o", tmp_path / "o", "--record", "--db", db)
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader(open(tmp_path / "o" / "results.csv")))
+    assert RecordStore(str(db)).count() == len(rows) == 8

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ def run_inspection(
     batch_size: int = 32,
     max_pixels: int | None = None,
     show_progress: bool = True,
+    on_batch: Callable[[list[Any]], Any] | None = None,
 ) -> tuple[list[Any], str | None]:
     """Inspect ``files`` into ``out`` (results.csv flushed per batch, overlays).
 
@@ -48,6 +50,8 @@ def run_inspection(
                 progress=bar.update,
             ):
                 csv_out.write(batch)
+                if on_batch is not None:  # e.g. --record: committed per batch
+                    on_batch(batch)
                 results.extend(batch)
         except KeyboardInterrupt:
             incomplete = f"interrupted after {len(results)} of {len(files)} files"
@@ -76,6 +80,14 @@ def run_inspection(
     help="Largest image decoded, in pixels before resizing (default 64 MP).",
 )
 @click.option("--strict", is_flag=True, help="Exit 3 if any image is unreadable.")
+@click.option("--record", is_flag=True, help="Also record every result in the station database.")
+@click.option(
+    "--db",
+    envvar="GAIKAN_DB",
+    default=None,
+    help="Database for --record: a file, sqlite:///PATH or postgresql://… "
+    "(default: the data directory).",
+)
 @click.option(
     "--fail-on-defect",
     is_flag=True,
@@ -95,6 +107,8 @@ def inspect(
     batch_size,
     max_pixels,
     strict,
+    record,
+    db,
     fail_on_defect,
     allow_errors,
 ):
@@ -131,6 +145,7 @@ def inspect(
         overlays=not no_overlays,
         batch_size=batch_size,
         max_pixels=max_pixels,
+        on_batch=_recorder(db, model, inspector, out) if record else None,
     )
     report = write_report(
         out,
@@ -161,6 +176,24 @@ def inspect(
             f"{len(errors)} part(s) could not be inspected (use --allow-errors to let them pass)",
             Exit.INPUT,
         )
+
+
+def _recorder(db: str | None, model: str, inspector: Any, out: Path) -> Callable[[list[Any]], Any]:
+    """``--record``: each batch committed to the station database as it is produced."""
+    from ..errors import GaikanError
+
+    try:
+        from ..records import RecordStore, record_results
+    except ImportError as exc:
+        fail(f"--record needs the station extra: pip install 'gaikan[station]' ({exc})")
+    try:
+        store = RecordStore(db)
+        mv = store.use_model(Path(model).stem, model, threshold=inspector.threshold)
+    except GaikanError as exc:
+        fail(f"--record: {exc}", Exit.INPUT)
+    return lambda batch: record_results(
+        store, batch, model_id=mv.model_id, model_version=mv.version, overlay_root=out
+    )
 
 
 COMMANDS = [inspect]
