@@ -39,7 +39,11 @@ def job(args: argparse.Namespace) -> dict:
     if args.job == "fit":
         good = frames(args.good, shape, 0)
         det = TiledDetector(
-            args.detector, {"kernel": 10, "stride": 5}, tile=args.tile, overlap=args.overlap
+            args.detector,
+            {"kernel": 10, "stride": 5},
+            tile=args.tile,
+            overlap=args.overlap,
+            per_position=not args.shared,
         ).fit(good)
         det.save(args.model)
         out = {"tiles_per_frame": len(det.starts_), "threshold": det.threshold_}
@@ -70,6 +74,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--tile", type=int, default=256)
     ap.add_argument("--overlap", type=int, default=32)
     ap.add_argument("--detector", default="rt")
+    ap.add_argument(
+        "--shared",
+        action="store_true",
+        help="one inner detector for all tiles (per_position=False)",
+    )
     ap.add_argument("--model", default="/tmp/gaikan-bench-tiled.gaikan")
     ap.add_argument("--job", choices=["fit", "inspect"], help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -81,8 +90,9 @@ def main(argv: list[str] | None = None) -> None:
         cmd = [sys.executable, __file__, *(argv if argv is not None else sys.argv[1:]), "--job", j]
         rows[j] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
     f, i = rows["fit"], rows["inspect"]
+    mode = "one for all tiles" if args.shared else "one per tile position"
     print(
-        f"# {args.height} x {args.width} frames, {args.detector} k10 s5 per tile position, "
+        f"# {args.height} x {args.width} frames, {args.detector} k10 s5 ({mode}), "
         f"tile {args.tile}, overlap {args.overlap}, {f['tiles_per_frame']} tiles per frame"
     )
     print(f"{'job':<28} {'seconds':>8} {'peak RSS MB':>12}")
