@@ -122,6 +122,8 @@ _MAX_JSON = 16 * _MiB
 _CHUNK = 1 * _MiB
 #: Fixed zip metadata, so that the same content gives the same bytes.
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+#: What a damaged or hostile zip member raises while it is read.
+_ZIP_ERRORS = (zipfile.BadZipFile, OSError, EOFError, zlib.error, RuntimeError, NotImplementedError)
 _ZIP_MODE = 0o100644 << 16  # regular file, rw-r--r--
 
 
@@ -377,14 +379,7 @@ def _read_member(where: str, zf: zipfile.ZipFile, info: zipfile.ZipInfo, cap: in
                     )
     except ModelFileError:
         raise
-    except (
-        zipfile.BadZipFile,
-        OSError,
-        EOFError,
-        zlib.error,
-        RuntimeError,
-        NotImplementedError,
-    ) as exc:
+    except _ZIP_ERRORS as exc:
         raise ModelFileError(f"{where}: damaged member {info.filename} ({exc})") from None
     if len(out) != info.file_size:
         raise ModelFileError(f"{where}: member {info.filename} is truncated (damaged?)")
@@ -458,14 +453,7 @@ def _read_npz(where: str, blob: bytes | bytearray, budget: int) -> dict[str, np.
                     arrays[key] = _read_npy(where, info.filename, fh, info.file_size)
             except ModelFileError:
                 raise
-            except (
-                zipfile.BadZipFile,
-                OSError,
-                EOFError,
-                zlib.error,
-                RuntimeError,
-                NotImplementedError,
-            ) as exc:
+            except _ZIP_ERRORS as exc:
                 raise ModelFileError(
                     f"{where}: arrays.npz is unreadable or unsafe ({info.filename}: {exc})"
                 ) from None

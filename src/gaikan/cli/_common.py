@@ -21,6 +21,7 @@ __all__ = [
     "collect",
     "fail",
     "load_model",
+    "max_pixels_option",
     "parse_params",
     "parse_size",
     "progress",
@@ -139,6 +140,16 @@ def _check_threshold(ctx: click.Context, param: click.Parameter, value: float | 
     if value is not None and not (math.isfinite(value) and value >= 0):
         raise click.BadParameter(f"must be a finite number ≥ 0, got {value!r}")
     return value
+
+
+def max_pixels_option() -> Any:
+    """``--max-pixels``: the largest image decoded (the decoder's bomb guard follows it)."""
+    return click.option(
+        "--max-pixels",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Largest image decoded, in pixels before resizing (default 64 MP).",
+    )
 
 
 def threshold_option(help_text: str) -> Any:

@@ -8,7 +8,16 @@ from typing import Any
 
 import click
 
-from ._common import EXIT_CODES_HELP, Exit, collect, fail, parse_params, parse_size, progress
+from ._common import (
+    EXIT_CODES_HELP,
+    Exit,
+    collect,
+    fail,
+    max_pixels_option,
+    parse_params,
+    parse_size,
+    progress,
+)
 
 __all__ = ["build_detector", "default_size", "fit"]
 
@@ -120,12 +129,7 @@ def _outliers(det: Any, paths: list[Path]) -> list[int]:
     metavar="KEY=VALUE",
     help="Any other detector parameter (repeatable), value as JSON or text.",
 )
-@click.option(
-    "--max-pixels",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Largest image decoded, in pixels before resizing (default 64 MP).",
-)
+@max_pixels_option()
 @click.option(
     "--drop-outliers",
     is_flag=True,

@@ -8,7 +8,16 @@ from typing import Any
 
 import click
 
-from ._common import EXIT_CODES_HELP, Exit, collect, fail, load_model, progress, threshold_option
+from ._common import (
+    EXIT_CODES_HELP,
+    Exit,
+    collect,
+    fail,
+    load_model,
+    max_pixels_option,
+    progress,
+    threshold_option,
+)
 
 __all__ = ["inspect", "run_inspection"]
 
@@ -73,12 +82,7 @@ def run_inspection(
 @threshold_option("Override the model's threshold (finite, ≥ 0).")
 @click.option("--no-overlays", is_flag=True, help="Do not write heatmap overlay PNGs.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option(
-    "--max-pixels",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Largest image decoded, in pixels before resizing (default 64 MP).",
-)
+@max_pixels_option()
 @click.option("--strict", is_flag=True, help="Exit 3 if any image is unreadable.")
 @click.option("--record", is_flag=True, help="Also record every result in the station database.")
 @click.option(

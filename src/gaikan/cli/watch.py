@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from ._common import EXIT_CODES_HELP, Exit, fail, load_model, threshold_option
+from ._common import EXIT_CODES_HELP, Exit, fail, load_model, max_pixels_option, threshold_option
 
 __all__ = ["COMMANDS", "watch"]
 
@@ -98,12 +98,7 @@ def _stop_on_signals(stop: threading.Event) -> None:
     show_default=True,
     help="Seconds between looks at the folder.",
 )
-@click.option(
-    "--max-pixels",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Largest image decoded, in pixels.",
-)
+@max_pixels_option()
 @click.option("-q", "--quiet", is_flag=True, help="Do not print a line per file.")
 def watch(
     in_dir, model, once, db, keep, keep_days, keep_size, mqtt, topic, station, model_id,
