@@ -12,8 +12,9 @@ thread (``OMP_NUM_THREADS`` = ``NUMBA_NUM_THREADS`` = 1, set before the
 workers start), so one worker process = one core.  Rows:
 
 - ``local``: :func:`gaikan.inspection.inspect_files` in this process;
-- ``dask local:W``: :func:`gaikan.distributed.inspect_files_dask` on a
-  ``LocalCluster`` of W worker processes; cluster start-up and a warm-up
+- ``dask local:W``: :func:`gaikan.distributed.inspect_files_dask` on the
+  cluster ``--dask local:W`` starts (:func:`gaikan.distributed.open_client`:
+  W worker processes, one thread each); cluster start-up and a warm-up
   run (numba compiles on each worker) are timed separately and excluded.
 
 No overlays are written (pure scoring + decoding).  ``per-task overhead``:
@@ -67,10 +68,8 @@ def main() -> None:
     ap.add_argument("--workers", default="1,2")
     args = ap.parse_args()
 
-    import distributed
-
     import gaikan
-    from gaikan.distributed import inspect_files_dask
+    from gaikan.distributed import inspect_files_dask, open_client
     from gaikan.inspection import Inspector, inspect_files
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -95,11 +94,7 @@ def main() -> None:
 
     for w in (int(v) for v in args.workers.split(",")):
         t = time.perf_counter()
-        cluster = distributed.LocalCluster(
-            n_workers=w, threads_per_worker=1, processes=True, host="127.0.0.1",
-            dashboard_address=":0",
-        )  # fmt: skip
-        client = distributed.Client(cluster)
+        client, close = open_client(f"local:{w}")
         t_start = time.perf_counter() - t
         t = time.perf_counter()
         list(inspect_files_dask(model, files[: 64 * w], client, args.batch_size))  # warm-up
@@ -112,8 +107,7 @@ def main() -> None:
         client.gather(client.map(_noop, range(2000), pure=False))
         per_task = (time.perf_counter() - t) / 2000
         rows.append((f"dask local:{w}", t_run, (t_start, t_warm), per_task))
-        client.close()
-        cluster.close()
+        close()
 
     print(
         f"\n{len(files)} images, SOARTC 100×100, batches of {args.batch_size}, 1 thread/process\n"
