@@ -73,11 +73,17 @@ def padim_file(padim, tmp_path_factory):
     return path
 
 
+def _map_error(ref_maps, maps, threshold):
+    """Largest map difference on the normalised scale: map / max(threshold, its peak)."""
+    n = len(ref_maps)
+    scale = np.maximum(np.abs(ref_maps).reshape(n, -1).max(axis=1), threshold)
+    return (np.abs(maps - ref_maps).reshape(n, -1).max(axis=1) / scale).max()
+
+
 def _assert_equal(source, exported, images):
     a, b = source.detect(images), exported.detect(images)
     np.testing.assert_allclose(b.scores, a.scores, rtol=1e-4, atol=0)
-    thr = source.threshold_
-    assert np.abs(b.maps - a.maps).max() / thr <= 1e-3
+    assert _map_error(a.maps, b.maps, source.threshold_) <= 1e-3
     np.testing.assert_array_equal(b.is_defect, a.is_defect)
     return a
 
@@ -113,6 +119,23 @@ def test_padim_variants_export_equal(params, data, tmp_path):
     det = PaDiM(num_threads=1, **params).fit(train)
     export_detector(det).save(tmp_path / "m.gaikan")
     _assert_equal(det, gaikan.load(tmp_path / "m.gaikan"), test)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{}, {"n_features": 24, "layers": (2, 3), "feature_stride": 8}, {"stages": ("soart3",)}],
+    ids=["defaults", "fine-grid", "soart3-only"],
+)
+def test_soart_deep_export_equal(params, data, tmp_path):
+    from gaikan.deep import SOARTDeep
+    from gaikan.deep.export import export_detector
+
+    train, test = data
+    det = SOARTDeep(num_threads=1, **params).fit(train)
+    export_detector(det, check_images=test).save(tmp_path / "sd.gaikan")
+    exported = gaikan.load(tmp_path / "sd.gaikan")
+    assert exported.source_kind_ == "soart-deep"
+    _assert_equal(det, exported, test)
 
 
 def test_patchcore_export_equal(data, tmp_path):
@@ -163,7 +186,7 @@ def test_inspector_opens_an_exported_model(padim, padim_file, data):
 def test_export_refuses_what_it_cannot_export(data):
     from gaikan.deep.export import export_detector
 
-    with pytest.raises(ParameterError, match="padim, patchcore"):
+    with pytest.raises(ParameterError, match="padim, patchcore, soart-deep"):
         export_detector(gaikan.SOARTC(kernel=8, stride=4).fit(data[0]))
     from gaikan.deep import PaDiM
 
@@ -205,7 +228,7 @@ def test_cli_export(padim, data, tmp_path):
     det = gaikan.load(out)
     assert det.kind == "onnx-detector" and det.export_info_["check"]["n"] == 4
     r = CliRunner().invoke(export, [str(out), "-o", str(tmp_path / "again.gaikan")])
-    assert r.exit_code == 4 and "padim, patchcore" in r.output
+    assert r.exit_code == 4 and "padim, patchcore, soart-deep" in r.output
 
 
 # -- without torch -----------------------------------------------------------------------------
@@ -253,7 +276,7 @@ def test_torch_free_scoring_and_inspect(padim, padim_file, data, tmp_path):
     assert status == {"code": 0, "torch": []}
     scores = np.load(tmp_path / "scores.npy")
     np.testing.assert_allclose(scores, ref.scores, rtol=1e-4)
-    assert np.abs(np.load(tmp_path / "maps.npy") - ref.maps).max() / padim.threshold_ <= 1e-3
+    assert _map_error(ref.maps, np.load(tmp_path / "maps.npy"), padim.threshold_) <= 1e-3
     with open(tmp_path / "out" / "results.csv", newline="") as fh:
         rows = {Path(r["file"]).name: r for r in csv.DictReader(fh)}
     assert len(rows) == len(files)

@@ -45,7 +45,7 @@ __all__ = ["export"]
     help="ONNX Runtime threads the exported model uses (default: one per core).",
 )
 def export(model, output, fmt, check, opset, threads):
-    """Export a fitted deep MODEL (padim, patchcore) to one ONNX graph.
+    """Export a fitted deep MODEL (padim, patchcore, soart-deep) to one ONNX graph.
 
     The graph goes from the grey image batch to the patch grid, the image
     score and the anomaly map, with resize, normalisation, backbone,
@@ -53,8 +53,8 @@ def export(model, output, fmt, check, opset, threads):
     upsampling and blur inside.  OUTPUT is a gaikan model file that
     `gaikan inspect` and `gaikan serve` open with numpy and ONNX Runtime
     only (no torch).  The export is refused unless it scores like MODEL on
-    the check images (scores within 1e-4 relative, maps within 1e-3 of the
-    threshold, identical verdicts).
+    the check images (scores within 1e-4 relative, maps within 1e-3 of
+    max(threshold, the map's peak), identical verdicts).
     """
     from ..errors import ParameterError
 
@@ -85,7 +85,7 @@ def export(model, output, fmt, check, opset, threads):
     click.echo(
         f"exported {exported.source_kind_} → {output} ({fmt}, opset {opset}); checked on "
         f"{c['n']} images: score error {c['score_rel']:.2g} relative, map error "
-        f"{c['map_abs']:.2g} of the threshold, verdicts equal"
+        f"{c['map_abs']:.2g} normalised, verdicts equal"
     )
 
 
