@@ -1,7 +1,7 @@
 """A deep detector exported to one ONNX graph, run by ONNX Runtime without torch.
 
 ``gaikan export`` (:func:`gaikan.deep.export.export_detector`) turns a fitted
-PaDiM or PatchCore into one ONNX graph from the grey image batch to the
+PaDiM, PatchCore or SOARTDeep into one ONNX graph from the grey image batch to the
 detector's outputs::
 
     images (n, H, W) float32, 0–255
