@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from ._optional import require
-from .errors import ParameterError
+from .errors import GaikanError, ModelFileError, ParameterError
 from .inspection import Inspection
 
 try:  # the plugin base class; the module still imports without dask (for docs, --help)
@@ -298,7 +298,8 @@ def inspect_files_dask(
     ParameterError
         ``batch_size`` < 1 or a malformed address.
     gaikan.errors.ModelFileError
-        The model file cannot be read (checked here before anything is sent).
+        The model file cannot be read (checked here before anything is
+        sent), or a worker cannot load it (missing extra on the worker).
     """
     distributed = require("distributed", "distributed")
     from .modelfile import read_model
@@ -318,7 +319,14 @@ def inspect_files_dask(
     client, close = open_client(address)
     futures: dict[Any, int] = {}
     try:
-        client.register_plugin(plugin, name=plugin.name)
+        try:
+            client.register_plugin(plugin, name=plugin.name)
+        except (GaikanError, ImportError, OSError) as exc:
+            # the worker's own error, e.g. onnxruntime missing there
+            raise ModelFileError(
+                f"{model_path}: a worker could not load this model ({exc}); install the "
+                "same gaikan version and extras on the workers"
+            ) from None
         if max_in_flight is None:
             threads = sum(client.nthreads().values()) or 1
             max_in_flight = max(4, 4 * threads)
