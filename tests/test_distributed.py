@@ -186,3 +186,33 @@ def test_bad_addresses_and_batch_sizes_are_parameter_errors(parts):
             open_client(bad)
     with pytest.raises(ParameterError, match="batch_size"):
         next(inspect_files_dask(model, files, "local:1", batch_size=0))
+
+
+@pytest.mark.deep
+def test_an_exported_model_runs_on_the_workers(cluster, tmp_path):
+    """An onnx-detector file (torch-free on the workers) gives the local scores on Dask."""
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    from PIL import Image
+
+    from gaikan.deep import PaDiM
+    from gaikan.deep.export import export_detector
+    from gaikan.distributed import inspect_files_dask
+
+    good = structured_images(12, size=64, seed=0)
+    export_detector(PaDiM(num_threads=1, n_features=24).fit(good)).save(tmp_path / "m.gaikan")
+    bad = plant_defect(structured_images(6, size=64, seed=3), box=10)[0]
+    for i, img in enumerate(np.concatenate([structured_images(6, size=64, seed=2), bad])):
+        Image.fromarray(img.astype(np.uint8)).save(tmp_path / f"{i:02d}.png")
+    files = find_images([str(tmp_path)])
+    local = {r.file: r for r in _local(tmp_path / "m.gaikan", files, batch_size=4)}
+    got = [
+        r
+        for b in inspect_files_dask(tmp_path / "m.gaikan", files, cluster.scheduler_address, 4)
+        for r in b
+    ]
+    assert len(got) == len(files) == 12
+    for r in got:
+        assert r.score == pytest.approx(local[r.file].score, rel=1e-6)
+        assert r.verdict == local[r.file].verdict
+    assert "defect" in {r.verdict for r in got}

@@ -95,7 +95,9 @@ def _load_model(sha: str, data: bytes) -> Any:
     """The model of ``data`` on this process, loaded on first use."""
     model = _MODELS.get(sha)
     if model is None:
-        from . import load
+        from . import load, runtime  # runtime: TEMPORARY onnx-detector registration
+
+        del runtime
 
         fd, tmp = tempfile.mkstemp(suffix=".gaikan")
         try:
