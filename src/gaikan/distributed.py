@@ -95,9 +95,7 @@ def _load_model(sha: str, data: bytes) -> Any:
     """The model of ``data`` on this process, loaded on first use."""
     model = _MODELS.get(sha)
     if model is None:
-        from . import load, runtime  # runtime: TEMPORARY onnx-detector registration
-
-        del runtime
+        from . import load
 
         fd, tmp = tempfile.mkstemp(suffix=".gaikan")
         try:

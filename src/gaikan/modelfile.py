@@ -103,6 +103,7 @@ MAX_TOTAL_BYTES: dict[str, int] = {
     "padim": 2 * _GiB,
     "patchcore": 2 * _GiB,
     "soart-deep": 2 * _GiB,
+    "onnx-detector": 2 * _GiB,  # a deep detector's graph and its statistics
     "classifier": 512 * _MiB,
     "vit-classifier": 512 * _MiB,
     "classifier-ensemble": 2 * _GiB,

@@ -63,9 +63,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from . import bench, demo, fit, inspect, serve, synth, train, watch
+    from . import bench, demo, export, fit, inspect, serve, synth, train, watch
 
-    for mod in (fit, inspect, demo, bench, synth, train, serve, watch):
+    for mod in (fit, inspect, demo, bench, synth, train, serve, watch, export):
         for cmd in getattr(mod, "COMMANDS", []):
             cli.add_command(cmd)
 

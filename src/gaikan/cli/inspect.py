@@ -102,6 +102,15 @@ def run_inspection(
     is_flag=True,
     help="With --fail-on-defect: parts that could not be inspected do not fail the run.",
 )
+@click.option(
+    "--dask",
+    "dask_address",
+    default=None,
+    metavar="ADDRESS|local:N",
+    help="Spread the batches over a dask.distributed cluster: a scheduler address "
+    "(tcp://host:8786) or local:N worker processes (pip install 'gaikan[distributed]'). "
+    "Workers must read the image files (and OUTPUT for overlays) under the same paths.",
+)
 def inspect(
     model,
     images,
@@ -115,6 +124,7 @@ def inspect(
     db,
     fail_on_defect,
     allow_errors,
+    dask_address,
 ):
     """Inspect IMAGES (files or folders, recursively) with a saved MODEL.
 
@@ -142,15 +152,36 @@ def inspect(
     files = collect(inputs)
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
-    results, incomplete = run_inspection(
-        inspector,
-        files,
-        out,
-        overlays=not no_overlays,
-        batch_size=batch_size,
-        max_pixels=max_pixels,
-        on_batch=_recorder(db, model, inspector, out) if record else None,
-    )
+    on_batch = _recorder(db, model, inspector, out) if record else None
+    if dask_address:
+        import importlib.util
+
+        if importlib.util.find_spec("distributed") is None:
+            fail("--dask needs the distributed extra: pip install 'gaikan[distributed]'")
+        from ..distributed import run_inspection_dask
+
+        results, incomplete = run_inspection_dask(
+            model,
+            inspector,
+            files,
+            out,
+            address=dask_address,
+            overlays=not no_overlays,
+            batch_size=batch_size,
+            max_pixels=max_pixels,
+        )
+        if on_batch is not None:
+            on_batch(results)
+    else:
+        results, incomplete = run_inspection(
+            inspector,
+            files,
+            out,
+            overlays=not no_overlays,
+            batch_size=batch_size,
+            max_pixels=max_pixels,
+            on_batch=on_batch,
+        )
     report = write_report(
         out,
         results,

@@ -78,6 +78,10 @@ KINDS: dict[str, ModelKind] = {
         ModelKind("padim", "gaikan.deep.padim:PaDiM", "detector", "deep", 256),
         ModelKind("patchcore", "gaikan.deep.patchcore:PatchCore", "detector", "deep", 256),
         ModelKind("soart-deep", "gaikan.deep.soart_deep:SOARTDeep", "detector", "deep", 256),
+        # a deep detector exported to ONNX: numpy + onnxruntime, no torch (gaikan[runtime])
+        ModelKind(
+            "onnx-detector", "gaikan.runtime.onnx_detector:OnnxDetector", "detector", "core", 256
+        ),
         ModelKind(
             "classifier", "gaikan.deep.classify.classifier:Classifier", "classifier", "deep", 128
         ),

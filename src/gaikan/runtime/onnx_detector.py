@@ -317,18 +317,3 @@ class OnnxDetector(BaseDetector):
             f"OnnxDetector(source={src!r}, num_threads={self.num_threads!r}, "
             f"batch_size={self.batch_size!r})"
         )
-
-
-def _register() -> None:
-    """TEMPORARY: register the kind until ``detectors/registry.py`` carries the line
-
-    ``"onnx-detector": "gaikan.runtime.onnx_detector:OnnxDetector",``
-
-    (owned by another engineer; remove this function and its call then).
-    """
-    from ..detectors.registry import REGISTRY
-
-    REGISTRY.setdefault(OnnxDetector.kind, "gaikan.runtime.onnx_detector:OnnxDetector")
-
-
-_register()
