@@ -207,6 +207,24 @@ def _build_graph(det: Any) -> tuple[Any, np.ndarray, np.ndarray]:
     else:
         head = _NearestHead(det.bank_, int(det.n_neighbors), (gh, gw))
 
+    evidence = None
+    if det.map_refine == "pixel" and hasattr(det, "pixel_mean_"):
+        # map = √map · G_σ * (|x − μ| / (s + 8)) (BaseDetector._maps); the blur is separable
+        from scipy.ndimage import gaussian_filter
+
+        from ..detectors.base import PIXEL_BLUR, PIXEL_FLOOR
+
+        sig = PIXEL_BLUR * min(H, W)
+        blur_z = separable_matrices(
+            lambda z: gaussian_filter(np.asarray(z, np.float64), (0, sig, sig), mode="nearest"),
+            (H, W),
+        )
+        evidence = (
+            torch.from_numpy(np.asarray(det.pixel_mean_, np.float32)),
+            torch.from_numpy(np.asarray(1.0 / (det.pixel_std_ + PIXEL_FLOOR), np.float32)),
+            pair(*blur_z),
+        )
+
     if fe._grey_stem:
         norm = {
             "grey": True,
@@ -224,6 +242,7 @@ def _build_graph(det: Any) -> tuple[Any, np.ndarray, np.ndarray]:
         head=head,
         blur=blur,
         to_map=(torch.from_numpy(map_rows), torch.from_numpy(map_cols.T.copy())),
+        evidence=evidence,
     )
     return graph.eval(), map_rows, map_cols
 
@@ -240,7 +259,7 @@ def _module_classes() -> tuple[type, type, type, type]:
         return torch.matmul(torch.matmul(mats[0], x), mats[1])
 
     class DetectorGraph(nn.Module):
-        def __init__(self, backbone, *, resize, norm, layers, head, blur, to_map):
+        def __init__(self, backbone, *, resize, norm, layers, head, blur, to_map, evidence=None):
             super().__init__()
             self.backbone = backbone
             self.resize = resize
@@ -259,6 +278,11 @@ def _module_classes() -> tuple[type, type, type, type]:
             self.head = head
             self.blur = blur
             self.to_map = to_map
+            self.evidence = evidence is not None
+            if evidence is not None:  # map_refine="pixel"
+                self.register_buffer("pixel_mean", evidence[0])
+                self.register_buffer("pixel_inv", evidence[1])
+                self.evidence_blur = evidence[2]
 
         def forward(self, images):  # (n, H, W) float32, 0–255
             x = _lr(images, self.resize)[:, None]
@@ -271,6 +295,9 @@ def _module_classes() -> tuple[type, type, type, type]:
             grid = _lr(self.head(e), self.blur)  # (n, gh, gw)
             score = grid.amax(dim=(1, 2))
             amap = _lr(grid, self.to_map)
+            if self.evidence:
+                z = _lr(torch.abs(images - self.pixel_mean) * self.pixel_inv, self.evidence_blur)
+                amap = torch.sqrt(torch.clamp(amap, min=0.0)) * z
             return grid, score, amap
 
     class MahalanobisHead(nn.Module):

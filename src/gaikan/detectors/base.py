@@ -341,7 +341,7 @@ class BaseDetector(ParamsMixin):
         try:
             arrays = dict(mf.arrays)
             params = dict(mf.params)
-            if "pixel_mean" not in arrays:
+            if "pixel_mean" not in arrays and "map_refine" in cls._param_names():
                 params["map_refine"] = "none"
             det = cls(**params)
             det.train_scores_ = arrays.pop("train_scores")
