@@ -34,9 +34,11 @@ Needs ``bpy`` (``pip install "gaikan[blender]"``) or ``--blender PATH``.
     one-cycle fine-tuning for ``--clf-epochs`` epochs, no validation split),
     on the part's fixed ROI (from the mean numpy good training image). A
     third row re-references the same trained model to the mean of
-    ``--clf-ref-goods`` Blender-rendered *training* goods (no retraining),
+    ``--clf-ref-goods`` Blender-rendered goods of the ``train`` split
+    (indices from 1000: parts seen by no other set; no retraining),
     as a user would with good photos of their own line. Rendered arrays are
-    kept in ``--out`` (``classifier_sets.npz``) and reused with ``--reuse``.
+    kept in ``--out`` (``classifier_numpy.npz``, ``classifier_blender.npz``) and
+    reused with ``--reuse`` when their settings match.
 
     python benchmarks/bench_blender.py --skip-speed --skip-gap --figure '' \
         --classifier --out /tmp/sets
@@ -215,31 +217,56 @@ def figure(path: Path, defect: str, index: int, size: int, samples: int, blender
 CLF_CLASSES = ("good", *MODES)
 
 
-def _clf_sets(
-    path: Path, reuse: bool, n_train: int, n_test: int, n_ref: int, size: int, seed: int, a
-) -> dict[str, np.ndarray]:
-    """Numpy train/test, Blender test and Blender reference goods (oblique view), cached."""
-    key = f"n_train={n_train} n_test={n_test} n_ref={n_ref} size={size} seed={seed} "
-    key += f"samples={a.samples}"
+REF_INDEX0 = 1000  # train-split indices of the Blender reference goods: beyond every training image
+
+
+def _cached(path: Path, key: str, reuse: bool, build) -> dict[str, np.ndarray]:
+    """``build()`` (a dict of arrays), kept in ``path`` with ``key``; reused when the key matches."""
     if reuse and path.exists():
         with np.load(path, allow_pickle=False) as z:
             found = str(z["key"]) if "key" in z.files else "unknown settings"
             if found == key:
-                print(f"\nclassifier sets: reused from {path}")
+                print(f"{path.name}: reused ({key})")
                 return {k: z[k] for k in z.files}
-            print(f"\nclassifier sets in {path} are for {found}, not {key}: rendering")
-    view = ("oblique",)
+            print(f"{path.name} holds {found}, not {key}: rendering")
+    sets = build()
+    sets["key"] = np.array(key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **sets)
+    return sets
 
-    def scenes(split: str, classes, n: int) -> list:
+
+def _clf_sets(base: Path, a) -> dict[str, np.ndarray]:
+    """Numpy train/test, Blender test and Blender reference goods (oblique view), cached.
+
+    The Blender file does not depend on ``--clf-train``, so runs with more or
+    fewer numpy training images reuse it.
+    """
+    view = ("oblique",)
+    size, seed, n_test = a.clf_size, a.seed, a.clf_test
+
+    def scenes(split: str, classes, indices) -> list:
         return [
             build_sample_scenes(c, layout="mixed", views=view, seed=seed, split=split, index=i)
             for c in classes
-            for i in range(n)
+            for i in indices
         ]
 
-    def numpy_render(samples) -> tuple[np.ndarray, np.ndarray]:
-        out = [render_views(s, nom, view, size)[0] for s, nom in samples]
-        return np.stack([o[0] for o in out]), np.stack([o[1] for o in out])
+    def numpy_sets() -> dict[str, np.ndarray]:
+        t = time.perf_counter()
+        out: dict[str, np.ndarray] = {}
+        for name, split, n in (("tr", "train", a.clf_train), ("te_n", "test", n_test)):
+            r = [
+                render_views(s, nom, view, size)[0]
+                for s, nom in scenes(split, CLF_CLASSES, range(n))
+            ]
+            out["X" + name], out["M" + name] = (
+                np.stack([o[0] for o in r]),
+                np.stack([o[1] for o in r]),
+            )
+        print(f"numpy: {len(out['Xtr'])} train + {len(out['Xte_n'])} test images in "
+              f"{time.perf_counter() - t:.1f} s")  # fmt: skip
+        return out
 
     def blender_render(samples, chunk: int = 15) -> tuple[np.ndarray, np.ndarray]:
         out = []
@@ -257,41 +284,37 @@ def _clf_sets(
             )
         return np.stack([o[0] for o in out]), np.stack([o[1] for o in out])
 
-    t = time.perf_counter()
-    train, test = scenes("train", CLF_CLASSES, n_train), scenes("test", CLF_CLASSES, n_test)
-    sets: dict[str, np.ndarray] = {}
-    sets["Xtr"], _ = numpy_render(train)
-    sets["Xte_n"], sets["Mte_n"] = numpy_render(test)
-    t_n = time.perf_counter() - t
-    t = time.perf_counter()
-    sets["Xte_b"], sets["Mte_b"] = blender_render(test)
-    # Blender goods from the *train* split, after the numpy training goods' indices
-    ref = [
-        build_sample_scenes("good", layout="mixed", views=view, seed=seed, split="train", index=i)
-        for i in range(n_train, n_train + n_ref)
-    ]
-    sets["Xref_b"], _ = blender_render(ref)
-    t_b = time.perf_counter() - t
-    sets["ytr"] = np.repeat(np.array(CLF_CLASSES), n_train)
-    sets["yte"] = np.repeat(np.array(CLF_CLASSES), n_test)
-    sets["key"] = np.array(key)
-    print(
-        f"\nclassifier sets: numpy {len(sets['Xtr'])} train + {len(sets['Xte_n'])} test in "
-        f"{t_n:.1f} s; Blender {len(sets['Xte_b'])} test + {len(sets['Xref_b'])} reference "
-        f"goods in {t_b:.1f} s ({a.samples} samples, {a.clf_threads} threads)"
+    def blender_sets() -> dict[str, np.ndarray]:
+        t = time.perf_counter()
+        out: dict[str, np.ndarray] = {}
+        out["Xte_b"], out["Mte_b"] = blender_render(scenes("test", CLF_CLASSES, range(n_test)))
+        ref = scenes("train", ("good",), range(REF_INDEX0, REF_INDEX0 + a.clf_ref_goods))
+        out["Xref_b"], _ = blender_render(ref)
+        print(
+            f"Blender: {len(out['Xte_b'])} test + {len(out['Xref_b'])} reference goods in "
+            f"{time.perf_counter() - t:.1f} s ({a.samples} samples, {a.clf_threads} threads)"
+        )
+        return out
+
+    common = f"n_test={n_test} size={size} seed={seed}"
+    print()
+    d = _cached(
+        base / "classifier_numpy.npz", f"n_train={a.clf_train} {common}", a.reuse, numpy_sets
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **sets)  # type: ignore[arg-type]
-    return sets
+    key_b = f"n_ref={a.clf_ref_goods} {common} samples={a.samples}"
+    d.update(_cached(base / "classifier_blender.npz", key_b, a.reuse, blender_sets))
+    d["ytr"] = np.repeat(np.array(CLF_CLASSES), a.clf_train)
+    d["yte"] = np.repeat(np.array(CLF_CLASSES), n_test)
+    return d
 
 
-def classifier_table(path: Path, a) -> None:
+def classifier_table(base: Path, a) -> None:
     """(d): train on numpy renders, test on numpy and Blender renders (accuracy per class)."""
     from bench_classifier import crop, roi_from_good
     from gaikan.deep.classifier import Classifier
     from gaikan.deep.evaluate import confusion_matrix
 
-    d = _clf_sets(path, a.reuse, a.clf_train, a.clf_test, a.clf_ref_goods, a.clf_size, a.seed, a)
+    d = _clf_sets(base, a)
     ytr, yte = d["ytr"], d["yte"]
     Xtr = d["Xtr"].astype(np.float64)
     roi = roi_from_good(Xtr[ytr == "good"])
@@ -320,9 +343,13 @@ def classifier_table(path: Path, a) -> None:
     )
     print(
         "cells: accuracy per true class (share of its test images classified correctly); "
+        "good/def: share right about good vs defective; "
         "window: share of defective test images whose focus window covers a mask pixel"
     )
-    print(f"{'test set':<34}" + "".join(f"{c:>9}" for c in (*CLF_CLASSES, "all", "window")))
+    print(
+        f"{'test set':<34}"
+        + "".join(f"{c:>9}" for c in (*CLF_CLASSES, "all", "good/def", "window"))
+    )
     rows = [("numpy", "numpy", None), ("blender", "Blender", None)]
     rows.append(("blender", f"Blender, ref. {len(ref_b)} Blender goods", ref_b))
     ref_n = clf.reference_
@@ -332,6 +359,7 @@ def classifier_table(path: Path, a) -> None:
         cells = [float((pred[yte == c] == c).mean()) for c in CLF_CLASSES]
         cells.append(float((pred == yte).mean()))
         defective = yte != "good"
+        cells.append(float(((pred != "good") == defective).mean()))
         boxes = clf.input_pipeline().focus_boxes(tests[key][defective])
         assert boxes is not None  # focus is set
         m = masks[key][defective]
@@ -415,7 +443,7 @@ def main() -> None:
             gap_table(roots, a.padim)
         if a.classifier:
             base = Path(a.out) if a.out else tmp
-            classifier_table(base / "classifier_sets.npz", a)
+            classifier_table(base, a)
         if a.figure:
             figure(
                 Path(a.figure), a.figure_defect, a.figure_index, 192, max(a.samples, 32), a.blender
