@@ -338,7 +338,7 @@ def classifier_table(base: Path, a) -> None:
         f"reference=True, focus={a.clf_focus} px at {a.clf_net}², {a.clf_epochs} epochs "
         f"(one-cycle, base_lr 2e-3, lr_mult 10, 1 frozen epoch, batch 32, seed 0), "
         f"{a.clf_train} train / {a.clf_test} test images per class, oblique {a.clf_size}², "
-        f"ROI {Xtr.shape[2]}×{Xtr.shape[1]}; fit {t_fit:.0f} s "
+        f"ROI {Xtr.shape[1]} rows × {Xtr.shape[2]} columns; fit {t_fit:.0f} s "
         f"(last epoch's train loss {clf.history_[-1]['train_loss']:.3f})"
     )
     print(
