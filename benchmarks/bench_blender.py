@@ -23,6 +23,25 @@ Needs ``bpy`` (``pip install "gaikan[blender]"``) or ``--blender PATH``.
     100 channels) rows.
 (c) A figure: one defective part rendered both ways (top and oblique), mask
     outline in green, saved to ``--figure``.
+(d) ``--classifier``: the defect-mode classifier (6 classes: good and the five
+    modes) trained on numpy renders and tested on numpy and on Blender
+    renders of the same test parts (mixed layout, oblique view,
+    ``--clf-size``², seed ``--seed``; ``--clf-train`` training images per
+    class from the generator's ``train`` split, ``--clf-test`` test images
+    per class from its ``test`` split). The model is the adopted "reference +
+    focus" recipe of ``bench_classifier.py`` (EfficientNet-Lite0,
+    ``reference=True``, ``focus=--clf-focus`` pixels at ``--clf-net``²,
+    one-cycle fine-tuning for ``--clf-epochs`` epochs, no validation split),
+    on the part's fixed ROI (from the mean numpy good training image). A
+    third row re-references the same trained model to the mean of
+    ``--clf-ref-goods`` Blender-rendered goods of the ``train`` split
+    (indices from 1000: parts seen by no other set; no retraining),
+    as a user would with good photos of their own line. Rendered arrays are
+    kept in ``--out`` (``classifier_numpy.npz``, ``classifier_blender.npz``) and
+    reused with ``--reuse`` when their settings match.
+
+    python benchmarks/bench_blender.py --skip-speed --skip-gap --figure '' \
+        --classifier --out /tmp/sets
 """
 
 from __future__ import annotations
@@ -195,6 +214,168 @@ def figure(path: Path, defect: str, index: int, size: int, samples: int, blender
     )
 
 
+CLF_CLASSES = ("good", *MODES)
+
+
+REF_INDEX0 = 1000  # train-split indices of the Blender reference goods: beyond every training image
+
+
+def _cached(path: Path, key: str, reuse: bool, build) -> dict[str, np.ndarray]:
+    """``build()`` (a dict of arrays), kept in ``path`` with ``key``; reused when the key matches."""
+    if reuse and path.exists():
+        with np.load(path, allow_pickle=False) as z:
+            found = str(z["key"]) if "key" in z.files else "unknown settings"
+            if found == key:
+                print(f"{path.name}: reused ({key})")
+                return {k: z[k] for k in z.files}
+            print(f"{path.name} holds {found}, not {key}: rendering")
+    sets = build()
+    sets["key"] = np.array(key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **sets)
+    return sets
+
+
+def _clf_sets(base: Path, a) -> dict[str, np.ndarray]:
+    """Numpy train/test, Blender test and Blender reference goods (oblique view), cached.
+
+    The Blender file does not depend on ``--clf-train``, so runs with more or
+    fewer numpy training images reuse it.
+    """
+    view = ("oblique",)
+    size, seed, n_test = a.clf_size, a.seed, a.clf_test
+
+    def scenes(split: str, classes, indices) -> list:
+        return [
+            build_sample_scenes(c, layout="mixed", views=view, seed=seed, split=split, index=i)
+            for c in classes
+            for i in indices
+        ]
+
+    def numpy_sets() -> dict[str, np.ndarray]:
+        t = time.perf_counter()
+        out: dict[str, np.ndarray] = {}
+        for name, split, n in (("tr", "train", a.clf_train), ("te_n", "test", n_test)):
+            r = [
+                render_views(s, nom, view, size)[0]
+                for s, nom in scenes(split, CLF_CLASSES, range(n))
+            ]
+            out["X" + name], out["M" + name] = (
+                np.stack([o[0] for o in r]),
+                np.stack([o[1] for o in r]),
+            )
+        print(f"numpy: {len(out['Xtr'])} train + {len(out['Xte_n'])} test images in "
+              f"{time.perf_counter() - t:.1f} s")  # fmt: skip
+        return out
+
+    def blender_render(samples, chunk: int = 15) -> tuple[np.ndarray, np.ndarray]:
+        out = []
+        for k in range(0, len(samples), chunk):
+            t = time.perf_counter()
+            part = render_views_blender(
+                samples[k : k + chunk], view, size, blender=a.blender,
+                cycles_samples=a.samples, threads=a.clf_threads,
+            )  # fmt: skip
+            out += [r[0] for r in part]
+            print(
+                f"  Blender {k + len(part)}/{len(samples)} images "
+                f"({(time.perf_counter() - t) / len(part):.2f} s/image)",
+                flush=True,
+            )
+        return np.stack([o[0] for o in out]), np.stack([o[1] for o in out])
+
+    def blender_sets() -> dict[str, np.ndarray]:
+        t = time.perf_counter()
+        out: dict[str, np.ndarray] = {}
+        out["Xte_b"], out["Mte_b"] = blender_render(scenes("test", CLF_CLASSES, range(n_test)))
+        ref = scenes("train", ("good",), range(REF_INDEX0, REF_INDEX0 + a.clf_ref_goods))
+        out["Xref_b"], _ = blender_render(ref)
+        print(
+            f"Blender: {len(out['Xte_b'])} test + {len(out['Xref_b'])} reference goods in "
+            f"{time.perf_counter() - t:.1f} s ({a.samples} samples, {a.clf_threads} threads)"
+        )
+        return out
+
+    common = f"n_test={n_test} size={size} seed={seed}"
+    print()
+    d = _cached(
+        base / "classifier_numpy.npz", f"n_train={a.clf_train} {common}", a.reuse, numpy_sets
+    )
+    key_b = f"n_ref={a.clf_ref_goods} {common} samples={a.samples}"
+    d.update(_cached(base / "classifier_blender.npz", key_b, a.reuse, blender_sets))
+    d["ytr"] = np.repeat(np.array(CLF_CLASSES), a.clf_train)
+    d["yte"] = np.repeat(np.array(CLF_CLASSES), n_test)
+    return d
+
+
+def classifier_table(base: Path, a) -> None:
+    """(d): train on numpy renders, test on numpy and Blender renders (accuracy per class)."""
+    from bench_classifier import crop, roi_from_good
+    from gaikan.deep.classifier import Classifier
+    from gaikan.deep.evaluate import confusion_matrix
+
+    d = _clf_sets(base, a)
+    ytr, yte = d["ytr"], d["yte"]
+    Xtr = d["Xtr"].astype(np.float64)
+    roi = roi_from_good(Xtr[ytr == "good"])
+    Xtr = crop(Xtr, roi)
+    tests = {
+        "numpy": crop(d["Xte_n"].astype(np.float64), roi),
+        "blender": crop(d["Xte_b"].astype(np.float64), roi),
+    }
+    masks = {"numpy": crop(d["Mte_n"], roi), "blender": crop(d["Mte_b"], roi)}
+    ref_b = crop(d["Xref_b"].astype(np.float64), roi)
+    clf = Classifier(
+        "efficientnet_lite0", image_size=a.clf_net, reference=True, focus=a.clf_focus,
+        brightness=0.1, contrast=0.1, max_shift=0.03, valid_frac=0.0, patience=None,
+        batch_size=32, random_state=0, num_threads=a.clf_threads,
+    )  # fmt: skip
+    t = time.perf_counter()
+    clf.fine_tune(Xtr, ytr, epochs=a.clf_epochs, base_lr=2e-3, freeze_epochs=1, lr_mult=10)
+    t_fit = time.perf_counter() - t
+    print(
+        f"\n(d) defect-mode classifier trained on numpy renders: EfficientNet-Lite0, "
+        f"reference=True, focus={a.clf_focus} px at {a.clf_net}², {a.clf_epochs} epochs "
+        f"(one-cycle, base_lr 2e-3, lr_mult 10, 1 frozen epoch, batch 32, seed 0), "
+        f"{a.clf_train} train / {a.clf_test} test images per class, oblique {a.clf_size}², "
+        f"ROI {Xtr.shape[1]} rows × {Xtr.shape[2]} columns; fit {t_fit:.0f} s "
+        f"(last epoch's train loss {clf.history_[-1]['train_loss']:.3f})"
+    )
+    print(
+        "cells: accuracy per true class (share of its test images classified correctly); "
+        "good/def: share right about good vs defective; "
+        "window: share of defective test images whose focus window covers a mask pixel"
+    )
+    print(
+        f"{'test set':<34}"
+        + "".join(f"{c:>9}" for c in (*CLF_CLASSES, "all", "good/def", "window"))
+    )
+    rows = [("numpy", "numpy", None), ("blender", "Blender", None)]
+    rows.append(("blender", f"Blender, ref. {len(ref_b)} Blender goods", ref_b))
+    ref_n = clf.reference_
+    for key, name, ref in rows:
+        clf.reference_ = ref_n if ref is None else ref.mean(0).astype(np.float32)
+        pred = clf.predict(tests[key])
+        cells = [float((pred[yte == c] == c).mean()) for c in CLF_CLASSES]
+        cells.append(float((pred == yte).mean()))
+        defective = yte != "good"
+        cells.append(float(((pred != "good") == defective).mean()))
+        boxes = clf.input_pipeline().focus_boxes(tests[key][defective])
+        assert boxes is not None  # focus is set
+        m = masks[key][defective]
+        cells.append(
+            float(
+                np.mean([m[i, r : r + h, c : c + w].any() for i, (r, c, h, w) in enumerate(boxes)])
+            )
+        )
+        print(f"{name:<34}" + "".join(f"{v:>9.3f}" for v in cells), flush=True)
+        cm = confusion_matrix(yte, pred, labels=CLF_CLASSES)
+        print(f"{'':<4}confusion (rows true, columns predicted, {', '.join(CLF_CLASSES)}):")
+        for c, r in zip(CLF_CLASSES, cm):
+            print(f"{'':<6}{c:<8}" + "".join(f"{v:>4d}" for v in r))
+    clf.reference_ = ref_n
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -219,9 +400,21 @@ def main() -> None:
     )
     ap.add_argument("--padim", action="store_true", help="add PaDiM rows (needs gaikan[deep])")
     ap.add_argument("--quick", action="store_true", help="tiny sets (smoke run)")
+    ap.add_argument(
+        "--classifier", action="store_true", help="(d): defect-mode classifier numpy → Blender"
+    )
+    ap.add_argument("--clf-train", type=int, default=40, help="training images per class")
+    ap.add_argument("--clf-test", type=int, default=15, help="test images per class")
+    ap.add_argument("--clf-ref-goods", type=int, default=15, help="Blender goods for re-reference")
+    ap.add_argument("--clf-size", type=int, default=128)
+    ap.add_argument("--clf-focus", type=int, default=40, help="focus window, image pixels")
+    ap.add_argument("--clf-net", type=int, default=64, help="network input size of the window")
+    ap.add_argument("--clf-epochs", type=int, default=8)
+    ap.add_argument("--clf-threads", type=int, default=2, help="torch and Cycles threads")
     a = ap.parse_args()
     if a.quick:
         a.n_good, a.n_test_good, a.n_defect, a.samples = 6, 3, 2, 8
+        a.clf_train, a.clf_test, a.clf_ref_goods, a.clf_epochs = 3, 2, 2, 1
     tmp = Path(tempfile.mkdtemp(prefix="gaikan-bench-blender-"))
     try:
         if not a.skip_speed:
@@ -248,6 +441,9 @@ def main() -> None:
                     f"numpy {t_n:.1f} s, Blender {t_b:.1f} s ({a.samples} samples)"
                 )
             gap_table(roots, a.padim)
+        if a.classifier:
+            base = Path(a.out) if a.out else tmp
+            classifier_table(base, a)
         if a.figure:
             figure(
                 Path(a.figure), a.figure_defect, a.figure_index, 192, max(a.samples, 32), a.blender
