@@ -35,6 +35,7 @@ from .config import ServiceConfig
 from .errors import ApiError
 from .metrics import ServiceMetrics
 from .overlays import OverlayStore
+from .recording import Recorder, Upload
 from .uploads import file_label, parse_multipart
 
 __all__ = ["Inspector", "load_model"]
@@ -78,8 +79,10 @@ class Inspector:
         metrics: ServiceMetrics,
         overlays: OverlayStore,
         model_name: str | None,
+        recorder: Recorder | None = None,
     ) -> None:
         self.core = CoreInspector(model)
+        self.recorder = recorder
         self.det = model
         self.config = config
         self.metrics = metrics
@@ -125,8 +128,14 @@ class Inspector:
         inline: bool = False,
         overlay: bool = True,
         alpha: float = 0.45,
+        client: str | None = None,
     ) -> dict[str, Any]:
-        """Parse, decode, inspect and describe every file of one request."""
+        """Parse, decode, inspect and describe every file of one request.
+
+        With a recorder, every result (errors included) is committed to the
+        database before this returns, and each result dict gets its record
+        ``id``; a failed commit is a 503 :class:`ApiError` (no verdict given).
+        """
         t0 = time.perf_counter()
         parts = parse_multipart(body, content_type, self.config.max_files)
         files = [p for p in parts if p.name == "files"]
@@ -145,10 +154,22 @@ class Inspector:
             internal += failed
             for i, done in zip(ok, judged):
                 results[i] = done
-        out = []
+        out, pngs = [], []
         for i, res in enumerate(results):
             assert res is not None
-            out.append(self._describe(res, decoded.get(i), inline, overlay, alpha))
+            keep = self.recorder is not None and self.recorder.keeps(res.verdict)
+            desc, png = self._describe(res, decoded.get(i), inline, overlay, alpha, keep)
+            out.append(desc)
+            pngs.append(png)
+        if self.recorder is not None:
+            latency_ms = (time.perf_counter() - t0) * 1000.0
+            uploads = [
+                Upload(res, p.data, png, latency_ms)
+                for res, p, png in zip(results, files, pngs)
+                if res is not None
+            ]
+            for desc, rid in zip(out, self._record(uploads, client)):
+                desc["id"] = rid
         n_err = sum(r.is_error for r in results if r is not None)
         self.metrics.add(
             images=len(out) - n_err,
@@ -214,6 +235,21 @@ class Inspector:
                 out.append(Inspection.failed(label, f"{label}: internal error while scoring"))
         return out, failed
 
+    def _record(self, uploads: list[Upload], client: str | None) -> list[int]:
+        """Commit one request's results; a 503 when the database refuses."""
+        assert self.recorder is not None
+        try:
+            return self.recorder.record(uploads, client)
+        except Exception:
+            log.exception("recording %d result(s) failed", len(uploads))
+            self.metrics.add(internal_errors=1)
+            raise ApiError(
+                503,
+                "the results could not be recorded in the station database (logged on the "
+                "server); no verdict is given: send the images again",
+                {"Retry-After": "1"},
+            ) from None
+
     def _describe(
         self,
         res: Inspection,
@@ -221,24 +257,31 @@ class Inspector:
         inline: bool,
         overlay: bool,
         alpha: float,
-    ) -> dict[str, Any]:
-        """The JSON of one result, with its overlay (inline or by URL)."""
+        keep: bool = False,
+    ) -> tuple[dict[str, Any], bytes | None]:
+        """The JSON of one result, with its overlay (inline or by URL), and the overlay PNG.
+
+        The overlay is rendered when the client asks for it or when the
+        record keeps it (``keep``).
+        """
         out = _jsonable(res.to_json())
         if res.is_error or item is None or res.display is None:
-            return out
+            return out, None
         out["map"]["shape"] = list(item[1])  # the hottest point is in the original's pixels
+        if not (overlay or keep):
+            return out, None
+        try:
+            png = overlay_png(item[0], res.display, self.threshold, alpha=alpha)
+        except Exception:
+            log.exception("rendering the overlay of %r failed", res.file)
+            return out, None
         if overlay:
-            try:
-                png = overlay_png(item[0], res.display, self.threshold, alpha=alpha)
-            except Exception:
-                log.exception("rendering the overlay of %r failed", res.file)
-                return out
             if inline:
                 out["overlay"] = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
             else:
                 key = self.overlays.put(png)
                 out["overlay_url"] = f"/v1/overlays/{key}.png" if key else None
-        return out
+        return out, png
 
 
 def load_model(model: Any) -> tuple[Any, str | None]:
