@@ -35,7 +35,7 @@ from .config import ServiceConfig
 from .errors import ApiError
 from .metrics import ServiceMetrics
 from .overlays import OverlayStore
-from .recording import Recorder, Upload
+from .recording import Recorder, RecordingFailed, Upload
 from .uploads import file_label, parse_multipart
 
 __all__ = ["Inspector", "load_model"]
@@ -130,11 +130,55 @@ class Inspector:
         alpha: float = 0.45,
         client: str | None = None,
     ) -> dict[str, Any]:
-        """Parse, decode, inspect and describe every file of one request.
+        """Parse, decode, inspect, describe and (with a recorder) record every file of a request.
 
         With a recorder, every result (errors included) is committed to the
         database before this returns, and each result dict gets its record
         ``id``; a failed commit is a 503 :class:`ApiError` (no verdict given).
+        The HTTP route does the same without holding a scoring thread while
+        the commit waits (:meth:`inspect_request` and :meth:`record_ids`).
+        """
+        payload, uploads = self.inspect_request(body, content_type, inline, overlay, alpha)
+        if self.recorder is not None:
+            try:
+                ids = self.recorder.record(uploads, client)
+            except RecordingFailed:
+                raise self.not_recorded() from None
+            self.attach_ids(payload, ids)
+        return payload
+
+    def not_recorded(self) -> ApiError:
+        """The 503 of a request whose results could not be committed."""
+        self.metrics.add(internal_errors=1)
+        return ApiError(
+            503,
+            "the results could not be recorded in the station database (logged on the "
+            "server); no verdict is given: send the images again",
+            {"Retry-After": "1"},
+        )
+
+    @staticmethod
+    def attach_ids(payload: dict[str, Any], ids: list[int]) -> None:
+        """Give each result of ``payload`` its record id."""
+        for desc, rid in zip(payload["results"], ids):
+            desc["id"] = rid
+
+    def inspect_request(
+        self,
+        body: bytes,
+        content_type: str,
+        inline: bool = False,
+        overlay: bool = True,
+        alpha: float = 0.45,
+    ) -> tuple[dict[str, Any], list[Upload]]:
+        """Parse, decode, inspect and describe every file of one request.
+
+        Returns
+        -------
+        payload : dict
+            The JSON answer (without record ids).
+        uploads : list of Upload
+            What to record, one per result (empty without a recorder).
         """
         t0 = time.perf_counter()
         parts = parse_multipart(body, content_type, self.config.max_files)
@@ -161,6 +205,7 @@ class Inspector:
             desc, png = self._describe(res, decoded.get(i), inline, overlay, alpha, keep)
             out.append(desc)
             pngs.append(png)
+        uploads: list[Upload] = []
         if self.recorder is not None:
             latency_ms = (time.perf_counter() - t0) * 1000.0
             uploads = [
@@ -168,8 +213,6 @@ class Inspector:
                 for res, p, png in zip(results, files, pngs)
                 if res is not None
             ]
-            for desc, rid in zip(out, self._record(uploads, client)):
-                desc["id"] = rid
         n_err = sum(r.is_error for r in results if r is not None)
         self.metrics.add(
             images=len(out) - n_err,
@@ -177,12 +220,13 @@ class Inspector:
             defects=sum(r.verdict == "defect" for r in results if r is not None),
             internal_errors=internal,
         )
-        return {
+        payload = {
             "results": out,
             "threshold": self.threshold,
             "image_shape": list(self.shape),
             "elapsed_ms": round((time.perf_counter() - t0) * 1000.0, 3),
         }
+        return payload, uploads
 
     def _decode_all(
         self, datas: list[bytes], labels: list[str]
@@ -234,21 +278,6 @@ class Inspector:
                 failed += 1
                 out.append(Inspection.failed(label, f"{label}: internal error while scoring"))
         return out, failed
-
-    def _record(self, uploads: list[Upload], client: str | None) -> list[int]:
-        """Commit one request's results; a 503 when the database refuses."""
-        assert self.recorder is not None
-        try:
-            return self.recorder.record(uploads, client)
-        except Exception:
-            log.exception("recording %d result(s) failed", len(uploads))
-            self.metrics.add(internal_errors=1)
-            raise ApiError(
-                503,
-                "the results could not be recorded in the station database (logged on the "
-                "server); no verdict is given: send the images again",
-                {"Retry-After": "1"},
-            ) from None
 
     def _describe(
         self,

@@ -1,9 +1,10 @@
 """The station's memory: each answered inspection committed to a :class:`~gaikan.records.RecordStore`.
 
-:meth:`Recorder.record` runs in the scoring thread, after the verdicts and
-overlays are made and **before** the HTTP answer is built: it returns only
-once the rows are committed (one transaction per request), so a client
-never receives a verdict that is not in the database.  When the commit
+:meth:`Recorder.submit` is called after the verdicts and overlays are made
+and **before** the HTTP answer is sent: the route awaits its future, which
+resolves only once the rows are committed, so a client never receives a
+verdict that is not in the database.  One writer thread commits whatever
+requests are waiting in one transaction (group commit).  When the commit
 fails the request is answered 503 (nothing recorded, no verdict given).
 
 Nothing here imports a web framework; :mod:`gaikan.records` (SQLAlchemy)
@@ -14,14 +15,20 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import threading
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Recorder", "Upload", "identity", "open_recorder"]
+__all__ = ["Recorder", "RecordingFailed", "Upload", "identity", "open_recorder"]
 
 log = logging.getLogger("gaikan.service")
+
+
+class RecordingFailed(RuntimeError):
+    """A request's results could not be committed (nothing of its batch is recorded)."""
 
 
 def identity(host: str | None, token_set: bool) -> str:
@@ -57,7 +64,13 @@ class Upload:
 
 
 class Recorder:
-    """Commits a request's results to the store, with the served model's version.
+    """Commits requests' results to the store (group commit), with the served model's version.
+
+    One writer thread takes every request waiting to be recorded and
+    commits them together in one transaction (one fsync for all of them):
+    under load many requests share a commit, so recording costs little
+    throughput, and the scoring threads never wait on the disk.  Each
+    request's future resolves only once its rows are committed.
 
     Parameters
     ----------
@@ -68,43 +81,82 @@ class Recorder:
         The served model's id (None: not registered, e.g. an in-memory model).
     model_version : int or None
         Its version in the store.
+    max_batch : int
+        Most requests committed in one transaction.
     """
 
     def __init__(
-        self, store: Any, station: str, model_id: str | None, model_version: int | None
+        self,
+        store: Any,
+        station: str,
+        model_id: str | None,
+        model_version: int | None,
+        max_batch: int = 256,
     ) -> None:
         self.store = store
         self.station = station
         self.model_id = model_id
         self.model_version = model_version
-        self._blob_lock = threading.Lock()
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue[tuple[list[Upload], str | None, Future] | None] = (
+            queue.SimpleQueue()
+        )
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.commits = 0  # transactions committed (for tests and benchmarks)
 
     def keeps(self, verdict: str) -> bool:
         """Whether the retention policy keeps this verdict's image (render its overlay then)."""
         return bool(self.store.retention.keeps(verdict))
 
+    def submit(self, uploads: list[Upload], client: str | None) -> Future:
+        """Queue one request's uploads; a future of their record ids (in order) once committed.
+
+        The future raises :class:`RecordingFailed` when the commit fails
+        (nothing of that batch is recorded then; the cause is logged).
+        """
+        fut: Future = Future()
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="gaikan-recorder", daemon=True
+                )
+                self._thread.start()
+        self._queue.put((uploads, client, fut))
+        return fut
+
     def record(self, uploads: list[Upload], client: str | None) -> list[int]:
-        """Commit every upload of one request in one transaction; their record ids, in order.
+        """Commit one request's uploads and wait; their record ids, in order.
 
         Raises
         ------
-        gaikan.records.RecordsError or sqlalchemy.exc.SQLAlchemyError
+        RecordingFailed
             The commit failed: nothing of this request is recorded.
-
-        Notes
-        -----
-        The kept images and overlays are written first, one thread at a
-        time: ``BlobStore.put`` names its temporary file by process id only,
-        so two scoring threads storing the same new content at once would
-        collide.  ``add_many`` then finds them on disk.  The commits
-        themselves run concurrently.
         """
-        with self._blob_lock:
-            for u in uploads:
-                if self.keeps(u.inspection.verdict):
-                    for blob in (u.data, u.overlay_png):
-                        if blob:
-                            self.store.blobs.put(blob)
+        return list(self.submit(uploads, client).result())
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            batch = [item]
+            stop = False
+            while len(batch) < self.max_batch:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                batch.append(more)
+            self._commit(batch)
+            if stop:
+                return
+
+    def _commit(self, batch: list[tuple[list[Upload], str | None, Future]]) -> None:
+        live = [(u, c, f) for u, c, f in batch if f.set_running_or_notify_cancel()]
         entries = [
             (
                 u.inspection,
@@ -119,9 +171,21 @@ class Recorder:
                     latency_ms=round(u.latency_ms, 3),
                 ),
             )
+            for uploads, client, _ in live
             for u in uploads
         ]
-        return list(self.store.add_many(entries))
+        try:
+            ids = list(self.store.add_many(entries))
+        except Exception as exc:  # every waiting request learns it was not recorded
+            log.exception("recording %d result(s) failed", len(entries))
+            for _, _, fut in live:
+                fut.set_exception(RecordingFailed(f"the commit failed: {exc}"))
+            return
+        self.commits += 1
+        at = 0
+        for uploads, _, fut in live:
+            fut.set_result(ids[at : at + len(uploads)])
+            at += len(uploads)
 
     def active_model(self) -> dict[str, Any] | None:
         """The active version of the served model id (None when not registered)."""
@@ -131,6 +195,12 @@ class Recorder:
         return None if mv is None else mv.to_json()
 
     def close(self) -> None:
+        """Commit what is queued, stop the writer and release the database."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(None)
+            thread.join(30)
         self.store.close()
 
 

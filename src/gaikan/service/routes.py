@@ -28,7 +28,7 @@ from .inspector import Inspector
 from .logs import event
 from .metrics import CONTENT_TYPE, ServiceMetrics
 from .overlays import OverlayStore
-from .recording import identity
+from .recording import RecordingFailed, identity
 from .uploads import read_body
 
 __all__ = ["add_routes"]
@@ -161,10 +161,15 @@ def _add_inspect(app: FastAPI, inspector: Inspector, config: ServiceConfig, pool
         body = await read_body(request.stream(), request.headers, config.max_upload_bytes)
         host = request.client.host if request.client else None
         client = identity(host, config.token is not None)
-        work = functools.partial(
-            inspector.inspect_body, body, ctype, inline, overlay, alpha, client
-        )
-        payload = await asyncio.get_running_loop().run_in_executor(pool, work)
+        work = functools.partial(inspector.inspect_request, body, ctype, inline, overlay, alpha)
+        payload, uploads = await asyncio.get_running_loop().run_in_executor(pool, work)
+        if inspector.recorder is not None:
+            # committed before the answer is sent (group commit: no scoring thread waits)
+            try:
+                ids = await asyncio.wrap_future(inspector.recorder.submit(uploads, client))
+            except RecordingFailed:
+                raise inspector.not_recorded() from None
+            inspector.attach_ids(payload, ids)
         _note_results(request, payload["results"])
         return Response(json.dumps(payload, allow_nan=False), media_type="application/json")
 
