@@ -583,6 +583,12 @@ def main(argv: list[str] | None = None) -> int:
         "URL; compared with --no-record",
     )
     ap.add_argument("--keep", default="ng", choices=["ng", "all", "none"], help="with --db")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="with --db: alternate no-record / recording phases this many times (noisy hosts)",
+    )
     args = ap.parse_args(argv)
     if args.soak:
         return soak(args)
@@ -601,11 +607,12 @@ def main(argv: list[str] | None = None) -> int:
         built = {s: build(s, work) for s in sizes}
         modes = ["none"] if args.db is None else ["none", args.db]
         checks = []
-        for size, mode in [(s, m) for s in sizes for m in modes]:
+        runs = [(s, m, k) for s in sizes for k in range(args.rounds) for m in modes]
+        for size, mode, k in runs:
             model, uploads = built[size]
             db = None
             if mode != "none":
-                db = str(work / f"records-{size}.db") if mode == "sqlite" else mode
+                db = str(work / f"records-{size}-{k}.db") if mode == "sqlite" else mode
             # every simulated line PC posts from 127.0.0.1: lift the per-address cap
             extra: tuple[str, ...] = ("--max-uploads-per-client", "256")
             extra += ("--no-record",) if db is None else ("--db", db, "--keep", args.keep)

@@ -468,3 +468,19 @@ def test_serve_cli_records(model_file, tmp_path):
         rec = store.get(rid)
         assert rec.station == "cli-st" and rec.verdict == "defect" and rec.image_key is None
         assert store.count(Filters(station="cli-st")) == 1
+
+
+def test_kept_overlay_has_default_opacity(model_file, tmp_path):
+    """The page asks for alpha=1 and no overlay at all may be asked: the kept one is alpha 0.45."""
+    import base64
+
+    with station(model_file, str(tmp_path / "r.db")) as srv, httpx.Client(base_url=srv.url) as c:
+        a1 = post(c, [("b.png", BAD)], inline=1, alpha=1).json()["results"][0]
+        std = post(c, [("b.png", BAD)], inline=1).json()["results"][0]
+        none = post(c, [("b.png", BAD)], overlay=0).json()["results"][0]
+        assert "overlay" not in none and "overlay_url" not in none
+        default_png = base64.b64decode(std["overlay"].split(",", 1)[1])
+        alpha1_png = base64.b64decode(a1["overlay"].split(",", 1)[1])
+        assert default_png != alpha1_png
+        for res in (a1, std, none):
+            assert c.get(f"/v1/inspections/{res['id']}/overlay").content == default_png

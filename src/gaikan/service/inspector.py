@@ -42,6 +42,9 @@ __all__ = ["Inspector", "load_model"]
 
 log = logging.getLogger("gaikan.service")
 
+#: Heatmap opacity of the overlays kept with the records (overlay_png's default).
+KEPT_ALPHA = 0.45
+
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
@@ -136,7 +139,8 @@ class Inspector:
         database before this returns, and each result dict gets its record
         ``id``; a failed commit is a 503 :class:`ApiError` (no verdict given).
         The HTTP route does the same without holding a scoring thread while
-        the commit waits (:meth:`inspect_request` and :meth:`record_ids`).
+        the commit waits (:meth:`inspect_request`, then :meth:`Recorder.submit
+        <gaikan.service.recording.Recorder.submit>` awaited).
         """
         payload, uploads = self.inspect_request(body, content_type, inline, overlay, alpha)
         if self.recorder is not None:
@@ -288,29 +292,32 @@ class Inspector:
         alpha: float,
         keep: bool = False,
     ) -> tuple[dict[str, Any], bytes | None]:
-        """The JSON of one result, with its overlay (inline or by URL), and the overlay PNG.
+        """The JSON of one result, with its overlay (inline or by URL), and the PNG to keep.
 
-        The overlay is rendered when the client asks for it or when the
-        record keeps it (``keep``).
+        The client's overlay uses its ``alpha``; the kept one (``keep``: the
+        record keeps this verdict's pictures) always the default opacity, so
+        every stored overlay looks the same whoever asked.
         """
         out = _jsonable(res.to_json())
         if res.is_error or item is None or res.display is None:
             return out, None
         out["map"]["shape"] = list(item[1])  # the hottest point is in the original's pixels
-        if not (overlay or keep):
-            return out, None
+        png = kept = None
         try:
-            png = overlay_png(item[0], res.display, self.threshold, alpha=alpha)
+            if overlay:
+                png = overlay_png(item[0], res.display, self.threshold, alpha=alpha)
+            if keep:
+                same = png is not None and alpha == KEPT_ALPHA
+                kept = png if same else overlay_png(item[0], res.display, self.threshold)
         except Exception:
             log.exception("rendering the overlay of %r failed", res.file)
-            return out, None
-        if overlay:
+        if png is not None:
             if inline:
                 out["overlay"] = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
             else:
                 key = self.overlays.put(png)
                 out["overlay_url"] = f"/v1/overlays/{key}.png" if key else None
-        return out, png
+        return out, kept
 
 
 def load_model(model: Any) -> tuple[Any, str | None]:

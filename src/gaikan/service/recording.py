@@ -17,7 +17,7 @@ import logging
 import os
 import queue
 import threading
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,8 +66,10 @@ class Upload:
 class Recorder:
     """Commits requests' results to the store (group commit), with the served model's version.
 
-    One writer thread takes every request waiting to be recorded and
-    commits them together in one transaction (one fsync for all of them):
+    The kept images and overlays are written first by a few blob threads
+    (in parallel, each file fsynced).  One writer thread then takes every
+    request waiting to be recorded and commits their rows together in one
+    transaction (one fsync for all of them):
     under load many requests share a commit, so recording costs little
     throughput, and the scoring threads never wait on the disk.  Each
     request's future resolves only once its rows are committed.
@@ -83,6 +85,10 @@ class Recorder:
         Its version in the store.
     max_batch : int
         Most requests committed in one transaction.
+    io_threads : int
+        Threads writing the kept images and overlays (each file is
+        fsynced; one thread alone would cap the station at a few hundred
+        kept pictures per second).
     """
 
     def __init__(
@@ -92,6 +98,7 @@ class Recorder:
         model_id: str | None,
         model_version: int | None,
         max_batch: int = 256,
+        io_threads: int = 8,
     ) -> None:
         self.store = store
         self.station = station
@@ -103,6 +110,9 @@ class Recorder:
         )
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self.io_threads = io_threads
+        self._io: ThreadPoolExecutor | None = None
+        self._key_locks = [threading.Lock() for _ in range(64)]
         self.commits = 0  # transactions committed (for tests and benchmarks)
 
     def keeps(self, verdict: str) -> bool:
@@ -122,8 +132,41 @@ class Recorder:
                     target=self._run, name="gaikan-recorder", daemon=True
                 )
                 self._thread.start()
-        self._queue.put((uploads, client, fut))
+            if self._io is None:
+                self._io = ThreadPoolExecutor(self.io_threads, thread_name_prefix="gaikan-blobs")
+            io = self._io
+        if any(self.keeps(u.inspection.verdict) for u in uploads):
+            io.submit(self._put_blobs, uploads, client, fut)
+        else:
+            self._queue.put((uploads, client, fut))
         return fut
+
+    def _put_blobs(self, uploads: list[Upload], client: str | None, fut: Future) -> None:
+        """Write a request's kept pictures (each fsynced), then queue its rows.
+
+        Runs in the blob threads, so the files of many requests are written
+        in parallel and the writer thread only commits rows (``add_many``
+        then finds the files on disk).  ``BlobStore.put`` names its
+        temporary file by process id only, so the same new content must not
+        be written by two threads at once: writers of one key take the same
+        striped lock.
+        """
+        from ..records import sha256
+
+        try:
+            for u in uploads:
+                if not self.keeps(u.inspection.verdict):
+                    continue
+                for blob in (u.data, u.overlay_png):
+                    if blob:
+                        with self._key_locks[int(sha256(blob)[:8], 16) % len(self._key_locks)]:
+                            self.store.blobs.put(blob)
+        except Exception as exc:
+            log.exception("storing the images of %d result(s) failed", len(uploads))
+            if fut.set_running_or_notify_cancel():
+                fut.set_exception(RecordingFailed(f"storing the images failed: {exc}"))
+            return
+        self._queue.put((uploads, client, fut))
 
     def record(self, uploads: list[Upload], client: str | None) -> list[int]:
         """Commit one request's uploads and wait; their record ids, in order.
@@ -198,6 +241,9 @@ class Recorder:
         """Commit what is queued, stop the writer and release the database."""
         with self._lock:
             thread, self._thread = self._thread, None
+            io, self._io = self._io, None
+        if io is not None:
+            io.shutdown(wait=True)  # their rows are queued before the writer stops
         if thread is not None:
             self._queue.put(None)
             thread.join(30)
