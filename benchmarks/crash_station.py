@@ -18,6 +18,8 @@ Afterwards, with the server stopped:
 - every answer a client got with status 200 must be in the database under
   the id it carried, with the digest of the bytes sent (a client never got
   an "ok" that was not committed), and no id may have been answered twice;
+- every kept image and overlay of a record is on disk and hashes to its
+  key (the image's key is the record's digest);
 - rows beyond the answered files are requests committed just before the kill
   whose answer never reached the client (they are counted, and allowed:
   the client got a transport error, never a verdict).
@@ -46,6 +48,30 @@ def _load(
     out: dict[str, Stats], url: str, uploads: list, clients: int, seconds: float, seed: int
 ) -> None:
     out["st"] = drive(url, uploads, clients, seconds, seed=seed)
+
+
+def check_blobs(db: str) -> tuple[int, int]:
+    """Every record's kept image and overlay: present, and its bytes hash to its key.
+
+    Returns (records with kept pictures, pictures missing or corrupt).
+    """
+    from gaikan.records import RecordStore, sha256
+
+    n = bad = 0
+    with RecordStore(db) as store:
+        offset = 0
+        while page := store.query(limit=1000, offset=offset, newest_first=False):
+            offset += len(page)
+            for rec in page:
+                if rec.image_key is None and rec.overlay_key is None:
+                    continue
+                n += 1
+                bad += rec.image_key is not None and rec.image_key != rec.digest
+                for key in (rec.image_key, rec.overlay_key):
+                    if key is not None:
+                        data = store.blobs.get(key)
+                        bad += data is None or sha256(data) != key
+    return n, bad
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             con.close()
         rows, n_answered, problem = check_recorded(str(db), answered, fresh=False)
+        n_kept, bad_blobs = check_blobs(str(db))
 
     extra_rows = rows - n_answered
     print(f"  PRAGMA integrity_check: {integrity}; quick_check: {quick}; journal_mode: {journal}")
@@ -119,8 +146,13 @@ def main(argv: list[str] | None = None) -> int:
         "  every answered id present with the digest sent, no id answered twice: "
         + (problem or "yes")
     )
+    print(
+        f"  kept images and overlays of {n_kept} records read back and hashed: "
+        f"{bad_blobs} missing or corrupt"
+    )
     print(f"  failed requests (clients got an error, never a verdict): {failed}")
     failures = (integrity != "ok") + (quick != "ok") + bool(problem) + (extra_rows < 0) + wrong
+    failures += bad_blobs
     print("PASS" if failures == 0 else f"FAIL ({failures} problems)")
     return 0 if failures == 0 else 1
 

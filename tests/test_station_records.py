@@ -484,3 +484,16 @@ def test_kept_overlay_has_default_opacity(model_file, tmp_path):
         assert default_png != alpha1_png
         for res in (a1, std, none):
             assert c.get(f"/v1/inspections/{res['id']}/overlay").content == default_png
+
+
+def test_serve_cli_refuses_contradictory_record_options(model_file, tmp_path):
+    from click.testing import CliRunner
+
+    from gaikan.cli import cli
+
+    runner = CliRunner()
+    res = runner.invoke(cli, ["serve", str(model_file), "--no-record", "--db", "x.db"])
+    assert res.exit_code == 2 and "--no-record" in res.output
+    res = runner.invoke(cli, ["serve", str(model_file), "--keep-size", "lots"])
+    assert res.exit_code == 2 and "not a size" in res.output
+    assert not (tmp_path / "x.db").exists()
