@@ -34,7 +34,15 @@ answered in that run), and the table gains a ``db`` column.  After each
 recorded phase the database is checked: every answered file (warm-up
 included) is present under the id the answer gave, with the digest of the
 bytes sent, and (for a fresh SQLite file) the row count equals the number
-of answered files.
+of answered files.  ``--rounds N`` alternates the two N times (for noisy
+hosts), e.g.::
+
+    python benchmarks/load_service.py --duration 30 --sizes 100 --clients 32 \
+        --db sqlite --rounds 3 --no-fault
+
+Without ``--db`` the servers run ``--no-record`` (the stateless station).
+Every simulated client posts from 127.0.0.1, so the per-address cap is
+lifted (``--max-uploads-per-client 256``) outside the soak.
 
 Everything stops by itself: each phase is bounded by --duration, the
 server is terminated at the end (or on any failure).
