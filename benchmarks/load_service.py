@@ -27,6 +27,23 @@ body, then silence until the server's 408 after ``--read-timeout``).  It
 prints the status counts, correct answers, p99 latency, 5xx count and the
 server's RSS at the start and the end.
 
+Recording (``--db sqlite`` or ``--db URL``): every phase runs twice, once
+with ``gaikan serve --no-record`` and once recording into a fresh SQLite
+file (or the given database, emptied of nothing: the check is on the ids
+answered in that run), and the table gains a ``db`` column.  After each
+recorded phase the database is checked: every answered file (warm-up
+included) is present under the id the answer gave, with the digest of the
+bytes sent, and (for a fresh SQLite file) the row count equals the number
+of answered files.  ``--rounds N`` alternates the two N times (for noisy
+hosts), e.g.::
+
+    python benchmarks/load_service.py --duration 30 --sizes 100 --clients 32 \
+        --db sqlite --rounds 3 --no-fault
+
+Without ``--db`` the servers run ``--no-record`` (the stateless station).
+Every simulated client posts from 127.0.0.1, so the per-address cap is
+lifted (``--max-uploads-per-client 256``) outside the soak.
+
 Everything stops by itself: each phase is bounded by --duration, the
 server is terminated at the end (or on any failure).
 """
@@ -35,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import io
 import os
 import random
@@ -99,6 +117,7 @@ class Stats:
     bad_missed: int = 0  # bad uploads that got a score (must be 0)
     good_images: int = 0
     notes: list[str] = field(default_factory=list)
+    answered: list[tuple[int, str]] = field(default_factory=list)  # (record id, sha256) per file
 
     def note(self, msg: str) -> None:
         if len(self.notes) < 5:
@@ -136,6 +155,8 @@ class Server:
         if workers:
             cmd += ["--workers", str(workers)]
         cmd += list(extra)
+        if "--db" not in extra and "--no-record" not in extra:
+            cmd.append("--no-record")  # the stateless station unless a database is asked for
         self.log = log
         self._logf = open(log, "wb")
         self.proc = subprocess.Popen(cmd, stdout=self._logf, stderr=subprocess.STDOUT)
@@ -222,6 +243,9 @@ async def _drive(
             payload = r.json()
             st.server_ms.append(payload["elapsed_ms"])
             results = payload["results"]
+            for (_, data), res in zip(up.files, results):
+                if "id" in res:
+                    st.answered.append((int(res["id"]), hashlib.sha256(data).hexdigest()))
             for (verdict, score), res in zip(up.expect, results):
                 if verdict == "bad":
                     if "error" in res and "score" not in res:
@@ -260,16 +284,55 @@ def metric(text: str, name: str) -> float:
     return float(m.group(1)) if m else float("nan")
 
 
-def warm_up(srv: Server, uploads: list[Upload], limit_s: float = 60.0) -> None:
-    """Load until the server's overlay LRU is full (its bounded steady state) or limit_s."""
+def warm_up(srv: Server, uploads: list[Upload], limit_s: float = 60.0) -> list[tuple[int, str]]:
+    """Load until the server's overlay LRU is full (its bounded steady state) or limit_s.
+
+    Returns the (record id, digest) of every recorded answer (empty when not recording).
+    """
     import httpx
 
+    answered: list[tuple[int, str]] = []
     t0 = time.monotonic()
     while time.monotonic() - t0 < limit_s:
-        drive(srv.url, uploads, 8, 3.0)
+        answered += drive(srv.url, uploads, 8, 3.0).answered
         text = httpx.get(srv.url + "/metrics").text
         if metric(text, "gaikan_overlay_cache_entries") >= OVERLAY_ENTRIES:
-            return
+            break
+    return answered
+
+
+def check_recorded(db: str, answered: list[tuple[int, str]], fresh: bool) -> tuple[int, int, str]:
+    """Every answered (id, digest) in the database: (rows, answered, problem or '')."""
+    from gaikan.records import RecordStore
+
+    with RecordStore(db) as store:
+        rows = store.count()
+        recs = {}
+        for i in range(0, len(answered), 1000):
+            ids = [rid for rid, _ in answered[i : i + 1000]]
+            recs.update({r.id: r.digest for r in _by_ids(store, ids)})
+    missing = [rid for rid, _ in answered if rid not in recs]
+    wrong = [rid for rid, d in answered if rid in recs and recs[rid] != d]
+    problem = ""
+    if missing or wrong:
+        problem = f"{len(missing)} answered files missing, {len(wrong)} with another digest"
+    elif len({rid for rid, _ in answered}) != len(answered):
+        problem = "two answers carried the same record id"
+    elif fresh and rows != len(answered):
+        problem = f"{rows} rows in the database but {len(answered)} answered files"
+    return rows, len(answered), problem
+
+
+def _by_ids(store, ids: list[int]) -> list:
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from gaikan.records import Record
+    from gaikan.records.models import InspectionRow
+
+    with Session(store.engine) as s:
+        rows = s.scalars(select(InspectionRow).where(InspectionRow.id.in_(ids)))
+        return [Record.from_row(r) for r in rows]
 
 
 def build(size: int, workdir: Path, n_eval: int = 16) -> tuple[Path, list[Upload]]:
@@ -521,6 +584,19 @@ def main(argv: list[str] | None = None) -> int:
         help="only the soak: 32 clients, 10 %% bad and 10 %% stalled uploads (see soak())",
     )
     ap.add_argument("--read-timeout", type=float, default=15.0, help="server read deadline, s")
+    ap.add_argument(
+        "--db",
+        default=None,
+        help="also run every phase recording: 'sqlite' (a fresh file per phase) or a database "
+        "URL; compared with --no-record",
+    )
+    ap.add_argument("--keep", default="ng", choices=["ng", "all", "none"], help="with --db")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="with --db: alternate no-record / recording phases this many times (noisy hosts)",
+    )
     args = ap.parse_args(argv)
     if args.soak:
         return soak(args)
@@ -537,22 +613,35 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="gaikan-load-") as tmp:
         work = Path(tmp)
         built = {s: build(s, work) for s in sizes}
-        for size in sizes:
+        modes = ["none"] if args.db is None else ["none", args.db]
+        checks = []
+        runs = [(s, m, k) for s in sizes for k in range(args.rounds) for m in modes]
+        for size, mode, k in runs:
             model, uploads = built[size]
-            srv = Server(model, args.workers, args.max_upload_mb, work / f"server-{size}.log")
+            db = None
+            if mode != "none":
+                db = str(work / f"records-{size}-{k}.db") if mode == "sqlite" else mode
+            # every simulated line PC posts from 127.0.0.1: lift the per-address cap
+            extra: tuple[str, ...] = ("--max-uploads-per-client", "256")
+            extra += ("--no-record",) if db is None else ("--db", db, "--keep", args.keep)
+            log = work / f"server-{size}-{mode.split(':')[0]}.log"
+            srv = Server(model, args.workers, args.max_upload_mb, log, extra)
+            answered: list[tuple[int, str]] = []
             try:
                 srv.wait_up()
-                warm_up(srv, uploads)
+                answered += warm_up(srv, uploads)
                 rss_warm = srv.rss_mb()
                 for c in clients:
                     rss0 = srv.rss_mb()
                     st = drive(srv.url, uploads, c, args.duration, seed=c)
+                    answered += st.answered
                     rss1 = srv.rss_mb()
                     lat = np.array(st.latencies) * 1000 if st.latencies else np.array([np.nan])
                     srv_ms = np.array(st.server_ms) if st.server_ms else np.array([np.nan])
                     rows.append(
                         (
                             f"{size}x{size}",
+                            "no record" if db is None else mode.split(":")[0],
                             c,
                             st.requests,
                             st.requests / args.duration,
@@ -580,10 +669,15 @@ def main(argv: list[str] | None = None) -> int:
             if tb:
                 failures += 1
                 print(f"  ! {tb} tracebacks in the server log")
+            if db is not None:
+                n_rows, n_ans, problem = check_recorded(db, answered, fresh=mode == "sqlite")
+                checks.append((size, mode.split(":")[0], n_rows, n_ans, problem))
+                failures += bool(problem)
 
         print()
         head = (
             "image",
+            "db",
             "clients",
             "requests",
             "req/s",
@@ -599,19 +693,31 @@ def main(argv: list[str] | None = None) -> int:
         print("|" + "---|" * len(head))
         for r in rows:
             print(
-                f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.1f} | {r[4]:.1f} | {r[5]:.1f} | {r[6]} | "
-                f"{r[7]:.1f} | {r[8]:.1f} | {r[9]:.1f} | {r[10]:.1f} / {r[11]:.1f} |"
+                f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]:.1f} | {r[5]:.1f} | {r[6]:.1f} | "
+                f"{r[7]} | {r[8]:.1f} | {r[9]:.1f} | {r[10]:.1f} | {r[11]:.1f} / {r[12]:.1f} |"
             )
         print(
             "(p50/p99: client-side latency; scoring: the server's pool work per request, "
             "elapsed_ms; errors: non-200, transport errors and wrong results)"
         )
+        for size, mode, n_rows, n_ans, problem in checks:
+            print(
+                f"records ({size}x{size}, {mode}): {n_ans} answered files (warm-up included), "
+                f"{n_rows} rows in the database; every answered id present with the digest sent: "
+                + (problem or "yes")
+            )
 
         if not args.no_fault:
             size = sizes[0]
             model, uploads = built[size]
             mix = fault_uploads(uploads, args.max_upload_mb, size)
-            srv = Server(model, args.workers, args.max_upload_mb, work / "server-fault.log")
+            srv = Server(
+                model,
+                args.workers,
+                args.max_upload_mb,
+                work / "server-fault.log",
+                ("--max-uploads-per-client", "256"),
+            )
             try:
                 srv.wait_up()
                 warm_up(srv, uploads)

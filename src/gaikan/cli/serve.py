@@ -69,6 +69,43 @@ __all__ = ["COMMANDS", "serve"]
     help="Inspect requests one client address may have in flight (429 beyond).",
 )
 @click.option(
+    "--db",
+    envvar="GAIKAN_DB",
+    default=None,
+    show_envvar=True,
+    help="Records database: a file, sqlite:///PATH or postgresql://… (default: records.db "
+    "in $GAIKAN_HOME or ~/.local/share/gaikan).",
+)
+@click.option(
+    "--no-record",
+    is_flag=True,
+    help="Do not record inspections (the station forgets every verdict once answered).",
+)
+@click.option(
+    "--keep",
+    type=click.Choice(["ng", "all", "none"]),
+    default="ng",
+    show_default=True,
+    help="Which images (and overlays) to keep next to the database.",
+)
+@click.option(
+    "--keep-days",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Remove kept images older than this.",
+)
+@click.option(
+    "--keep-size", default=None, help="Remove the oldest kept images beyond this size (e.g. 20G)."
+)
+@click.option(
+    "--station", default=None, help="Station name recorded with each result (default: host name)."
+)
+@click.option(
+    "--model-id",
+    default=None,
+    help="Model name recorded with each result (default: the file's stem).",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -86,6 +123,13 @@ def serve(
     max_files,
     read_timeout,
     max_uploads_per_client,
+    db,
+    no_record,
+    keep,
+    keep_days,
+    keep_size,
+    station,
+    model_id,
     log_level,
 ):
     """Serve MODEL as an inspection station: web UI at / and REST API under /v1.
@@ -94,8 +138,14 @@ def serve(
     or a saved classifier (gaikan train: the predicted class, OK when it is
     the good class).
 
+    Every answered inspection (errors included) is committed to the records
+    database (--db) before the answer is sent, with its image and overlay
+    per --keep; --no-record turns that off.
+
     \b
     Endpoints: POST /v1/inspect (multipart field 'files'), GET /v1/model,
+    GET /v1/inspections[.csv], GET /v1/inspections/ID[/image|/overlay],
+    POST /v1/inspections/ID/review, GET /v1/stats, GET /openapi.json,
     GET /healthz, GET /readyz, GET /metrics (Prometheus).  Logs are JSON
     lines on stderr.  See docs/service.md.
     """
@@ -109,6 +159,12 @@ def serve(
     from ..errors import GaikanError, ParameterError
 
     configure_logging(log_level)
+    if no_record and (db is not None or keep_days is not None or keep_size is not None):
+        fail("--no-record cannot be combined with --db, --keep-days or --keep-size", Exit.USAGE)
+    try:
+        records = {} if no_record else _record_options(db, keep, keep_days, keep_size)
+    except ParameterError as exc:
+        fail(str(exc), Exit.USAGE)
     try:
         app = create_app(
             model,
@@ -119,6 +175,9 @@ def serve(
             max_files=max_files,
             read_timeout_s=read_timeout,
             max_uploads_per_client=max_uploads_per_client,
+            station=station,
+            model_id=model_id,
+            **records,
         )
     except ParameterError as exc:  # an option's value
         fail(str(exc), Exit.USAGE)
@@ -137,6 +196,20 @@ def serve(
         server_header=False,
         proxy_headers=False,
         timeout_keep_alive=30,
+    )
+
+
+def _record_options(db, keep, keep_days, keep_size) -> dict:
+    """create_app's recording keywords (the --keep-size text parsed)."""
+    try:
+        from ..records import parse_bytes
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        fail(
+            "recording needs the station extra: pip install 'gaikan[station]' "
+            f"(or run with --no-record) ({exc})"
+        )
+    return dict(
+        record=True, db=db, keep=keep, keep_days=keep_days, keep_size=parse_bytes(keep_size)
     )
 
 

@@ -12,6 +12,9 @@ Where things live
 - :mod:`.metrics`: Prometheus metrics (prometheus_client, one registry per app).
 - :mod:`.logs`: JSON log lines.
 - :mod:`.routes`: the HTTP routes.
+- :mod:`.recording`: each answered inspection committed to the records
+  database before the answer; :mod:`.history`: the records over HTTP
+  (list, one, image, overlay, review, stats, CSV).
 
 The model is loaded once and shared read-only; scoring runs in a thread
 pool.  Every user error is a 4xx JSON body ``{"error": ..., "status": ...}``;
@@ -21,6 +24,7 @@ only a bug reaches the catch-all, which logs it and answers a bare JSON 500
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
@@ -44,6 +48,7 @@ from .inspector import Inspector, load_model
 from .logs import event
 from .metrics import ServiceMetrics
 from .overlays import OverlayStore
+from .recording import Recorder, open_recorder
 from .routes import add_routes
 
 __all__ = ["DEFAULT_MAX_PIXELS", "DEFAULT_MAX_UPLOAD_BYTES", "ServiceConfig", "create_app"]
@@ -63,6 +68,13 @@ def create_app(
     overlay_entries: int = 512,
     overlay_bytes: int = 64 * 1024 * 1024,
     overlay_ttl_s: float = 3600.0,
+    db: str | os.PathLike | None = None,
+    record: bool | None = None,
+    keep: str = "ng",
+    keep_days: float | None = None,
+    keep_size: int | None = None,
+    station: str | None = None,
+    model_id: str | None = None,
 ) -> FastAPI:
     """Build the inspection station's FastAPI app around one model.
 
@@ -99,12 +111,29 @@ def create_app(
         ``Retry-After`` beyond it).
     overlay_entries, overlay_bytes, overlay_ttl_s
         Bounds of the in-memory overlay LRU behind ``overlay_url``.
+    db : str or path-like, optional
+        The records database (SQLite path, ``sqlite:///…`` or
+        ``postgresql://…``); giving one turns recording on.
+    record : bool, optional
+        Record every answered inspection (default: only when ``db`` is
+        given; ``record=True`` without ``db`` uses the records' default
+        SQLite database in the data directory).  Each result is committed
+        before the answer is sent and carries its record ``id``; the
+        ``/v1/inspections``, ``/v1/stats`` and review routes are added.
+    keep : {"ng", "all", "none"}
+        Which images and overlays the records keep.
+    keep_days, keep_size
+        Age (days) and size (bytes) limits on kept images.
+    station : str, optional
+        Station name on every record (default: the host name).
+    model_id : str, optional
+        Model id in the records (default: the model file's stem).
 
     Returns
     -------
     fastapi.FastAPI
-        With ``state.inspector``, ``state.metrics``, ``state.config`` and
-        ``state.admission``.
+        With ``state.inspector``, ``state.metrics``, ``state.config``,
+        ``state.admission`` and ``state.recorder`` (None when not recording).
 
     Raises
     ------
@@ -112,6 +141,8 @@ def create_app(
         A bad token or limit.
     TypeError
         An object that is neither a fitted detector nor a fitted classifier.
+    gaikan.records.RecordsError
+        The records database cannot be opened.
     """
     config = make_config(
         token=token,
@@ -127,25 +158,57 @@ def create_app(
         overlay_ttl_s=overlay_ttl_s,
     )
     model, model_name = load_model(model_path_or_detector)
-    return _assemble(model, model_name, config)
+    recorder = None
+    if record or (record is None and db is not None):
+        from ..inspection import Inspector as CoreInspector
+
+        path = (
+            model_path_or_detector
+            if isinstance(model_path_or_detector, (str, os.PathLike))
+            else None
+        )
+        recorder = open_recorder(
+            db,
+            keep=keep,
+            keep_days=keep_days,
+            keep_size=keep_size,
+            station=station,
+            model_path=path,
+            model_id=model_id,
+            threshold=CoreInspector(model).threshold,
+        )
+    return _assemble(model, model_name, config, recorder)
 
 
-def _assemble(model: Any, model_name: str | None, config: ServiceConfig) -> FastAPI:
+def _assemble(
+    model: Any, model_name: str | None, config: ServiceConfig, recorder: Recorder | None = None
+) -> FastAPI:
     """The app: shared parts, lifespan, error handlers, routes and the edge layer."""
     metrics = ServiceMetrics()
     overlays = OverlayStore(config.overlay_entries, config.overlay_bytes, config.overlay_ttl_s)
     admission = Admission(config.max_inflight, config.max_uploads_per_client)
-    inspector = Inspector(model, config, metrics, overlays, model_name)
+    inspector = Inspector(model, config, metrics, overlays, model_name, recorder)
     pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="gaikan-score")
     _export_gauges(metrics, inspector, overlays, admission, config)
 
     @asynccontextmanager
     async def lifespan(app: Any):
         _log_start(inspector, config)
+        if recorder is not None:
+            event(
+                "recording",
+                database=recorder.store.safe_url,
+                keep=recorder.store.retention.keep,
+                station=recorder.station,
+                model_id=recorder.model_id,
+                model_version=recorder.model_version,
+            )
         try:
             yield
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
+            if recorder is not None:
+                recorder.close()
 
     app = FastAPI(
         title="gaikan inspection station",
@@ -153,12 +216,13 @@ def _assemble(model: Any, model_name: str | None, config: ServiceConfig) -> Fast
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
-        openapi_url=None,
+        openapi_url="/openapi.json",
     )
     app.state.inspector = inspector
     app.state.metrics = metrics
     app.state.config = config
     app.state.admission = admission
+    app.state.recorder = recorder
     install_error_handlers(app)
     add_routes(
         app,
@@ -169,6 +233,10 @@ def _assemble(model: Any, model_name: str | None, config: ServiceConfig) -> Fast
         admission=admission,
         pool=pool,
     )
+    if recorder is not None:
+        from .history import add_history_routes
+
+        add_history_routes(app, recorder, config.token is not None)
     app.add_middleware(Edge, config=config, metrics=metrics, admission=admission)
     return app
 

@@ -40,6 +40,10 @@ KNOWN_PATHS = frozenset(
         "/metrics",
         "/v1/inspect",
         "/v1/model",
+        "/v1/inspections",
+        "/v1/inspections.csv",
+        "/v1/stats",
+        "/openapi.json",
         "/static/app.js",
         "/static/app.css",
     )
@@ -51,7 +55,9 @@ def route_label(path: str) -> str:
     """The bounded metrics label of a request path."""
     if path in KNOWN_PATHS:
         return path
-    return "/v1/overlays" if path.startswith("/v1/overlays/") else "other"
+    if path.startswith("/v1/overlays/"):
+        return "/v1/overlays"
+    return "/v1/inspections/{id}" if path.startswith("/v1/inspections/") else "other"
 
 
 def _header(scope: dict, name: bytes) -> bytes:

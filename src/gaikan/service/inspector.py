@@ -35,11 +35,15 @@ from .config import ServiceConfig
 from .errors import ApiError
 from .metrics import ServiceMetrics
 from .overlays import OverlayStore
+from .recording import Recorder, RecordingFailed, Upload
 from .uploads import file_label, parse_multipart
 
 __all__ = ["Inspector", "load_model"]
 
 log = logging.getLogger("gaikan.service")
+
+#: Heatmap opacity of the overlays kept with the records (overlay_png's default).
+KEPT_ALPHA = 0.45
 
 
 def _jsonable(value: Any) -> Any:
@@ -78,8 +82,10 @@ class Inspector:
         metrics: ServiceMetrics,
         overlays: OverlayStore,
         model_name: str | None,
+        recorder: Recorder | None = None,
     ) -> None:
         self.core = CoreInspector(model)
+        self.recorder = recorder
         self.det = model
         self.config = config
         self.metrics = metrics
@@ -125,8 +131,59 @@ class Inspector:
         inline: bool = False,
         overlay: bool = True,
         alpha: float = 0.45,
+        client: str | None = None,
     ) -> dict[str, Any]:
-        """Parse, decode, inspect and describe every file of one request."""
+        """Parse, decode, inspect, describe and (with a recorder) record every file of a request.
+
+        With a recorder, every result (errors included) is committed to the
+        database before this returns, and each result dict gets its record
+        ``id``; a failed commit is a 503 :class:`ApiError` (no verdict given).
+        The HTTP route does the same without holding a scoring thread while
+        the commit waits (:meth:`inspect_request`, then :meth:`Recorder.submit
+        <gaikan.service.recording.Recorder.submit>` awaited).
+        """
+        payload, uploads = self.inspect_request(body, content_type, inline, overlay, alpha)
+        if self.recorder is not None:
+            try:
+                ids = self.recorder.record(uploads, client)
+            except RecordingFailed:
+                raise self.not_recorded() from None
+            self.attach_ids(payload, ids)
+        return payload
+
+    def not_recorded(self) -> ApiError:
+        """The 503 of a request whose results could not be committed."""
+        self.metrics.add(internal_errors=1)
+        return ApiError(
+            503,
+            "the results could not be recorded in the station database (logged on the "
+            "server); no verdict is given: send the images again",
+            {"Retry-After": "1"},
+        )
+
+    @staticmethod
+    def attach_ids(payload: dict[str, Any], ids: list[int]) -> None:
+        """Give each result of ``payload`` its record id."""
+        for desc, rid in zip(payload["results"], ids):
+            desc["id"] = rid
+
+    def inspect_request(
+        self,
+        body: bytes,
+        content_type: str,
+        inline: bool = False,
+        overlay: bool = True,
+        alpha: float = 0.45,
+    ) -> tuple[dict[str, Any], list[Upload]]:
+        """Parse, decode, inspect and describe every file of one request.
+
+        Returns
+        -------
+        payload : dict
+            The JSON answer (without record ids).
+        uploads : list of Upload
+            What to record, one per result (empty without a recorder).
+        """
         t0 = time.perf_counter()
         parts = parse_multipart(body, content_type, self.config.max_files)
         files = [p for p in parts if p.name == "files"]
@@ -145,10 +202,21 @@ class Inspector:
             internal += failed
             for i, done in zip(ok, judged):
                 results[i] = done
-        out = []
+        out, pngs = [], []
         for i, res in enumerate(results):
             assert res is not None
-            out.append(self._describe(res, decoded.get(i), inline, overlay, alpha))
+            keep = self.recorder is not None and self.recorder.keeps(res.verdict)
+            desc, png = self._describe(res, decoded.get(i), inline, overlay, alpha, keep)
+            out.append(desc)
+            pngs.append(png)
+        uploads: list[Upload] = []
+        if self.recorder is not None:
+            latency_ms = (time.perf_counter() - t0) * 1000.0
+            uploads = [
+                Upload(res, p.data, png, latency_ms)
+                for res, p, png in zip(results, files, pngs)
+                if res is not None
+            ]
         n_err = sum(r.is_error for r in results if r is not None)
         self.metrics.add(
             images=len(out) - n_err,
@@ -156,12 +224,13 @@ class Inspector:
             defects=sum(r.verdict == "defect" for r in results if r is not None),
             internal_errors=internal,
         )
-        return {
+        payload = {
             "results": out,
             "threshold": self.threshold,
             "image_shape": list(self.shape),
             "elapsed_ms": round((time.perf_counter() - t0) * 1000.0, 3),
         }
+        return payload, uploads
 
     def _decode_all(
         self, datas: list[bytes], labels: list[str]
@@ -221,24 +290,34 @@ class Inspector:
         inline: bool,
         overlay: bool,
         alpha: float,
-    ) -> dict[str, Any]:
-        """The JSON of one result, with its overlay (inline or by URL)."""
+        keep: bool = False,
+    ) -> tuple[dict[str, Any], bytes | None]:
+        """The JSON of one result, with its overlay (inline or by URL), and the PNG to keep.
+
+        The client's overlay uses its ``alpha``; the kept one (``keep``: the
+        record keeps this verdict's pictures) always the default opacity, so
+        every stored overlay looks the same whoever asked.
+        """
         out = _jsonable(res.to_json())
         if res.is_error or item is None or res.display is None:
-            return out
+            return out, None
         out["map"]["shape"] = list(item[1])  # the hottest point is in the original's pixels
-        if overlay:
-            try:
+        png = kept = None
+        try:
+            if overlay:
                 png = overlay_png(item[0], res.display, self.threshold, alpha=alpha)
-            except Exception:
-                log.exception("rendering the overlay of %r failed", res.file)
-                return out
+            if keep:
+                same = png is not None and alpha == KEPT_ALPHA
+                kept = png if same else overlay_png(item[0], res.display, self.threshold)
+        except Exception:
+            log.exception("rendering the overlay of %r failed", res.file)
+        if png is not None:
             if inline:
                 out["overlay"] = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
             else:
                 key = self.overlays.put(png)
                 out["overlay_url"] = f"/v1/overlays/{key}.png" if key else None
-        return out
+        return out, kept
 
 
 def load_model(model: Any) -> tuple[Any, str | None]:

@@ -28,6 +28,7 @@ from .inspector import Inspector
 from .logs import event
 from .metrics import CONTENT_TYPE, ServiceMetrics
 from .overlays import OverlayStore
+from .recording import RecordingFailed, identity
 from .uploads import read_body
 
 __all__ = ["add_routes"]
@@ -110,8 +111,19 @@ def _add_status(
         return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/v1/model")
-    async def model_info() -> dict[str, Any]:
-        return inspector.model_info()
+    def model_info() -> dict[str, Any]:
+        info = inspector.model_info()
+        rec = inspector.recorder
+        if rec is not None:
+            info["record"] = {
+                "model_id": rec.model_id,
+                "model_version": rec.model_version,
+                "station": rec.station,
+                "database": rec.store.safe_url,
+                "keep": rec.store.retention.keep,
+            }
+            info["active_version"] = rec.active_model()
+        return info
 
     @app.get("/metrics")
     async def prometheus() -> Response:
@@ -147,8 +159,17 @@ def _add_inspect(app: FastAPI, inspector: Inspector, config: ServiceConfig, pool
                 f"(got Content-Type {ctype[:80]!r})",
             )
         body = await read_body(request.stream(), request.headers, config.max_upload_bytes)
-        work = functools.partial(inspector.inspect_body, body, ctype, inline, overlay, alpha)
-        payload = await asyncio.get_running_loop().run_in_executor(pool, work)
+        host = request.client.host if request.client else None
+        client = identity(host, config.token is not None)
+        work = functools.partial(inspector.inspect_request, body, ctype, inline, overlay, alpha)
+        payload, uploads = await asyncio.get_running_loop().run_in_executor(pool, work)
+        if inspector.recorder is not None:
+            # committed before the answer is sent (group commit: no scoring thread waits)
+            try:
+                ids = await asyncio.wrap_future(inspector.recorder.submit(uploads, client))
+            except RecordingFailed:
+                raise inspector.not_recorded() from None
+            inspector.attach_ids(payload, ids)
         _note_results(request, payload["results"])
         return Response(json.dumps(payload, allow_nan=False), media_type="application/json")
 
