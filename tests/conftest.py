@@ -66,3 +66,10 @@ def plant_classes(X, y, rng, box, delta, margin):
         X[i, r : r + box, c : c + box] += delta if y[i] == "bright" else -delta
         masks[i, r : r + box, c : c + box] = True
     return np.clip(np.rint(X), 0, 255), y, masks
+
+
+@pytest.fixture(autouse=True)
+def _private_data_dir(tmp_path_factory, monkeypatch):
+    """Every test's default station database and kept pictures in a temporary folder
+    (gaikan serve and gaikan watch record by default)."""
+    monkeypatch.setenv("GAIKAN_HOME", str(tmp_path_factory.mktemp("gaikan-home")))

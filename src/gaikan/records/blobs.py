@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,7 +51,7 @@ class BlobStore:
             os.utime(dest)
             return key
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{key}.{os.getpid()}.tmp")
+        tmp = dest.with_name(f".{key}.{os.getpid()}.{threading.get_ident()}.tmp")  # per thread
         with open(tmp, "wb") as fh:
             fh.write(data)
             fh.flush()
