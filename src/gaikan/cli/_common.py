@@ -25,6 +25,7 @@ __all__ = [
     "parse_params",
     "parse_size",
     "progress",
+    "retention_options",
     "split_top",
     "threshold_option",
 ]
@@ -150,6 +151,39 @@ def max_pixels_option() -> Any:
         default=None,
         help="Largest image decoded, in pixels before resizing (default 64 MP).",
     )
+
+
+def retention_options(f: Any) -> Any:
+    """``--keep``, ``--keep-days``, ``--keep-size`` and ``--station`` of the recording commands."""
+    for opt in reversed(
+        [
+            click.option(
+                "--keep",
+                type=click.Choice(["ng", "all", "none"]),
+                default="ng",
+                show_default=True,
+                help="Which images (and overlays) to keep next to the database.",
+            ),
+            click.option(
+                "--keep-days",
+                type=click.FloatRange(min=0, min_open=True),
+                default=None,
+                help="Remove kept images older than this.",
+            ),
+            click.option(
+                "--keep-size",
+                default=None,
+                help="Remove the oldest kept images beyond this size (e.g. 20G).",
+            ),
+            click.option(
+                "--station",
+                default=None,
+                help="Station name recorded with each result (default: host name).",
+            ),
+        ]
+    ):
+        f = opt(f)
+    return f
 
 
 def threshold_option(help_text: str) -> Any:

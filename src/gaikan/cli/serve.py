@@ -6,7 +6,7 @@ import logging
 
 import click
 
-from ._common import EXIT_CODES_HELP, Exit, fail
+from ._common import EXIT_CODES_HELP, Exit, fail, retention_options
 
 __all__ = ["COMMANDS", "serve"]
 
@@ -81,25 +81,7 @@ __all__ = ["COMMANDS", "serve"]
     is_flag=True,
     help="Do not record inspections (the station forgets every verdict once answered).",
 )
-@click.option(
-    "--keep",
-    type=click.Choice(["ng", "all", "none"]),
-    default="ng",
-    show_default=True,
-    help="Which images (and overlays) to keep next to the database.",
-)
-@click.option(
-    "--keep-days",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    help="Remove kept images older than this.",
-)
-@click.option(
-    "--keep-size", default=None, help="Remove the oldest kept images beyond this size (e.g. 20G)."
-)
-@click.option(
-    "--station", default=None, help="Station name recorded with each result (default: host name)."
-)
+@retention_options
 @click.option(
     "--model-id",
     default=None,

@@ -11,7 +11,15 @@ from typing import Any
 
 import click
 
-from ._common import EXIT_CODES_HELP, Exit, fail, load_model, max_pixels_option, threshold_option
+from ._common import (
+    EXIT_CODES_HELP,
+    Exit,
+    fail,
+    load_model,
+    max_pixels_option,
+    retention_options,
+    threshold_option,
+)
 
 __all__ = ["COMMANDS", "watch"]
 
@@ -56,28 +64,11 @@ def _stop_on_signals(stop: threading.Event) -> None:
     default=None,
     help="Database: a file, sqlite:///PATH or postgresql://… (default: records.db in $GAIKAN_HOME or ~/.local/share/gaikan).",
 )
-@click.option(
-    "--keep",
-    type=click.Choice(["ng", "all", "none"]),
-    default="ng",
-    show_default=True,
-    help="Which images (and overlays) to keep next to the database.",
-)
-@click.option(
-    "--keep-days",
-    type=click.FloatRange(min=0, min_open=True),
-    help="Remove kept images older than this.",
-)
-@click.option(
-    "--keep-size", default=None, help="Remove the oldest kept images beyond this size (e.g. 20G)."
-)
+@retention_options
 @click.option(
     "--mqtt", default=None, metavar="HOST:PORT", help="Publish each verdict to this MQTT broker."
 )
 @click.option("--topic", default=None, help="MQTT topic for the verdicts (with --mqtt).")
-@click.option(
-    "--station", default=None, help="Station name recorded with each result (default: host name)."
-)
 @click.option(
     "--model-id",
     default=None,
