@@ -5,7 +5,6 @@ SQLite and (where ``.ci/services.sh`` started one) PostgreSQL."""
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import hashlib
 import io
@@ -14,7 +13,6 @@ import random
 import socket
 import threading
 import time
-import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -29,12 +27,12 @@ pytest.importorskip("sqlalchemy")
 pytest.importorskip("alembic")
 uvicorn = pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
-from PIL import Image
 
 import gaikan
 from gaikan.records import Filters, RecordStore
-from gaikan.records.schema import resolve_url
 from gaikan.service import create_app
+from test_records import pg_database
+from test_service import LiveServer, png_bytes
 
 pytestmark = pytest.mark.serve
 
@@ -54,78 +52,8 @@ def parts_image(seed: int, defect: bool = False) -> np.ndarray:
     return np.clip(np.rint(img), 0, 255)
 
 
-def png_bytes(img: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(np.asarray(img).astype(np.uint8)).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-class LiveServer:
-    """uvicorn serving ``app`` on a free loopback port in a daemon thread."""
-
-    def __init__(self, app) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(
-            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
-        )
-
-    def __enter__(self) -> LiveServer:
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            assert self.thread.is_alive() and time.monotonic() < deadline, "server did not start"
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-        self.sock.close()
-
-
-def pg_base_url() -> str | None:
-    """The PostgreSQL test server's URL, from the environment or .ci/services.sh's file."""
-    url = os.environ.get("GAIKAN_TEST_PG_URL")
-    env = Path(os.environ.get("GAIKAN_CI_DIR", "/tmp/gaikan-ci")) / "services.env"
-    if not url and env.is_file():
-        for line in env.read_text().splitlines():
-            key, _, val = line.partition("=")
-            if key == "GAIKAN_TEST_PG_URL":
-                url = val.strip()
-    return url or None
-
-
-@contextlib.contextmanager
-def pg_database():
-    """A fresh PostgreSQL database's URL (dropped after), or skip with the reason."""
-    base = pg_base_url()
-    if not base:
-        pytest.skip("no PostgreSQL server (GAIKAN_TEST_PG_URL unset; source .ci/services.sh)")
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.exc import OperationalError
-
-    admin = create_engine(resolve_url(base), isolation_level="AUTOCOMMIT")
-    name = f"gaikan_s_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.connect() as c:
-            c.execute(text(f'CREATE DATABASE "{name}"'))
-    except OperationalError as exc:
-        admin.dispose()
-        pytest.skip(f"PostgreSQL at {base} is not reachable: {exc.orig}")
-    try:
-        yield base.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with admin.connect() as c:
-            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 # ---------------------------------------------------------------- fixtures

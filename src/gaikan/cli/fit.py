@@ -180,8 +180,6 @@ def fit(
     first within --budget, on planted anomalies in held-out good images, and
     keeps the best (see OUTPUT.auto.csv).
     """
-    from ..io import is_mvtec, load_images
-
     if detector == "auto":
         _fit_auto(good, output, parse_size(size), _parse_budget(budget), seed, max_pixels, strict)
         return
@@ -198,18 +196,8 @@ def fit(
 
         det = TiledDetector(detector, det.get_params(), tile=tile, overlap=overlap)
         hw = parse_size(size)
-    inputs = tuple(str(Path(g) / "train" / "good") if is_mvtec(g) else g for g in good)
-    files = collect(inputs)
-    kw = {} if max_pixels is None else {"max_pixels": max_pixels}
-    with progress(len(files), "loading") as bar:
-        batch = load_images(files, hw, progress=bar.update, **kw)
-    for _, msg in batch.errors:
-        click.echo(f"skipped: {msg}", err=True)
-    if batch.errors and strict:
-        fail(f"{len(batch.errors)} unreadable image(s) and --strict is set", Exit.INPUT)
+    batch = _load_good(good, hw, max_pixels, strict)
     n = batch.images.shape[0]
-    if n == 0:
-        fail("none of the images could be read", Exit.INPUT)
     h, w = batch.images.shape[1:]
     click.echo(f"fitting {det.kind or detector} on {n} good images of {h}x{w} …", err=True)
     t0 = time.perf_counter()
@@ -243,6 +231,24 @@ def fit(
     )
 
 
+def _load_good(good: tuple[str, ...], hw: Any, max_pixels: int | None, strict: bool) -> Any:
+    """The good images (an MVTec folder through train/good); exit 3 if none, or any with --strict."""
+    from ..io import is_mvtec, load_images
+
+    inputs = tuple(str(Path(g) / "train" / "good") if is_mvtec(g) else g for g in good)
+    files = collect(inputs)
+    kw: dict[str, Any] = {} if max_pixels is None else {"max_pixels": max_pixels}
+    with progress(len(files), "loading") as bar:
+        batch = load_images(files, hw, progress=bar.update, **kw)
+    for _, msg in batch.errors:
+        click.echo(f"skipped: {msg}", err=True)
+    if batch.errors and strict:
+        fail(f"{len(batch.errors)} unreadable image(s) and --strict is set", Exit.INPUT)
+    if batch.images.shape[0] == 0:
+        fail("none of the images could be read", Exit.INPUT)
+    return batch
+
+
 def _parse_budget(text: str) -> float:
     import re
 
@@ -255,17 +261,8 @@ def _parse_budget(text: str) -> float:
 def _fit_auto(good, output, size, budget_s, seed, max_pixels, strict) -> None:
     from ..autoselect import select, write_table
     from ..errors import ParameterError
-    from ..io import is_mvtec, load_images
 
-    inputs = tuple(str(Path(g) / "train" / "good") if is_mvtec(g) else g for g in good)
-    files = collect(inputs)
-    hw = size or (256, 256)
-    kw = {} if max_pixels is None else {"max_pixels": max_pixels}
-    batch = load_images(files, hw, **kw)
-    for _, msg in batch.errors:
-        click.echo(f"skipped: {msg}", err=True)
-    if batch.errors and strict:
-        fail(f"{len(batch.errors)} unreadable image(s) and --strict is set", Exit.INPUT)
+    batch = _load_good(good, size or (256, 256), max_pixels, strict)
     click.echo(
         f"auto: trying configurations on {len(batch.paths)} good images for up to {budget_s:.0f} s …",
         err=True,
