@@ -541,7 +541,12 @@ def make_dataset(
                 records.extend(_job(j))
                 tick()
         else:
-            ctx = multiprocessing.get_context("spawn" if os.name == "nt" else "fork")
+            # never plain fork: a process that already runs threads (a station, numba,
+            # a test suite's servers) can fork a child that deadlocks on a held lock
+            method = (
+                "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+            )
+            ctx = multiprocessing.get_context(method)
             with ctx.Pool(min(int(workers), len(jobs))) as pool:
                 for recs in pool.imap(_job, jobs, chunksize=4):
                     records.extend(recs)
