@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ParameterError
+from .i18n import t
 from .inspection import Inspection, colour_bar_svg
 
 __all__ = [
@@ -171,42 +172,45 @@ def _embed(out: Path, r: Inspection) -> str:
     return "data:image/png;base64," + base64.b64encode(data).decode()
 
 
-def _card(out: Path, r: Inspection) -> str:
+def _card(out: Path, r: Inspection, lang: str) -> str:
     e = html.escape
     src = _embed(out, r)
-    img = f'<img src="{src}" alt="overlay of {e(r.file)}">' if src else ""
+    alt = e(t("report.overlay_alt", lang, file=r.file))
+    img = f'<img src="{src}" alt="{alt}">' if src else ""
     short = "/".join(Path(r.file).parts[-2:])
-    what = f"{r.verdict} · {r.score:.4g}"
+    what = f"{e(t('verdict.' + r.verdict, lang))} · {r.score:.4g}"
     if r.cls is not None:
         what += f" · {e(r.cls)} ({r.confidence:.2f})"
     if r.label:
-        what += f" · folder: {e(r.label)}"
+        what += f" · {e(t('report.folder_label', lang, label=r.label))}"
     return (
         f'<div class="card">{img}<div title="{e(r.file)}">{e(short)}</div>'
         f'<div class="{r.verdict}">{what}</div></div>'
     )
 
 
-def _gallery(out: Path, title: str, items: Sequence[Inspection], note: str = "") -> str:
+def _gallery(out: Path, title: str, items: Sequence[Inspection], lang: str, note: str = "") -> str:
     if not items:
         return ""
-    cards = "\n".join(_card(out, r) for r in items)
+    cards = "\n".join(_card(out, r, lang) for r in items)
     return f'<h2>{html.escape(title)}</h2>{note}<div class="gallery">{cards}</div>'
 
 
-def _confusion(scored: Sequence[Inspection], errors: Sequence[Inspection]) -> str:
+def _confusion(scored: Sequence[Inspection], errors: Sequence[Inspection], lang: str) -> str:
     def n(label_good: bool, verdict: str) -> int:
         pool = errors if verdict == "error" else scored
         return sum((r.label == "good") == label_good and r.verdict == verdict for r in pool)
 
+    e = html.escape
     rows = "".join(
-        f"<tr><td>{name}</td><td>{n(good, 'ok')}</td><td>{n(good, 'defect')}</td>"
+        f"<tr><td>{e(t(name, lang))}</td><td>{n(good, 'ok')}</td><td>{n(good, 'defect')}</td>"
         f"<td>{n(good, 'error')}</td></tr>"
-        for name, good in (("good (folder)", True), ("defect (folder)", False))
+        for name, good in (("report.good_folder", True), ("report.defect_folder", False))
     )
+    verdicts = "".join(f"<th>{e(t('verdict.' + v, lang))}</th>" for v in ("ok", "defect", "error"))
     return (
-        "<h2>Confusion counts</h2><table><tr><th>folder \\ verdict</th><th>ok</th>"
-        f"<th>defect</th><th>error</th></tr>{rows}</table>"
+        f"<h2>{e(t('report.confusion', lang))}</h2><table>"
+        f"<tr><th>{e(t('report.folder_verdict', lang))}</th>{verdicts}</tr>{rows}</table>"
     )
 
 
@@ -224,11 +228,12 @@ def write_report(
     *,
     threshold: float,
     model: str = "",
-    title: str = "gaikan inspection report",
+    title: str | None = None,
     family: str = "detector",
     n_gallery: int = 24,
     incomplete: str | None = None,
     extra: dict[str, Any] | None = None,
+    lang: str | None = None,
 ) -> Path:
     """Write ``report.html`` into ``out_dir`` and return its path.
 
@@ -244,12 +249,22 @@ def write_report(
     results : sequence of Inspection
     threshold : float
         The threshold the verdicts were made with.
+    title : str, optional
+        The page title (default "gaikan inspection report", translated).
     family : {"detector", "classifier"}
     incomplete : str, optional
         Why the run stopped early (the page says the run is incomplete).
     extra : dict, optional
         More summary rows.
+    lang : {"en", "ja"}, optional
+        Language of the page (default :func:`gaikan.i18n.current_lang`); the
+        plots' axis labels stay English (no CJK font is assumed).
     """
+    from .i18n import current_lang, normalize_lang
+
+    lang = normalize_lang(lang) or current_lang()
+    e = html.escape
+    title = title if title is not None else t("report.title", lang)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     scored = [r for r in results if not r.is_error]
@@ -257,44 +272,53 @@ def write_report(
     labels = {r.label for r in results if r.label is not None}
     labelled = "good" in labels and len(labels) > 1
     classifier = family == "classifier"
-    score_meaning = "1 − P(good)" if classifier else "image anomaly score"
+    score_meaning = t("report.score_classifier" if classifier else "report.score_anomaly", lang)
     rows = [
-        ("model", model),
-        ("score", f"{score_meaning}, higher = worse"),
-        ("threshold", f"{threshold:.4g} (defect when score > threshold)"),
-        ("images", f"{len(results)} ({len(scored)} scored, {len(errors)} could not be inspected)"),
-        ("flagged as defect", str(sum(r.verdict == "defect" for r in scored))),
+        (t("report.model", lang), model),
+        (t("report.score", lang), t("report.score_value", lang, meaning=score_meaning)),
+        (
+            t("report.threshold", lang),
+            t("report.threshold_value", lang, threshold=f"{threshold:.4g}"),
+        ),
+        (
+            t("report.images", lang),
+            t(
+                "report.images_value",
+                lang,
+                total=len(results),
+                scored=len(scored),
+                errors=len(errors),
+            ),
+        ),
+        (t("report.flagged", lang), str(sum(r.verdict == "defect" for r in scored))),
     ]
     if classifier:
         classes = sorted({r.cls for r in scored if r.cls is not None})
-        rows += [(f"class {c}", str(sum(r.cls == c for r in scored))) for c in classes]
+        rows += [
+            (t("report.class_row", lang, cls=c), str(sum(r.cls == c for r in scored)))
+            for c in classes
+        ]
     roc = _roc([r for r in scored if r.label is not None]) if labelled else None
     if roc is not None:
-        rows.append(("image AUROC (folder labels)", f"{roc[1]:.4f}"))
+        rows.append((t("report.auroc", lang), f"{roc[1]:.4f}"))
     rows += [(str(k), str(v)) for k, v in (extra or {}).items()]
     body = []
     if incomplete:
-        body.append(
-            f'<p class="warn"><b>Incomplete run:</b> {html.escape(incomplete)}. '
-            f"{len(results)} files are reported below; the rest were not inspected.</p>"
-        )
+        detail = t("report.incomplete_detail", lang, why=incomplete, n=len(results))
+        body.append(f'<p class="warn"><b>{e(t("report.incomplete", lang))}</b> {e(detail)}</p>')
     body.append(_summary_rows(rows))
     if labelled:
-        body.append(_confusion(scored, errors))
+        body.append(_confusion(scored, errors, lang))
     if scored:
         body.append(
-            '<h2>Scores</h2><img alt="score histogram" src="data:image/png;base64,'
-            f'{_histogram(scored, threshold, labelled, log=not classifier)}">'
+            f'<h2>{e(t("report.scores", lang))}</h2><img alt="{e(t("report.histogram_alt", lang))}" '
+            f'src="data:image/png;base64,{_histogram(scored, threshold, labelled, log=not classifier)}">'
         )
         if roc is not None:
             body.append(f'<img alt="ROC curve" src="data:image/png;base64,{roc[0]}">')
     body.append(
-        "<h2>How to read the overlays</h2><p>Each overlay is the model's map of where the "
-        "part looks wrong, stretched so that the part's median level is 0 and its hottest "
-        "point equals the image score. Blue to "
-        "teal: below the threshold. Yellow, orange, red: above it (red = 10 × the "
-        "threshold or more). <b>A part is flagged if and only if its overlay shows yellow, "
-        "orange or red.</b></p>" + colour_bar_svg(threshold)
+        f"<h2>{e(t('report.overlays', lang))}</h2><p>{e(t('report.overlays_text', lang))} "
+        f"<b>{e(t('report.overlays_rule', lang))}</b></p>" + colour_bar_svg(threshold, lang=lang)
     )
     key = lambda r: -(r.score or 0.0)
     false_alarms = sorted(
@@ -303,12 +327,19 @@ def write_report(
     misses = sorted(
         [r for r in scored if r.label not in (None, "good") and r.verdict == "ok"], key=key
     )
-    body.append(_gallery(out, f"False alarms ({len(false_alarms)})", false_alarms[:n_gallery]))
-    body.append(_gallery(out, f"Misses ({len(misses)})", misses[:n_gallery]))
-    body.append(_gallery(out, "Worst parts", sorted(scored, key=key)[:n_gallery]))
+    galleries = (
+        (t("report.false_alarms", lang, n=len(false_alarms)), false_alarms[:n_gallery]),
+        (t("report.misses", lang, n=len(misses)), misses[:n_gallery]),
+        (t("report.worst", lang), sorted(scored, key=key)[:n_gallery]),
+    )
+    for name, items in galleries:
+        body.append(_gallery(out, name, items, lang))
+    col = {k: e(t("report.col_" + k, lang)) for k in ("file", "problem", "verdict", "score")}
+    col.update({k: e(t("report.col_" + k, lang)) for k in ("peak", "class", "folder")})
     if errors:
         body.append(
-            "<h2>Files that could not be inspected</h2><table><tr><th>file</th><th>problem</th></tr>"
+            f"<h2>{e(t('report.errors', lang))}</h2><table>"
+            f"<tr><th>{col['file']}</th><th>{col['problem']}</th></tr>"
             + "".join(
                 f'<tr><td>{html.escape(r.file)}</td><td class="error">{html.escape(r.error or "")}'
                 "</td></tr>"
@@ -316,19 +347,24 @@ def write_report(
             )
             + "</table>"
         )
-    head = "<tr><th>file</th><th>verdict</th><th>score</th><th>peak (row, col)</th>"
-    head += "<th>class</th>" if classifier else ""
-    head += "<th>folder</th></tr>" if labelled else "</tr>"
+    head = (
+        f"<tr><th>{col['file']}</th><th>{col['verdict']}</th><th>{col['score']}</th>"
+        f"<th>{col['peak']}</th>"
+    )
+    head += f"<th>{col['class']}</th>" if classifier else ""
+    head += f"<th>{col['folder']}</th></tr>" if labelled else "</tr>"
     trs = []
     for r in results:
         s = "" if r.score is None else f"{r.score:.4g}"
         pk = "" if r.peak_row is None else f"{r.peak_row}, {r.peak_col}"
-        cells = f'<td>{html.escape(r.file)}</td><td class="{r.verdict}">{r.verdict}</td>'
+        word = e(t("verdict." + r.verdict, lang))
+        cells = f'<td>{html.escape(r.file)}</td><td class="{r.verdict}">{word}</td>'
         cells += f"<td>{s}</td><td>{pk}</td>"
         cells += f"<td>{html.escape(r.cls or '')}</td>" if classifier else ""
         cells += f"<td>{html.escape(r.label or '')}</td>" if labelled else ""
         trs.append(f"<tr>{cells}</tr>")
-    body.append(f"<h2>All results</h2><table>{head}{''.join(trs)}</table>")
+    body.append(f"<h2>{e(t('report.results', lang))}</h2><table>{head}{''.join(trs)}</table>")
     path = out / "report.html"
-    path.write_text(html_page(title, "\n".join(b for b in body if b)), encoding="utf-8")
+    page = html_page(title, "\n".join(b for b in body if b), lang=lang)
+    path.write_text(page, encoding="utf-8")
     return path

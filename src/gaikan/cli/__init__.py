@@ -8,13 +8,14 @@ fast and works without the extras.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import Any
 
 import click
 
 from .._version import __version__
-from ._common import EXIT_CODES_HELP, Exit
+from ._common import EXIT_CODES_HELP, Exit, lang_option
 
 __all__ = ["Exit", "cli", "main"]
 
@@ -24,40 +25,61 @@ class _Group(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         from ..errors import GaikanError, ModelFileError
+        from ..i18n import current_lang, t
 
         try:
             return super().invoke(ctx)
         except click.exceptions.Exit:
             raise
-        except click.UsageError:
-            raise  # exit 2 with click's usage message
+        except click.UsageError as exc:
+            if current_lang() == "en":
+                raise  # exit 2 with click's usage message
+            _show_usage_error(exc)
+            raise SystemExit(int(Exit.USAGE)) from None
         except click.ClickException as exc:  # e.g. a data folder without classes
             exc.show()
             raise SystemExit(int(Exit.INPUT)) from None
         except KeyboardInterrupt:
-            click.echo("\ninterrupted", err=True)
+            click.echo("\n" + t("cli.interrupted"), err=True)
             raise SystemExit(int(Exit.INTERRUPTED)) from None
         except ModelFileError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(t("cli.error", message=exc), err=True)
             raise SystemExit(int(Exit.MODEL)) from None
         except GaikanError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(t("cli.error", message=exc), err=True)
             raise SystemExit(int(Exit.INPUT)) from None
         except Exception as exc:
             if os.environ.get("GAIKAN_DEBUG"):
                 raise
-            click.echo(
-                f"internal error: {type(exc).__name__}: {exc} (a bug in gaikan; rerun with "
-                "GAIKAN_DEBUG=1 for the traceback and report it)",
-                err=True,
-            )
+            click.echo(t("cli.internal", kind=type(exc).__name__, message=exc), err=True)
             raise SystemExit(int(Exit.INTERNAL)) from None
+
+
+_MISSING_PATH = re.compile(r"(?:Path|File|Directory) (['\"])(?P<path>.*)\1 does not exist\.")
+
+
+def _show_usage_error(exc: click.UsageError) -> None:
+    """A usage error in the chosen (non-English) language: the message, then where help is."""
+    from ..i18n import t
+
+    message = exc.message
+    missing = _MISSING_PATH.fullmatch(message)
+    if missing:
+        message = t("cli.path_missing", path=missing.group("path"))
+    if isinstance(exc, click.BadParameter):
+        hint = exc.param_hint or (exc.param.get_error_hint(exc.ctx) if exc.param else None)
+        if hint:
+            message = t("cli.bad_value", param=hint, message=message)
+    click.echo(t("cli.error", message=message), err=True)
+    if exc.ctx is not None:
+        click.echo(t("cli.usage_hint", command=exc.ctx.command_path), err=True)
 
 
 @click.group(
     cls=_Group, context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES_HELP
 )
 @click.version_option(__version__, prog_name="gaikan")
+@lang_option()
 def cli() -> None:
     """gaikan (外観): visual inspection from a handful of good images."""
 

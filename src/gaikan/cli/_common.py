@@ -20,6 +20,7 @@ __all__ = [
     "Exit",
     "collect",
     "fail",
+    "lang_option",
     "load_model",
     "max_pixels_option",
     "parse_params",
@@ -52,13 +53,15 @@ EXIT_CODES_HELP = (
 
 
 def fail(msg: str, code: Exit = Exit.USAGE) -> NoReturn:
-    """Print ``error: msg`` on stderr and exit with ``code``."""
-    click.echo(f"error: {msg}", err=True)
+    """Print ``error: msg`` (in the chosen language) on stderr and exit with ``code``."""
+    from ..i18n import t
+
+    click.echo(t("cli.error", message=msg), err=True)
     raise SystemExit(int(code))
 
 
 def progress(total: int, desc: str) -> Any:
-    """A tqdm bar on stderr (silent when stderr is not a terminal)."""
+    """A tqdm bar on stderr (silent when stderr is not a terminal); ``desc`` already translated."""
     from tqdm.auto import tqdm
 
     return tqdm(
@@ -115,6 +118,7 @@ def split_top(text: str, sep: str) -> list[str]:
 
 def collect(inputs: Sequence[str]) -> list[Path]:
     """Image files under ``inputs`` (files and folders, recursively); exit 3 if none."""
+    from ..i18n import t
     from ..io import find_images
 
     try:
@@ -122,7 +126,7 @@ def collect(inputs: Sequence[str]) -> list[Path]:
     except FileNotFoundError as exc:
         fail(str(exc), Exit.INPUT)
     if not files:
-        fail("no images found in " + ", ".join(inputs), Exit.INPUT)
+        fail(t("cli.no_images", inputs=", ".join(inputs)), Exit.INPUT)
     return files
 
 
@@ -130,17 +134,56 @@ def load_model(path: str) -> Any:
     """Open any gaikan model file; exit 4 with the reason if it cannot be used."""
     from ..detectors.registry import load
     from ..errors import GaikanError
+    from ..i18n import t
 
     try:
         return load(path)
     except (GaikanError, ImportError, OSError) as exc:
-        fail(str(exc), Exit.MODEL)
+        fail(t("cli.model_unusable", path=path, reason=exc), Exit.MODEL)
 
 
 def _check_threshold(ctx: click.Context, param: click.Parameter, value: float | None) -> Any:
     if value is not None and not (math.isfinite(value) and value >= 0):
         raise click.BadParameter(f"must be a finite number ≥ 0, got {value!r}")
     return value
+
+
+def localize_epilogs(ctx: click.Context) -> None:
+    """Put the exit-code help of every command in the chosen language (help texts stay English)."""
+    from ..i18n import LANGS, t
+
+    known = {EXIT_CODES_HELP} | {t("cli.exit_codes", lang=lang) for lang in LANGS}
+    root = ctx.find_root().command
+    commands = [root, *getattr(root, "commands", {}).values()]
+    for cmd in commands:
+        if cmd.epilog in known:
+            cmd.epilog = t("cli.exit_codes")
+
+
+def _set_lang(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from ..i18n import set_lang
+
+    # The group's --lang always decides (None: back to GAIKAN_LANG / the locale), so that
+    # one process running several commands (tests) does not keep an earlier choice;
+    # a sub-command's --lang only overrides when given.
+    if value is not None or isinstance(ctx.command, click.Group):
+        set_lang(value)
+    localize_epilogs(ctx)
+    return value
+
+
+def lang_option(expose_value: bool = False) -> Any:
+    """``--lang ja|en``: the language of the messages (default: GAIKAN_LANG, then the locale)."""
+    return click.option(
+        "--lang",
+        type=click.Choice(["ja", "en"], case_sensitive=False),
+        default=None,
+        is_eager=True,
+        expose_value=expose_value,
+        callback=_set_lang,
+        help="Language of the messages and reports: ja or en "
+        "(default: $GAIKAN_LANG, then the locale, then en).",
+    )
 
 
 def max_pixels_option() -> Any:

@@ -39,6 +39,7 @@ def demo(output, dataset, seed):
     `gaikan inspect` does.  elpv: the same on real solar cells (the
     elpv-dataset package).  Writes OUTPUT/report.html.
     """
+    from ..i18n import current_lang, t
     from ..inspection import Inspector
     from ..io import find_images, load_images
     from ..report import write_report
@@ -51,9 +52,9 @@ def demo(output, dataset, seed):
     data_dir = _demo_elpv(out, seed) if dataset == "elpv" else _demo_connectors(out, seed)
     det = build_detector("soartc", None, None, {})
     files = find_images([data_dir / "train" / "good"])
-    with progress(len(files), "loading good images") as bar:
+    with progress(len(files), t("progress.loading_good")) as bar:
         batch = load_images(files, default_size("soartc"), progress=bar.update)
-    click.echo(f"fitting SOARTC on {len(batch.paths)} good images …", err=True)
+    click.echo(t("demo.fitting", n=len(batch.paths)), err=True)
     det.fit(batch.images)
     det.save(out / "model.gaikan")
     inspector = Inspector(det)
@@ -63,16 +64,25 @@ def demo(output, dataset, seed):
         results,
         threshold=inspector.threshold,
         model=f"demo: {det!r}",
-        title=f"gaikan demo ({dataset})",
+        title=t("demo.report_title", dataset=dataset),
+        lang=current_lang(),
     )
     flagged = sum(r.verdict == "defect" for r in results)
     defect_files = sum(r.label not in (None, "good") for r in results)
     caught = sum(r.verdict == "defect" and r.label not in (None, "good") for r in results)
     false = sum(r.verdict == "defect" and r.label == "good" for r in results)
     click.echo(
-        f"demo ({dataset}): {len(results)} test images, {flagged} flagged; "
-        f"{caught}/{defect_files} defective parts caught, {false} good parts flagged "
-        f"({time.perf_counter() - t0:.0f} s)\nreport: {report.resolve()}"
+        t(
+            "demo.summary",
+            dataset=dataset,
+            n=len(results),
+            flagged=flagged,
+            caught=caught,
+            defects=defect_files,
+            false=false,
+            seconds=f"{time.perf_counter() - t0:.0f}",
+            report=report.resolve(),
+        )
     )
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from ..i18n import t
 from ._common import (
     EXIT_CODES_HELP,
     Exit,
@@ -199,7 +200,7 @@ def fit(
     batch = _load_good(good, hw, max_pixels, strict)
     n = batch.images.shape[0]
     h, w = batch.images.shape[1:]
-    click.echo(f"fitting {det.kind or detector} on {n} good images of {h}x{w} …", err=True)
+    click.echo(t("fit.fitting", detector=det.kind or detector, n=n, h=h, w=w), err=True)
     t0 = time.perf_counter()
     _fit_or_exit(det, batch.images)
     paths = list(batch.paths)
@@ -208,26 +209,30 @@ def fit(
         names = ", ".join(str(paths[i]) for i in out)
         if drop_outliers:
             keep = [i for i in range(n) if i not in set(out)]
-            click.echo(f"dropping {len(out)} outlier(s) from the unit space: {names}", err=True)
+            click.echo(t("fit.dropping", n=len(out), names=names), err=True)
             old = det.threshold_
             _fit_or_exit(det, batch.images[keep])
-            click.echo(f"threshold {old:.4g} → {det.threshold_:.4g}", err=True)
+            click.echo(
+                t("fit.threshold_change", old=f"{old:.4g}", new=f"{det.threshold_:.4g}"), err=True
+            )
             n = len(keep)
         else:
-            click.echo(
-                f"warning: {len(out)} good image(s) score far above the rest of the unit "
-                f"space and raise the threshold (defective parts among the good ones?): "
-                f"{names}. Check them, or refit with --drop-outliers.",
-                err=True,
-            )
+            click.echo(t("fit.outlier_warning", n=len(out), names=names), err=True)
     dt = time.perf_counter() - t0
     try:
         Path(output).parent.mkdir(parents=True, exist_ok=True)
         det.save(output)
     except OSError as exc:
-        fail(f"cannot write {output}: {exc}", Exit.INPUT)
+        fail(t("fit.cannot_write", path=output, reason=exc), Exit.INPUT)
     click.echo(
-        f"saved {output}: {detector}, {n} images, threshold {det.threshold_:.4g} (fit {dt:.1f} s)"
+        t(
+            "fit.saved",
+            path=output,
+            detector=detector,
+            n=n,
+            threshold=f"{det.threshold_:.4g}",
+            seconds=f"{dt:.1f}",
+        )
     )
 
 
@@ -238,14 +243,14 @@ def _load_good(good: tuple[str, ...], hw: Any, max_pixels: int | None, strict: b
     inputs = tuple(str(Path(g) / "train" / "good") if is_mvtec(g) else g for g in good)
     files = collect(inputs)
     kw: dict[str, Any] = {} if max_pixels is None else {"max_pixels": max_pixels}
-    with progress(len(files), "loading") as bar:
+    with progress(len(files), t("progress.loading")) as bar:
         batch = load_images(files, hw, progress=bar.update, **kw)
     for _, msg in batch.errors:
-        click.echo(f"skipped: {msg}", err=True)
+        click.echo(t("fit.skipped", message=msg), err=True)
     if batch.errors and strict:
-        fail(f"{len(batch.errors)} unreadable image(s) and --strict is set", Exit.INPUT)
+        fail(t("fit.strict", n=len(batch.errors)), Exit.INPUT)
     if batch.images.shape[0] == 0:
-        fail("none of the images could be read", Exit.INPUT)
+        fail(t("fit.none_read"), Exit.INPUT)
     return batch
 
 

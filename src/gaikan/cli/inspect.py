@@ -13,6 +13,7 @@ from ._common import (
     Exit,
     collect,
     fail,
+    lang_option,
     load_model,
     max_pixels_option,
     progress,
@@ -41,11 +42,13 @@ def run_inspection(
         Every result produced, and why the run stopped early (None when it
         finished).  Ctrl-C stops it between batches, keeping what was done.
     """
+    from ..i18n import t
     from ..inspection import ResultsCSV, folder_labeller, inspect_files
 
     results: list[Any] = []
     incomplete = None
-    with ResultsCSV(out / "results.csv") as csv_out, progress(len(files), "inspecting") as bar:
+    bar_ = progress(len(files), t("progress.inspecting"))
+    with ResultsCSV(out / "results.csv") as csv_out, bar_ as bar:
         if not show_progress:
             bar.disable = True
         try:
@@ -63,7 +66,7 @@ def run_inspection(
                     on_batch(batch)
                 results.extend(batch)
         except KeyboardInterrupt:
-            incomplete = f"interrupted after {len(results)} of {len(files)} files"
+            incomplete = t("inspect.interrupted_after", done=len(results), total=len(files))
     return results, incomplete
 
 
@@ -111,6 +114,7 @@ def run_inspection(
     "(tcp://host:8786) or local:N worker processes (pip install 'gaikan[distributed]'). "
     "Workers must read the image files (and OUTPUT for overlays) under the same paths.",
 )
+@lang_option()
 def inspect(
     model,
     images,
@@ -134,6 +138,7 @@ def inspect(
     defect, or error (the file could not be inspected; the row says why).
     """
     from ..errors import ParameterError
+    from ..i18n import current_lang, t
     from ..inspection import Inspector
     from ..io import is_mvtec
     from ..report import write_report
@@ -189,28 +194,32 @@ def inspect(
         model=f"{model} ({det!r})",
         family=inspector.family,
         incomplete=incomplete,
+        lang=current_lang(),
     )
     errors = [r for r in results if r.is_error]
     flagged = [r for r in results if r.verdict == "defect"]
     for r in errors:
-        click.echo(f"not inspected: {r.error}", err=True)
+        click.echo(t("inspect.not_inspected", error=r.error), err=True)
     click.echo(
-        f"{len(results) - len(errors)} inspected, {len(flagged)} flagged, "
-        f"{len(errors)} could not be inspected → {out / 'results.csv'}, {report}"
+        t(
+            "inspect.summary",
+            inspected=len(results) - len(errors),
+            flagged=len(flagged),
+            errors=len(errors),
+            csv=out / "results.csv",
+            report=report,
+        )
     )
     if incomplete:
-        fail(f"{incomplete}; the results so far are in {out / 'results.csv'}", Exit.INTERRUPTED)
+        fail(t("inspect.incomplete", why=incomplete, csv=out / "results.csv"), Exit.INTERRUPTED)
     if len(errors) == len(results):
-        fail("none of the images could be scored", Exit.INPUT)
+        fail(t("inspect.none_scored"), Exit.INPUT)
     if errors and strict:
-        fail(f"{len(errors)} image(s) could not be inspected and --strict is set", Exit.INPUT)
+        fail(t("inspect.strict", n=len(errors)), Exit.INPUT)
     if fail_on_defect and flagged:
         raise SystemExit(int(Exit.DEFECT))
     if fail_on_defect and errors and not allow_errors:
-        fail(
-            f"{len(errors)} part(s) could not be inspected (use --allow-errors to let them pass)",
-            Exit.INPUT,
-        )
+        fail(t("inspect.allow_errors", n=len(errors)), Exit.INPUT)
 
 
 def _recorder(db: str | None, model: str, inspector: Any, out: Path) -> Callable[[list[Any]], Any]:

@@ -15,6 +15,7 @@ from ._common import (
     EXIT_CODES_HELP,
     Exit,
     fail,
+    lang_option,
     load_model,
     max_pixels_option,
     retention_options,
@@ -25,12 +26,12 @@ __all__ = ["COMMANDS", "watch"]
 
 
 def _open_store(db: str | None, keep: str, keep_days: float | None, keep_size: str | None) -> Any:
+    from ..i18n import t
+
     try:
         from ..records import RecordStore, Retention, parse_bytes
     except ImportError as exc:  # pragma: no cover - depends on the install
-        raise click.ClickException(
-            f"gaikan watch needs the station extra: pip install 'gaikan[station]' ({exc})"
-        ) from None
+        raise click.ClickException(t("watch.needs_station", reason=exc)) from None
     retention = Retention(keep, max_age_days=keep_days, max_bytes=parse_bytes(keep_size))
     return RecordStore(db, retention=retention)
 
@@ -91,6 +92,7 @@ def _stop_on_signals(stop: threading.Event) -> None:
 )
 @max_pixels_option()
 @click.option("-q", "--quiet", is_flag=True, help="Do not print a line per file.")
+@lang_option()
 def watch(
     in_dir, model, once, db, keep, keep_days, keep_size, mqtt, topic, station, model_id,
     threshold, settle, poll, max_pixels, quiet,
@@ -104,6 +106,7 @@ def watch(
     Ctrl+C or SIGTERM (the current file is finished first).
     """
     from ..errors import ParameterError
+    from ..i18n import t
     from ..inspection import Inspector
     from ..watch import Watcher
 
@@ -132,7 +135,7 @@ def watch(
     _stop_on_signals(stop)
     if not once:
         click.echo(
-            f"watching {watcher.in_dir} (model {mv.model_id} v{mv.version}); Ctrl+C to stop",
+            t("watch.watching", dir=watcher.in_dir, model=mv.model_id, version=mv.version),
             err=True,
         )
     try:
@@ -143,15 +146,19 @@ def watch(
             left = publisher.flush(10.0 if once else 2.0)
             publisher.stop()
         store.close()
+    resumed = t("watch.resumed", n=counts["resumed"]) if counts["resumed"] else ""
     click.echo(
-        f"{counts['ok']} ok, {counts['defect']} defect, {counts['error']} error"
-        + (f", {counts['resumed']} moved after a restart" if counts["resumed"] else "")
-        + f" → {store.safe_url}"
+        t(
+            "watch.summary",
+            ok=counts["ok"],
+            defect=counts["defect"],
+            error=counts["error"],
+            resumed=resumed,
+            db=store.safe_url,
+        )
     )
     if left:
-        click.echo(
-            f"{left} verdict(s) not yet published; they will be sent on the next run", err=True
-        )
+        click.echo(t("watch.unpublished", n=left), err=True)
 
 
 COMMANDS = [watch]
