@@ -6,7 +6,7 @@ import logging
 
 import click
 
-from ._common import EXIT_CODES_HELP, Exit, fail, retention_options
+from ._common import EXIT_CODES_HELP, Exit, fail, lang_option, retention_options
 
 __all__ = ["COMMANDS", "serve"]
 
@@ -94,6 +94,7 @@ __all__ = ["COMMANDS", "serve"]
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
     help="Lowest level logged (JSON lines on stderr; 'warning' drops the per-request lines).",
 )
+@lang_option(expose_value=True)
 def serve(
     model,
     host,
@@ -113,6 +114,7 @@ def serve(
     station,
     model_id,
     log_level,
+    lang,
 ):
     """Serve MODEL as an inspection station: web UI at / and REST API under /v1.
 
@@ -167,6 +169,7 @@ def serve(
         fail(str(exc), Exit.MODEL)
     except ValueError as exc:
         fail(str(exc), Exit.USAGE)
+    _add_i18n(app, lang)
     _announce(host, port, token, event)
     uvicorn.run(
         app,
@@ -195,20 +198,25 @@ def _record_options(db, keep, keep_days, keep_size) -> dict:
     )
 
 
+def _add_i18n(app, lang: str | None) -> None:
+    """The pages' language (--lang here or before the sub-command) and ``GET /v1/i18n``."""
+    from ..i18n import chosen_lang
+    from ..service.i18n import add_i18n_routes
+
+    config = app.state.config
+    if lang is not None or config.lang is None:
+        config.lang = lang or chosen_lang()  # None: each browser's Accept-Language decides
+    add_i18n_routes(app, config)  # a no-op once create_app adds them itself
+
+
 def _announce(host: str, port: int, token: str | None, event) -> None:
     """Log where the station listens (and warn when it is open to the network)."""
+    from ..i18n import t
+
     if host not in ("127.0.0.1", "localhost", "::1") and not token:
-        event(
-            "no_token",
-            level=logging.WARNING,
-            message="listening beyond this machine without --token; anyone on the "
-            "network can use the station",
-        )
-    event(
-        "listening",
-        url=f"http://{host}:{port}/",
-        message=f"gaikan inspection station: http://{host}:{port}/  (Ctrl+C to stop)",
-    )
+        event("no_token", level=logging.WARNING, message=t("serve.no_token"))
+    url = f"http://{host}:{port}/"
+    event("listening", url=url, message=t("serve.listening", url=url))
 
 
 COMMANDS = [serve]

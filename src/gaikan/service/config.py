@@ -18,6 +18,7 @@ __all__ = [
     "DEFAULT_MAX_UPLOAD_BYTES",
     "DEFAULT_READ_TIMEOUT_S",
     "ServiceConfig",
+    "check_lang",
     "default_workers",
     "make_config",
 ]
@@ -60,6 +61,9 @@ class ServiceConfig:
         Bounds of the in-memory overlay LRU.
     token : str or None
         Shared bearer token (None: no auth).
+    lang : {"en", "ja"} or None
+        The pages' language (``gaikan serve --lang``); None: each browser's
+        Accept-Language decides.  A page's ``?lang=`` overrides it.
     """
 
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
@@ -73,6 +77,7 @@ class ServiceConfig:
     overlay_bytes: int = 64 * 1024 * 1024
     overlay_ttl_s: float = 3600.0
     token: str | None = field(default=None, repr=False)
+    lang: str | None = None
 
     def limits(self) -> dict[str, float | int]:
         """The request limits, as reported in the start-up log line."""
@@ -92,6 +97,18 @@ def default_workers() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
         return max(1, os.cpu_count() or 1)
+
+
+def check_lang(lang: str | None) -> str | None:
+    """``"ja"``/``"en"`` (any case or region, e.g. ``"ja-JP"``) or None; else ParameterError."""
+    if lang is None:
+        return None
+    from ..i18n import LANGS, normalize_lang
+
+    norm = normalize_lang(lang)
+    if norm is None:
+        raise ParameterError(f"lang {lang!r} is not available: use one of {', '.join(LANGS)}")
+    return norm
 
 
 def _check_token(token: str | None) -> str | None:
@@ -119,13 +136,15 @@ def make_config(
     overlay_entries: int,
     overlay_bytes: int,
     overlay_ttl_s: float,
+    lang: str | None = None,
 ) -> ServiceConfig:
     """Check :func:`gaikan.service.create_app`'s keyword arguments; a :class:`ServiceConfig`.
 
     Raises
     ------
     ParameterError
-        A token that cannot travel in a header, or a limit that is not positive.
+        A token that cannot travel in a header, a limit that is not positive,
+        or a language gaikan does not have.
     """
     token = _check_token(token)
     if max_upload_bytes <= 0 or max_pixels <= 0 or max_files <= 0:
@@ -149,4 +168,5 @@ def make_config(
         overlay_bytes=overlay_bytes,
         overlay_ttl_s=overlay_ttl_s,
         token=token,
+        lang=check_lang(lang),
     )

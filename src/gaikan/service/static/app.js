@@ -3,6 +3,8 @@
 
 (function () {
   const $ = (id) => document.getElementById(id);
+  // Translations (static/i18n.js; English when it is absent): T(key, english, {vars}).
+  const T = (k, en, v) => window.gaikanI18n ? window.gaikanI18n.t(k, en, v) : en.replace(/\{(\w+)\}/g, (_, n) => (v && n in v ? v[n] : ""));
   const TOKEN_KEY = "gaikan-token";
   const SLIDER_MAX = 1000;
   const DECADES = 2; // the threshold slider spans model threshold ×/÷ 10^DECADES (log scale)
@@ -51,13 +53,14 @@
       if (state.token) headers["Authorization"] = "Bearer " + state.token;
       const resp = await fetch(path, Object.assign({}, options, { headers }));
       if (resp.status !== 401) return resp;
-      const msg = state.token ? "That token was not accepted. Enter the station's access token."
-                              : "This station needs an access token.";
+      const msg = state.token
+        ? T("station.token_rejected", "That token was not accepted. Enter the station's access token.")
+        : T("station.token_needed", "This station needs an access token.");
       if (state.token) sessionStorage.removeItem(TOKEN_KEY);
       state.token = null;
       if (!(await askToken(msg))) return resp;
     }
-    throw new Error("the server keeps refusing the token");
+    throw new Error(T("station.token_refused", "the server keeps refusing the token"));
   }
 
   async function errorText(resp) {
@@ -114,14 +117,19 @@
 
   function relabel() {
     $("threshold-value").textContent = fmt(state.threshold) +
-      (state.threshold === state.modelThreshold ? " (model)" : "");
+      (state.threshold === state.modelThreshold ? T("station.model_suffix", " (model)") : "");
     for (const r of state.results) paintCard(r);
     updateSummary();
     if (state.selected) showDetails(state.selected);
   }
 
   // ---------------------------------------------------------------- cards
-  const BADGE = { ok: "OK", defect: "NG", error: "ERR", pending: "…" };
+  const BADGE = {
+    ok: () => T("station.badge_ok", "OK"),
+    defect: () => T("station.badge_ng", "NG"),
+    error: () => T("station.badge_error", "ERR"),
+    pending: () => "…",
+  };
 
   function makeCard(r) {
     const card = document.createElement("div");
@@ -159,22 +167,28 @@
     const badge = card.querySelector(".badge");
     badge.className = "badge " + v;
     badge.textContent = state.classifier && r.cls !== undefined && (v === "ok" || v === "defect")
-      ? `${r.cls} ${pct(r.confidence)}` : BADGE[v];
+      ? `${r.cls} ${pct(r.confidence)}` : BADGE[v]();
     const score = card.querySelector(".score");
-    score.textContent = r.error ? "error" : (r.score === null ? "inspecting…" : "score " + fmt(r.score));
+    score.textContent = r.error ? T("station.card_error", "error")
+      : (r.score === null ? T("station.inspecting", "inspecting…")
+        : T("station.card_score", "score {score}", { score: fmt(r.score) }));
     card.title = r.error ? r.error : r.file;
   }
 
   function updateSummary() {
     const n = state.results.length;
-    if (!n) { $("summary").textContent = "No images inspected yet."; return; }
+    if (!n) { $("summary").textContent = T("station.no_images", "No images inspected yet."); return; }
     let ok = 0, ng = 0, err = 0, pend = 0;
     for (const r of state.results) {
       const v = verdictOf(r);
       if (v === "ok") ok++; else if (v === "defect") ng++; else if (v === "error") err++; else pend++;
     }
-    $("summary").textContent = `${n} image${n === 1 ? "" : "s"}: ${ok} OK, ${ng} NG` +
-      (err ? `, ${err} error${err === 1 ? "" : "s"}` : "") + (pend ? `, ${pend} in progress` : "");
+    $("summary").textContent =
+      (n === 1 ? T("station.summary_one", "{n} image: {ok} OK, {ng} NG", { n, ok, ng })
+        : T("station.summary", "{n} images: {ok} OK, {ng} NG", { n, ok, ng })) +
+      (err ? (err === 1 ? T("station.summary_error_one", ", {n} error", { n: err })
+        : T("station.summary_errors", ", {n} errors", { n: err })) : "") +
+      (pend ? T("station.summary_pending", ", {n} in progress", { n: pend }) : "");
     $("download-csv").disabled = state.results.every((r) => verdictOf(r) === "pending");
   }
 
@@ -197,7 +211,7 @@
       const url = await overlayFor(r);
       if (state.selected === r && url) ov.src = url;
     } catch (e) {
-      if (state.selected === r) setStatus("Overlay: " + e.message, true);
+      if (state.selected === r) setStatus(T("station.overlay_error", "Overlay: {message}", { message: e.message }), true);
     }
   }
 
@@ -222,26 +236,29 @@
       if (cls) dd.className = cls;
       dl.append(dt, dd);
     };
-    add("File", r.file);
+    add(T("station.d_file", "File"), r.file);
     const marker = $("viewer-marker");
     marker.hidden = true;
-    if (r.error) { add("Error", r.error); return; }
-    if (r.score === null) { add("Status", "inspecting…"); return; }
+    if (r.error) { add(T("station.d_error", "Error"), r.error); return; }
+    if (r.score === null) { add(T("station.d_status", "Status"), T("station.inspecting", "inspecting…")); return; }
     const v = verdictOf(r);
-    add("Verdict", v === "defect" ? "NG (defect)" : "OK", "verdict-" + v);
+    add(T("station.d_verdict", "Verdict"), v === "defect" ? T("station.verdict_ng", "NG (defect)")
+      : T("station.verdict_ok", "OK"), "verdict-" + v);
     if (state.classifier) {
-      add("Class", r.cls, "verdict-" + v);
-      add("Confidence", `${pct(r.confidence)} (${fmt(r.confidence)})`);
-      add("Probabilities", Object.entries(r.probabilities || {})
+      add(T("station.d_class", "Class"), r.cls, "verdict-" + v);
+      add(T("station.d_confidence", "Confidence"), `${pct(r.confidence)} (${fmt(r.confidence)})`);
+      add(T("station.d_probabilities", "Probabilities"), Object.entries(r.probabilities || {})
         .sort((a, b) => b[1] - a[1]).map(([k, p]) => `${k} ${pct(p)}`).join(" · "));
-      add("Score", fmt(r.score) + (state.model.good_class !== null
-        ? ` (1 − P(${state.model.good_class}))` : " (confidence)"));
+      add(T("station.d_score", "Score"), fmt(r.score) + (state.model.good_class !== null
+        ? ` (1 − P(${state.model.good_class}))` : T("station.confidence_suffix", " (confidence)")));
     } else {
-      add("Score", fmt(r.score));
-      add("Threshold", fmt(state.threshold) + (state.threshold === state.modelThreshold ? " (model)" : ""));
+      add(T("station.d_score", "Score"), fmt(r.score));
+      add(T("station.d_threshold", "Threshold"), fmt(state.threshold) +
+        (state.threshold === state.modelThreshold ? T("station.model_suffix", " (model)") : ""));
     }
-    add("Map max / mean", fmt(r.map.max) + " / " + fmt(r.map.mean));
-    add("Hottest point", `row ${r.map.peak.row}, col ${r.map.peak.col} (image pixels)`);
+    add(T("station.d_map", "Map max / mean"), fmt(r.map.max) + " / " + fmt(r.map.mean));
+    add(T("station.d_peak", "Hottest point"), T("station.peak_value", "row {row}, col {col} (image pixels)",
+      { row: r.map.peak.row, col: r.map.peak.col }));
     const [h, w] = r.map.shape;
     marker.style.left = ((r.map.peak.col + 0.5) / w * 100) + "%";
     marker.style.top = ((r.map.peak.row + 0.5) / h * 100) + "%";
@@ -273,12 +290,12 @@
     const files = Array.from(fileList || []);
     if (!files.length) return;
     if (!state.model) await modelReady;
-    if (!state.model) { setStatus("The model is not available; reload the page.", true); return; }
+    if (!state.model) { setStatus(T("station.model_missing", "The model is not available; reload the page."), true); return; }
     const lim = state.model ? state.model.limits.max_upload_bytes : Infinity;
     const entries = files.map((f) => {
       const r = { id: state.nextId++, file: f.name || "image", objectUrl: URL.createObjectURL(f),
                   score: null, error: null, map: null, overlayUrl: null, overlayBlob: null };
-      if (f.size > lim) r.error = `${r.file}: larger than the server's upload limit`;
+      if (f.size > lim) r.error = T("station.too_large", "{file}: larger than the server's upload limit", { file: r.file });
       state.results.push(r);
       $("results").append(makeCard(r));
       return [f, r];
@@ -290,7 +307,8 @@
     for (const group of groups) {
       const rs = todo.slice(k, k + group.length).map(([, r]) => r);
       k += group.length;
-      setStatus(`Inspecting ${rs.length} image${rs.length === 1 ? "" : "s"}…`);
+      setStatus(rs.length === 1 ? T("station.inspecting_one", "Inspecting {n} image…", { n: 1 })
+        : T("station.inspecting_n", "Inspecting {n} images…", { n: rs.length }));
       const form = new FormData();
       for (const f of group) form.append("files", f, f.name);
       try {
@@ -373,13 +391,7 @@
       state.modelThreshold = m.threshold;
       drawLegend(m.colours);
       state.threshold = m.threshold;
-      const [h, w] = m.image_shape;
-      $("model-info").textContent = state.classifier
-        ? `classifier · ${h}×${w} px · classes ${m.classes.join(", ")} · ` +
-          (m.good_class !== null ? `OK = ${m.good_class}` : "no good class: every part NG") +
-          (m.model_file ? ` · ${m.model_file}` : "")
-        : `${m.detector} · ${h}×${w} px · threshold ${fmt(m.threshold)} · ` +
-          `${m.n_train ?? "?"} good images` + (m.model_file ? ` · ${m.model_file}` : "");
+      renderModelInfo();
       // The threshold slider re-labels anomaly scores; a classifier's verdict is its class.
       $("threshold-box").hidden = state.classifier;
       $("threshold-reset").hidden = state.classifier;
@@ -390,10 +402,35 @@
       document.body.dataset.ready = "1";
       relabel();
     } catch (e) {
-      $("model-info").textContent = "model unavailable";
-      setStatus("Cannot reach the model: " + e.message, true);
+      const info = $("model-info");
+      info.dataset.i18n = "station.model_unavailable"; // kept by a later language switch
+      info.dataset.i18nEn = "model unavailable";
+      info.textContent = T("station.model_unavailable", "model unavailable");
+      setStatus(T("station.model_unreachable", "Cannot reach the model: {message}", { message: e.message }), true);
     }
   }
+
+  function renderModelInfo() {
+    const m = state.model;
+    if (!m) return;
+    const [h, w] = m.image_shape;
+    delete $("model-info").dataset.i18n; // drawn here, not by i18n.apply
+    $("model-info").textContent = state.classifier
+      ? T("station.model_classifier", "classifier · {h}×{w} px · classes {classes}",
+        { h, w, classes: m.classes.join(", ") }) + " · " +
+        (m.good_class !== null ? T("station.model_good", "OK = {good}", { good: m.good_class })
+          : T("station.model_no_good", "no good class: every part NG")) +
+        (m.model_file ? ` · ${m.model_file}` : "")
+      : T("station.model_detector", "{detector} · {h}×{w} px · threshold {threshold} · {n} good images",
+        { detector: m.detector, h, w, threshold: fmt(m.threshold), n: m.n_train ?? "?" }) +
+        (m.model_file ? ` · ${m.model_file}` : "");
+  }
+
+  // The translations arrived (or the language was switched): redraw the JS-made strings.
+  document.addEventListener("gaikan-i18n-ready", () => {
+    renderModelInfo();
+    if (state.model) relabel(); else updateSummary();
+  });
 
   function wire() {
     const zone = $("drop-zone");
