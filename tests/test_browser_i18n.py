@@ -1,0 +1,132 @@
+"""The station page in Japanese, in a real headless Chromium (issue 15's 日本語).
+
+The browser asks for Japanese (Accept-Language ``ja,en;q=0.8``): the page's
+labels and the verdict badges are Japanese; the language switcher turns it
+into English at once, and the choice survives a reload.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from test_browser import CHROMEDRIVER, CHROMIUM, SIZE, part, webdriver
+
+pytestmark = [pytest.mark.browser, pytest.mark.serve]
+
+from PIL import Image
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+import gaikan
+from gaikan.service import create_app
+from gaikan.service.i18n import add_i18n_routes
+from test_service import LiveServer
+
+
+def japanese_chromium(tmp_path):
+    """Headless chromium whose Accept-Language is Japanese first (a generator, as in
+    test_browser.chromium_driver); skips the test when chromium does not start."""
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1400,1000",
+        "--lang=ja",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+    ):
+        opts.add_argument(flag)
+    opts.add_experimental_option("prefs", {"intl.accept_languages": "ja,en;q=0.8"})
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    service = webdriver.ChromeService(executable_path=CHROMEDRIVER)
+    try:
+        driver = webdriver.Chrome(options=opts, service=service)
+    except Exception as exc:  # a broken install is a skip, not a failure of gaikan
+        pytest.skip(f"chromium did not start: {str(exc).splitlines()[0]}")
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+def browser(tmp_path):
+    yield from japanese_chromium(tmp_path)
+
+
+def test_station_in_japanese_then_english(browser, tmp_path):
+    good = np.stack([part(s) for s in range(12)]).astype(np.float64)
+    det = gaikan.SOARTC(kernel=8, stride=4).fit(good)
+    files = {}
+    for name, img in {"good-001.png": part(100), "dent-001.png": part(101, "square")}.items():
+        files[name] = tmp_path / name
+        Image.fromarray(img).save(files[name])
+    app = create_app(det, workers=2)
+    add_i18n_routes(app, app.state.config)  # a no-op where create_app adds them itself
+
+    d = browser
+    wait = WebDriverWait(d, 20)
+    text = lambda element_id: d.find_element(By.ID, element_id).text
+    lang = lambda: d.execute_script("return document.documentElement.lang")
+
+    def badges():
+        return {
+            c.find_element(By.CLASS_NAME, "name").text: c.find_element(By.CLASS_NAME, "badge").text
+            for c in d.find_elements(By.CSS_SELECTOR, "#results .card")
+        }
+
+    with LiveServer(app) as srv:
+        d.get(srv.url + "/")
+        assert d.execute_script("return navigator.languages[0]") == "ja"
+        wait.until(lambda d: lang() == "ja")
+        wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "1")
+        wait.until(lambda d: "閾値" in text("model-info"))
+        assert d.title == "gaikan — 外観検査ステーション"
+        assert d.find_element(By.CSS_SELECTOR, "header .sub").text == "外観検査ステーション"
+        assert "ここに画像をドロップ" in text("drop-zone")
+        assert text("download-csv") == "CSV をダウンロード"
+        assert text("summary") == "まだ画像を検査していません。"
+        assert "閾値" in d.find_element(By.ID, "legend").text
+
+        d.find_element(By.ID, "file-input").send_keys(
+            f"{files['good-001.png']}\n{files['dent-001.png']}"
+        )
+        wait.until(lambda d: badges() == {"good-001.png": "合格", "dent-001.png": "不合格"})
+        assert text("summary") == "2 枚: 合格 1、不合格 1"
+        wait.until(lambda d: "判定" in text("viewer-details"))
+        assert "不合格(不良)" in text("viewer-details") and "スコア" in text("viewer-details")
+        shot = tmp_path / "gaikan-ui-ja.png"
+        assert d.save_screenshot(str(shot))
+
+        # The switcher: English at once, labels and badges and the details.
+        Select(d.find_element(By.ID, "lang-switch")).select_by_value("en")
+        wait.until(lambda d: lang() == "en")
+        wait.until(lambda d: badges() == {"good-001.png": "OK", "dent-001.png": "NG"})
+        assert text("summary") == "2 images: 1 OK, 1 NG"
+        assert text("download-csv") == "Download CSV"
+        assert "Verdict" in text("viewer-details") and "threshold" in text("model-info")
+        assert d.execute_script("return localStorage.getItem('gaikan-lang')") == "en"
+
+        # The choice outlives a reload (the page asks ?lang=en despite Accept-Language).
+        d.refresh()
+        wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "1")
+        wait.until(lambda d: "threshold" in text("model-info"))
+        assert lang() == "en" and text("summary") == "No images inspected yet."
+        assert Select(d.find_element(By.ID, "lang-switch")).first_selected_option.text == "English"
+
+        # And back to Japanese.
+        Select(d.find_element(By.ID, "lang-switch")).select_by_value("ja")
+        wait.until(lambda d: text("summary") == "まだ画像を検査していません。")
+        assert lang() == "ja" and "閾値" in text("model-info")
+
+        logs = [e for e in d.get_log("browser") if e["level"] == "SEVERE"]
+        assert not logs, logs
+    assert SIZE == 64  # the parts of test_browser
