@@ -129,9 +129,13 @@ def serve(
     \b
     Endpoints: POST /v1/inspect (multipart field 'files'), GET /v1/model,
     GET /v1/inspections[.csv], GET /v1/inspections/ID[/image|/overlay],
-    POST /v1/inspections/ID/review, GET /v1/stats, GET /openapi.json,
-    GET /healthz, GET /readyz, GET /metrics (Prometheus).  Logs are JSON
-    lines on stderr.  See docs/service.md.
+    POST /v1/inspections/ID/review, GET /v1/stats, GET /v1/i18n (the
+    page's texts), GET /openapi.json, GET /healthz, GET /readyz, GET
+    /metrics (Prometheus).  Logs are JSON lines on stderr.  See
+    docs/service.md.
+
+    The page is in Japanese or English: --lang, else each browser's
+    language; the page's switcher overrides both.
     """
     try:
         import uvicorn
