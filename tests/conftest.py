@@ -73,3 +73,5 @@ def _private_data_dir(tmp_path_factory, monkeypatch):
     """Every test's default station database and kept pictures in a temporary folder
     (gaikan serve and gaikan watch record by default)."""
     monkeypatch.setenv("GAIKAN_HOME", str(tmp_path_factory.mktemp("gaikan-home")))
+    # English output unless a test asks for Japanese, whatever the developer's locale.
+    monkeypatch.setenv("GAIKAN_LANG", "en")

@@ -378,3 +378,21 @@ def test_serve_lang_option(line, monkeypatch):
     served.clear()
     res = CliRunner().invoke(cli, ["serve", str(line / "model.gaikan"), "--no-record"])
     assert res.exit_code == 0 and served["app"].state.config.lang is None
+
+
+@pytest.mark.serve
+def test_i18n_open_without_the_token():
+    """The page's texts are public: a station with a token answers /v1/i18n without it,
+    while the rest of /v1 still needs the token."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from gaikan.service import create_app
+
+    det = gaikan.SOARTC(kernel=8, stride=4).fit(structured_images(8, seed=1).astype(float))
+    with TestClient(create_app(det, workers=1, token="line-7", lang="ja")) as client:
+        resp = client.get("/v1/i18n")
+        assert resp.status_code == 200 and resp.json()["lang"] == "ja"
+        assert client.get("/v1/model").status_code == 401
+        auth = {"Authorization": "Bearer line-7"}
+        assert client.get("/v1/model", headers=auth).status_code == 200

@@ -56,5 +56,6 @@ def test_all_matches_exports():
         "distributed",
         "watch",
         "mqtt",
+        "i18n",
     }
     assert public <= set(gaikan.__all__), public - set(gaikan.__all__)

@@ -44,6 +44,7 @@ from .config import (
 )
 from .edge import Edge
 from .errors import install_error_handlers
+from .i18n import add_i18n_routes
 from .inspector import Inspector, load_model
 from .logs import event
 from .metrics import ServiceMetrics
@@ -75,6 +76,7 @@ def create_app(
     keep_size: int | None = None,
     station: str | None = None,
     model_id: str | None = None,
+    lang: str | None = None,
 ) -> FastAPI:
     """Build the inspection station's FastAPI app around one model.
 
@@ -90,7 +92,8 @@ def create_app(
     token : str, optional
         Shared bearer token.  When set, every ``/v1/*`` and ``/metrics``
         call needs ``Authorization: Bearer <token>`` (else 401); ``/``, the
-        static UI files, ``/healthz`` and ``/readyz`` stay open.
+        static UI files, ``/healthz``, ``/readyz`` and the page's public
+        translations ``/v1/i18n`` stay open.
     max_upload_bytes : int
         Cap on one request body (413 beyond it).
     max_pixels : int
@@ -128,6 +131,9 @@ def create_app(
         Station name on every record (default: the host name).
     model_id : str, optional
         Model id in the records (default: the model file's stem).
+    lang : {"ja", "en"}, optional
+        The page's language when the request names none (``?lang=``);
+        default: the browser's Accept-Language.
 
     Returns
     -------
@@ -156,6 +162,7 @@ def create_app(
         overlay_entries=overlay_entries,
         overlay_bytes=overlay_bytes,
         overlay_ttl_s=overlay_ttl_s,
+        lang=lang,
     )
     model, model_name = load_model(model_path_or_detector)
     recorder = None
@@ -224,6 +231,7 @@ def _assemble(
     app.state.admission = admission
     app.state.recorder = recorder
     install_error_handlers(app)
+    add_i18n_routes(app, config)
     add_routes(
         app,
         inspector=inspector,

@@ -46,6 +46,8 @@ KNOWN_PATHS = frozenset(
         "/openapi.json",
         "/static/app.js",
         "/static/app.css",
+        "/static/i18n.js",
+        "/v1/i18n",
     )
 )
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
@@ -154,7 +156,9 @@ class Edge:
 
     async def _handle(self, scope: dict, receive: Any, ex: _Exchange) -> None:
         path = scope.get("path", "")
-        if self.expected is not None and (path.startswith("/v1/") or path == "/metrics"):
+        if self.expected is not None and (
+            (path.startswith("/v1/") and path != "/v1/i18n") or path == "/metrics"
+        ):
             if not hmac.compare_digest(_header(scope, b"authorization"), self.expected):
                 await error_response(
                     401,
