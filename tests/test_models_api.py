@@ -396,3 +396,67 @@ def test_reviewed_goods_are_the_operator_confirmed_ones(tmp_path):
         assert store.count(Filters(reviewed=True)) == 2
     finally:
         store.close()
+
+
+@pytest.mark.browser
+def test_models_page_refit_and_activate_in_chromium(model_file, unit_space, tmp_path):
+    """The Models page: refit shows the numbers the API gives; activate asks, then swaps."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from test_browser import chromium_driver  # skips here (not at import) without chromium
+
+    db = str(tmp_path / "records.db")
+    drivers = chromium_driver(tmp_path)
+    driver = next(drivers)
+    try:
+        with (
+            station(model_file, db, unit_space=unit_space) as srv,
+            httpx.Client(base_url=srv.url, timeout=120) as c,
+        ):
+            res = inspect(c, [(f"g{i}.png", b) for i, b in enumerate(GROOVED)])
+            for r in res[:3]:
+                c.post(f"/v1/inspections/{r['id']}/review", json={"verdict": "ok"})
+            wait = WebDriverWait(driver, 60)
+            driver.get(srv.url + "/models")
+            wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#versions-body tr"))
+            assert (
+                "3 inspection(s) reviewed as OK." in driver.find_element(By.ID, "refit-reason").text
+            )
+            driver.find_element(By.ID, "refit").click()
+            wait.until(lambda d: d.find_element(By.ID, "refit-result").is_displayed())
+            rl = c.get("/v1/models/refits/1").json()["result"]
+            assert driver.find_element(By.ID, "r-version").text.startswith("v2")
+            assert driver.find_element(By.ID, "r-ng-ok").text == (
+                f"{rl['relabel']['ng_to_ok']} of {rl['relabel']['ng_scored']} re-scored"
+            )
+            assert rl["relabel"]["ng_to_ok"] == 6
+            assert "→" in driver.find_element(By.ID, "r-threshold").text
+            assert c.get("/v1/model").json()["model_version"] == 1  # not active yet
+
+            row = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, 'tr[data-version="2"]'))
+            row.find_element(By.CSS_SELECTOR, "button.activate").click()
+            wait.until(lambda d: d.find_element(By.ID, "confirm-dialog").is_displayed())
+            driver.find_element(By.ID, "confirm-cancel").click()  # the confirm step
+            assert c.get("/v1/model").json()["model_version"] == 1
+            row = driver.find_element(By.CSS_SELECTOR, 'tr[data-version="2"]')
+            row.find_element(By.CSS_SELECTOR, "button.activate").click()
+            wait.until(lambda d: d.find_element(By.ID, "confirm-dialog").is_displayed())
+            driver.find_element(By.ID, "confirm-who").send_keys("suzuki")
+            driver.find_element(By.ID, "confirm-ok").click()
+            wait.until(
+                lambda d: (
+                    "active, served" in d.find_element(By.CSS_SELECTOR, 'tr[data-version="2"]').text
+                )
+            )
+            assert c.get("/v1/model").json()["model_version"] == 2
+            v2 = c.get("/v1/models").json()["versions"][1]
+            assert [a["who"] for a in v2["activations"]] == ["suzuki"]
+            errors = [
+                e["message"]
+                for e in driver.get_log("browser")
+                if e["level"] == "SEVERE" and "i18n.js" not in e["message"]
+            ]
+            assert errors == []
+    finally:
+        drivers.close()

@@ -7,6 +7,22 @@
   const TOKEN_KEY = "gaikan-token";
   const state = { token: sessionStorage.getItem(TOKEN_KEY), listing: null, result: null };
 
+  // one column (the station's stylesheet lays <main> out in two); the table scrolls when narrow.
+  // Set through the CSSOM: the page's CSP allows no inline style attributes.
+  document.querySelector("main").style.gridTemplateColumns = "minmax(0, 1fr)";
+  $("versions-wrap").style.overflowX = "auto";
+  $("versions").style.width = "100%";
+  $("versions").style.borderCollapse = "collapse";
+  document.querySelector("header nav a").style.color = "inherit";
+  $("refit-result").style.margin = ".6rem 0";
+  function cellStyle(cell) {
+    cell.style.padding = ".3rem .6rem";
+    cell.style.textAlign = "left";
+    cell.style.verticalAlign = "top";
+    cell.style.borderBottom = "1px solid var(--line)";
+  }
+  document.querySelectorAll("#versions th").forEach(cellStyle);
+
   // ---------------------------------------------------------------- API + auth
   let tokenPrompt = null;
   function askToken(message) {
@@ -103,9 +119,11 @@
       for (const text of cells) {
         const td = document.createElement("td");
         td.textContent = text;
+        cellStyle(td);
         tr.appendChild(td);
       }
       const td = document.createElement("td");
+      cellStyle(td);
       if (!v.served) {
         const b = document.createElement("button");
         b.type = "button";
@@ -139,6 +157,7 @@
     $("r-ng-ok").textContent = T("models.result.of", "{n} of {total} re-scored", { n: x.ng_to_ok, total: x.ng_scored });
     $("r-ok-ng").textContent = T("models.result.of", "{n} of {total} re-scored", { n: x.ok_to_ng, total: x.ok_scored });
     $("r-escapes").textContent = String(x.ng_to_ok_reviewed_ng);
+    $("r-escapes").style.color = x.ng_to_ok_reviewed_ng > 0 ? "var(--ng)" : "";  // parts that would escape
   }
 
   // ---------------------------------------------------------------- refit
