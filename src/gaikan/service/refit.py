@@ -8,8 +8,9 @@ same kind and parameters, no fitted state) fitted on
   inside a model file or a record), loaded at the model's image size, and
 - the **reviewed goods**: the stored images of the served model's records
   that an operator reviewed as ``ok`` (confirmed OKs and overridden false
-  alarms), decoded at the same size; an image whose SHA-256 is already in
-  the unit space or in an earlier record is used once.
+  alarms; the newest :data:`MAX_GOODS`), decoded at the same size; an
+  image whose SHA-256 is already in the unit space or in an earlier record
+  is used once.
 
 The candidate is written as a model file to ``models/`` next to the
 database and registered as a new, **inactive** version (its parent is the
@@ -37,6 +38,7 @@ import numpy as np
 from ..errors import GaikanError
 
 __all__ = [
+    "MAX_GOODS",
     "MAX_RESCORE",
     "RefitRefused",
     "build_candidate",
@@ -51,6 +53,8 @@ __all__ = [
 MAX_RESCORE = 5000
 #: Most past records looked at (newest first) to find those with a kept image.
 MAX_SCAN = 50_000
+#: Most reviewed goods one refit adds to the unit space (the newest ones).
+MAX_GOODS = 1000
 #: Images scored per model call while re-scoring.
 _CHUNK = 64
 #: Ids listed per re-label direction in the answer (the counts are complete).
@@ -141,8 +145,11 @@ def unit_space_files(unit_space: str | os.PathLike | None) -> list[Path]:
     return files
 
 
-def reviewed_goods(store: Any, model_id: str | None, limit: int = 100_000) -> list[Any]:
-    """Records of ``model_id`` an operator reviewed as ok whose image is still stored, oldest first.
+def reviewed_goods(store: Any, model_id: str | None, limit: int = MAX_GOODS) -> list[Any]:
+    """Records of ``model_id`` an operator reviewed as ok whose image is still stored.
+
+    The newest ``limit`` of them (among the newest :data:`MAX_SCAN`
+    reviewed as ok), returned oldest first.
 
     Raises
     ------
@@ -152,9 +159,10 @@ def reviewed_goods(store: Any, model_id: str | None, limit: int = 100_000) -> li
     from ..records import Filters
 
     recs = store.query(
-        Filters(reviewed=True, verdict="ok", model_id=model_id), limit=limit, newest_first=False
+        Filters(reviewed=True, verdict="ok", model_id=model_id), limit=MAX_SCAN, offset=0
     )
-    goods = [r for r in recs if r.review_verdict == "ok" and r.image_available]
+    goods = [r for r in recs if r.review_verdict == "ok" and r.image_available][:limit]
+    goods.reverse()
     if not goods:
         why = (
             f"{len(recs)} reviewed good part(s), but their images were not kept or were pruned"
