@@ -248,6 +248,52 @@ def test_an_inspection_started_before_the_swap_is_recorded_with_the_old_version(
         assert c.get(f"/v1/inspections/{now['id']}").json()["model_version"] == 2
 
 
+def test_every_record_names_the_version_that_judged_it_under_load(model_file, unit_space, tmp_path):
+    """Clients keep posting while a version is activated: no record mixes two versions."""
+    import threading
+
+    db = str(tmp_path / "records.db")
+    with (
+        station(model_file, db, unit_space=unit_space, workers=4) as srv,
+        httpx.Client(base_url=srv.url, timeout=120) as c,
+    ):
+        res = inspect(c, [(f"g{i}.png", b) for i, b in enumerate(GROOVED[:3])])
+        for r in res:
+            c.post(f"/v1/inspections/{r['id']}/review", json={"verdict": "ok"})
+        assert c.post("/v1/models/refit", params={"wait": 120}).status_code == 200
+        stop = threading.Event()
+        answers: list[dict] = []
+
+        def client() -> None:
+            with httpx.Client(base_url=srv.url, timeout=120) as cc:
+                while not stop.is_set():
+                    answers.extend(inspect(cc, [("x.png", LATER_GROOVED), ("y.png", GOOD)]))
+
+        threads = [threading.Thread(target=client) for _ in range(4)]
+        for t in threads:
+            t.start()
+        while len(answers) < 16:
+            stop.wait(0.05)
+        assert c.post("/v1/models/2/activate").status_code == 200
+        n_at_swap = len(answers)
+        while len(answers) < n_at_swap + 16:
+            stop.wait(0.05)
+        stop.set()
+        for t in threads:
+            t.join(60)
+        thresholds = {v["version"]: v["threshold"] for v in c.get("/v1/models").json()["versions"]}
+        store = srv.app.state.recorder.store
+        recs = {r.id: r for r in store.query(Filters(source="."), limit=10_000)}
+        assert len(answers) >= 32 and {a["id"] for a in answers} <= set(recs)
+        seen = set()
+        for a in answers:
+            rec = recs[a["id"]]
+            seen.add(rec.model_version)
+            assert rec.threshold == a["threshold"] == thresholds[rec.model_version]
+            assert rec.verdict == a["verdict"]
+        assert seen == {1, 2}
+
+
 # ---------------------------------------------------------------- auth
 def test_the_model_routes_need_the_token(model_file, unit_space, tmp_path):
     db = str(tmp_path / "records.db")
