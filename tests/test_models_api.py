@@ -220,6 +220,13 @@ def test_review_refit_activate(model_file, unit_space, db_url, tmp_path):
         acts = [(a["who"]) for a in c.get("/v1/models").json()["versions"][0]["activations"]]
         assert acts == ["station", "127.0.0.1"]  # no token: the client's address
 
+        # the same reviewed goods again: the same bytes, the same version (nothing new)
+        r = c.post("/v1/models/refit", params={"wait": 120})
+        again = r.json()["result"]
+        assert again["version"] == 2 and again["already_registered"] is True
+        assert again["digest"] == out["digest"] and again["parent_version"] == 1
+        assert len(c.get("/v1/models").json()["versions"]) == 2
+
 
 def test_an_inspection_started_before_the_swap_is_recorded_with_the_old_version(
     model_file, unit_space, tmp_path

@@ -316,7 +316,7 @@ def build_candidate(
     return {
         "version": mv.version,
         "model_id": model_id,
-        "parent_version": parent_version,
+        "parent_version": mv.parent_version,
         "file": final.name,
         "digest": digest,
         "already_registered": digest in known,

@@ -81,7 +81,7 @@
   }
 
   const fmt = (x) => (x === null || x === undefined ? "–" : Number(x).toPrecision(4));
-  const when = (iso) => (iso ? new Date(iso).toLocaleString() : "–");
+  const when = (iso) => (iso ? new Date(iso).toLocaleString(window.gaikanI18n ? window.gaikanI18n.lang : undefined) : "–");
 
   // ---------------------------------------------------------------- versions
   async function load() {
@@ -149,7 +149,7 @@
     $("refit-result").hidden = !r;
     if (!r) return;
     const x = r.relabel;
-    $("r-version").textContent = "v" + r.version + " (" + T("models.state.inactive", "inactive") + ")";
+    $("r-version").textContent = "v" + r.version + " (" + (r.active ? T("models.state.active", "active (not served here)") : T("models.state.inactive", "inactive")) + ")";
     $("r-threshold").textContent = fmt(r.old_threshold) + " → " + fmt(r.new_threshold);
     $("r-images").textContent = T("models.result.images_detail", "{n} = {unit} unit space + {goods} reviewed goods", {
       n: r.n_images, unit: r.n_unit_space, goods: r.n_reviewed_goods,
@@ -185,7 +185,11 @@
         return;
       }
       state.result = job.result;
-      setStatus(T("models.refit.done", "Version {version} is ready (inactive). Check the counts, then activate it.", { version: job.result.version }));
+      if (job.result.already_registered) {
+        setStatus(T("models.refit.same", "The refit gives the same model as version {version}: no new reviewed goods to learn from.", { version: job.result.version }));
+      } else {
+        setStatus(T("models.refit.done", "Version {version} is ready (inactive). Check the counts, then activate it.", { version: job.result.version }));
+      }
     } catch (e) {
       setStatus(String(e), true);
     } finally {
