@@ -301,6 +301,35 @@ def test_every_record_names_the_version_that_judged_it_under_load(model_file, un
         assert seen == {1, 2}
 
 
+def test_a_restart_serves_the_file_it_is_given(model_file, unit_space, tmp_path):
+    """After an activation, a restart with the old file serves it (and says it is not
+    the active one); with the candidate's file it serves the active version."""
+    db = str(tmp_path / "records.db")
+    with (
+        station(model_file, db, unit_space=unit_space) as srv,
+        httpx.Client(base_url=srv.url, timeout=120) as c,
+    ):
+        res = inspect(c, [(f"g{i}.png", b) for i, b in enumerate(GROOVED[:3])])
+        for r in res:
+            c.post(f"/v1/inspections/{r['id']}/review", json={"verdict": "ok"})
+        out = c.post("/v1/models/refit", params={"wait": 120}).json()["result"]
+        assert c.post("/v1/models/2/activate").status_code == 200
+        cand = Path(srv.app.state.recorder.store.blobs.root).parent / "models" / out["file"]
+    with station(model_file, db) as srv, httpx.Client(base_url=srv.url, timeout=60) as c:
+        info = c.get("/v1/model").json()
+        assert info["model_version"] == 1 and info["active_version"]["version"] == 2
+        v1, v2 = c.get("/v1/models").json()["versions"]
+        assert v1["served"] and not v1["active"] and v2["active"] and not v2["served"]
+    with (
+        station(cand, db, model_id="part") as srv,
+        httpx.Client(base_url=srv.url, timeout=60) as c,
+    ):
+        info = c.get("/v1/model").json()
+        assert info["model_version"] == 2 and info["active_version"]["version"] == 2
+        [r] = inspect(c, [("later.png", LATER_GROOVED)])
+        assert r["verdict"] == "ok"
+
+
 # ---------------------------------------------------------------- auth
 def test_the_model_routes_need_the_token(model_file, unit_space, tmp_path):
     db = str(tmp_path / "records.db")
