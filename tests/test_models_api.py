@@ -366,6 +366,9 @@ def test_refusals_name_the_fix(model_file, unit_space, tmp_path):
         assert listing["refit"]["available"] is False
         assert "--unit-space" in listing["refit"]["reason"]
         assert c.post("/v1/models/7/activate").status_code == 404
+        paths = c.get("/openapi.json").json()["paths"]
+        for path in ("/v1/models", "/v1/models/refit", "/v1/models/{version}/activate"):
+            assert path in paths, path
     with (
         station(model_file, db, keep="ng", unit_space=unit_space) as srv,
         httpx.Client(base_url=srv.url, timeout=60) as c,
