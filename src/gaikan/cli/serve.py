@@ -88,6 +88,14 @@ __all__ = ["COMMANDS", "serve"]
     help="Model name recorded with each result (default: the file's stem).",
 )
 @click.option(
+    "--unit-space",
+    default=None,
+    type=click.Path(exists=True, file_okay=False),
+    help="Folder of the good images MODEL was fitted on: 'refit from reviewed goods' "
+    "(Models page, POST /v1/models/refit) fits a new version on them plus the parts "
+    "reviewed as OK.",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -113,6 +121,7 @@ def serve(
     keep_size,
     station,
     model_id,
+    unit_space,
     log_level,
     lang,
 ):
@@ -124,13 +133,17 @@ def serve(
 
     Every answered inspection (errors included) is committed to the records
     database (--db) before the answer is sent, with its image and overlay
-    per --keep; --no-record turns that off.
+    per --keep; --no-record turns that off.  Operators' reviews feed back:
+    with --unit-space, the Models page (/models) refits MODEL on its unit
+    space plus the parts reviewed as OK and activates the new version on
+    confirmation.
 
     \b
     Endpoints: POST /v1/inspect (multipart field 'files'), GET /v1/model,
     GET /v1/inspections[.csv], GET /v1/inspections/ID[/image|/overlay],
-    POST /v1/inspections/ID/review, GET /v1/stats, GET /v1/i18n (the
-    page's texts), GET /openapi.json, GET /healthz, GET /readyz, GET
+    POST /v1/inspections/ID/review, GET /v1/stats, GET /v1/models,
+    POST /v1/models/refit, POST /v1/models/VERSION/activate, GET /v1/i18n
+    (the page's texts), GET /openapi.json, GET /healthz, GET /readyz, GET
     /metrics (Prometheus).  Logs are JSON lines on stderr.  See
     docs/service.md.
 
@@ -149,6 +162,8 @@ def serve(
     configure_logging(log_level)
     if no_record and (db is not None or keep_days is not None or keep_size is not None):
         fail("--no-record cannot be combined with --db, --keep-days or --keep-size", Exit.USAGE)
+    if no_record and unit_space is not None:
+        fail("--unit-space is for refit from reviewed goods, which needs the records", Exit.USAGE)
     try:
         records = {} if no_record else _record_options(db, keep, keep_days, keep_size)
     except ParameterError as exc:
@@ -165,6 +180,7 @@ def serve(
             max_uploads_per_client=max_uploads_per_client,
             station=station,
             model_id=model_id,
+            unit_space=unit_space,
             **records,
         )
     except ParameterError as exc:  # an option's value

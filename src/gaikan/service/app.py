@@ -14,10 +14,12 @@ Where things live
 - :mod:`.routes`: the HTTP routes.
 - :mod:`.recording`: each answered inspection committed to the records
   database before the answer; :mod:`.history`: the records over HTTP
-  (list, one, image, overlay, review, stats, CSV).
+  (list, one, image, overlay, review, stats, CSV); :mod:`.models`: the
+  model versions (list, refit from reviewed goods, activate, the Models
+  page) and the swappable served model.
 
-The model is loaded once and shared read-only; scoring runs in a thread
-pool.  Every user error is a 4xx JSON body ``{"error": ..., "status": ...}``;
+The model is loaded once and shared read-only (activating another version
+swaps it between requests); scoring runs in a thread pool.  Every user error is a 4xx JSON body ``{"error": ..., "status": ...}``;
 only a bug reaches the catch-all, which logs it and answers a bare JSON 500
 (counted by ``gaikan_internal_errors_total``).
 """
@@ -27,7 +29,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 from fastapi import FastAPI
 
@@ -77,6 +79,7 @@ def create_app(
     station: str | None = None,
     model_id: str | None = None,
     lang: str | None = None,
+    unit_space: str | os.PathLike | None = None,
 ) -> FastAPI:
     """Build the inspection station's FastAPI app around one model.
 
@@ -134,12 +137,17 @@ def create_app(
     lang : {"ja", "en"}, optional
         The page's language when the request names none (``?lang=``);
         default: the browser's Accept-Language.
+    unit_space : str or path-like, optional
+        The folder of good images the model was fitted on: "refit from
+        reviewed goods" (``POST /v1/models/refit``) fits a candidate on
+        them plus the images of records reviewed as good.  Needs recording.
 
     Returns
     -------
     fastapi.FastAPI
         With ``state.inspector``, ``state.metrics``, ``state.config``,
-        ``state.admission`` and ``state.recorder`` (None when not recording).
+        ``state.admission``, ``state.recorder`` (None when not recording)
+        and ``state.models`` (the model versions' switch, when recording).
 
     Raises
     ------
@@ -164,9 +172,22 @@ def create_app(
         overlay_ttl_s=overlay_ttl_s,
         lang=lang,
     )
+    recording = bool(record or (record is None and db is not None))
+    if unit_space is not None and not (recording and os.path.isdir(unit_space)):
+        from ..errors import ParameterError
+
+        raise ParameterError(
+            f"--unit-space {os.fspath(unit_space)!r}: give the folder of good images the "
+            "model was fitted on"
+            + (
+                ""
+                if recording
+                else " (refit from reviewed goods needs the records: drop --no-record)"
+            )
+        )
     model, model_name = load_model(model_path_or_detector)
     recorder = None
-    if record or (record is None and db is not None):
+    if recording:
         from ..inspection import Inspector as CoreInspector
 
         path = (
@@ -184,17 +205,27 @@ def create_app(
             model_id=model_id,
             threshold=CoreInspector(model).threshold,
         )
-    return _assemble(model, model_name, config, recorder)
+    return _assemble(model, model_name, config, recorder, unit_space)
 
 
 def _assemble(
-    model: Any, model_name: str | None, config: ServiceConfig, recorder: Recorder | None = None
+    model: Any,
+    model_name: str | None,
+    config: ServiceConfig,
+    recorder: Recorder | None = None,
+    unit_space: str | os.PathLike | None = None,
 ) -> FastAPI:
     """The app: shared parts, lifespan, error handlers, routes and the edge layer."""
     metrics = ServiceMetrics()
     overlays = OverlayStore(config.overlay_entries, config.overlay_bytes, config.overlay_ttl_s)
     admission = Admission(config.max_inflight, config.max_uploads_per_client)
     inspector = Inspector(model, config, metrics, overlays, model_name, recorder)
+    live = None
+    if recorder is not None:  # the model versions can be swapped while serving
+        from .models import LiveInspector
+
+        live = LiveInspector(inspector)
+        inspector = cast(Inspector, live)
     pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="gaikan-score")
     _export_gauges(metrics, inspector, overlays, admission, config)
 
@@ -214,9 +245,12 @@ def _assemble(
             yield
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
+            if models is not None:
+                models.close()
             if recorder is not None:
                 recorder.close()
 
+    models: Any = None  # the ModelSwitch, when recording (closed by the lifespan)
     app = FastAPI(
         title="gaikan inspection station",
         version=__version__,
@@ -241,10 +275,12 @@ def _assemble(
         admission=admission,
         pool=pool,
     )
-    if recorder is not None:
+    if recorder is not None and live is not None:
         from .history import add_history_routes
+        from .models import add_model_routes
 
         add_history_routes(app, recorder, config.token is not None)
+        models = add_model_routes(app, live, config.token is not None, unit_space)
     app.add_middleware(Edge, config=config, metrics=metrics, admission=admission)
     return app
 

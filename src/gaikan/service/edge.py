@@ -48,6 +48,10 @@ KNOWN_PATHS = frozenset(
         "/static/app.css",
         "/static/i18n.js",
         "/v1/i18n",
+        "/v1/models",
+        "/v1/models/refit",
+        "/models",
+        "/static/models.js",
     )
 )
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
@@ -59,6 +63,10 @@ def route_label(path: str) -> str:
         return path
     if path.startswith("/v1/overlays/"):
         return "/v1/overlays"
+    if path.startswith("/v1/models/refits/"):
+        return "/v1/models/refits/{job}"
+    if path.startswith("/v1/models/") and path.endswith("/activate"):
+        return "/v1/models/{version}/activate"
     return "/v1/inspections/{id}" if path.startswith("/v1/inspections/") else "other"
 
 

@@ -112,9 +112,12 @@ def _add_status(
 
     @app.get("/v1/model")
     def model_info() -> dict[str, Any]:
-        info = inspector.model_info()
-        rec = inspector.recorder
+        # one inspector throughout: a model activated meanwhile is not mixed in
+        served = getattr(inspector, "current", inspector)
+        info = served.model_info()
+        rec = served.recorder
         if rec is not None:
+            info["model_id"], info["model_version"] = rec.model_id, rec.model_version
             info["record"] = {
                 "model_id": rec.model_id,
                 "model_version": rec.model_version,
