@@ -93,6 +93,7 @@
   function verdictOf(r) {
     if (r.error) return "error";
     if (r.score === null || r.score === undefined) return "pending";
+    if (r.reviewVerdict) return r.reviewVerdict; // the operator's (review.js)
     if (state.classifier) return r.verdict === "ok" ? "ok" : "defect";
     return r.score > state.threshold ? "defect" : "ok";
   }
@@ -163,6 +164,21 @@
     const score = card.querySelector(".score");
     score.textContent = r.error ? "error" : (r.score === null ? "inspecting…" : "score " + fmt(r.score));
     card.title = r.error ? r.error : r.file;
+    if (r.recordId !== undefined && !r.review && window.gaikanReview) mountReview(r);
+  }
+
+  // Review hook (static/review.js): Confirm / Override on each recorded result.
+  function mountReview(r) {
+    const el = r.card.appendChild(document.createElement("div"));
+    r.review = window.gaikanReview.mount(el, { id: r.recordId, verdict: r.verdict }, {
+      api: api,
+      onDone: (rec) => {
+        r.reviewVerdict = rec.review_verdict;
+        paintCard(r);
+        updateSummary();
+        if (state.selected === r) showDetails(r);
+      },
+    });
   }
 
   function updateSummary() {
@@ -303,6 +319,7 @@
           if (res.error) { r.error = res.error; return; }
           r.score = res.score;
           r.verdict = res.verdict;
+          if (res.id !== undefined) r.recordId = res.id;
           r.cls = res.class;
           r.confidence = res.confidence;
           r.probabilities = res.probabilities;
@@ -387,6 +404,7 @@
       slider.value = String(SLIDER_MAX / 2);
       slider.disabled = state.classifier;
       $("threshold-reset").disabled = state.classifier;
+      $("history-link").hidden = $("reviewer-slot").hidden = !m.record;
       document.body.dataset.ready = "1";
       relabel();
     } catch (e) {
@@ -439,6 +457,7 @@
       updateSummary();
     });
     applyOpacity();
+    if (window.gaikanReview) window.gaikanReview.mountReviewer($("reviewer-slot"));
   }
 
   wire();
