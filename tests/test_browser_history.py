@@ -199,7 +199,8 @@ def test_history_dashboard_and_review(browser, tmp_path):
                 files=[("files", ("spot-003.png", png_bytes(part(103, "spot")), "image/png"))],
             )
             assert r.status_code == 200, r.text
-        wait.until(lambda d: len(rows()) == 5 and chart("points") == 5)
+        # the table within a poll (5 s), the charts within 10 s of the last drawing
+        WebDriverWait(d, 60).until(lambda d: len(rows()) == 5 and chart("points") == 5)
         assert bars("defect") == 1 and summary("n") == "5"
         _save(d, tmp_path, "history.png")
 

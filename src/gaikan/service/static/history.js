@@ -10,6 +10,9 @@
   const PAGE = 25;          // table rows per page
   const CONTROL_POINTS = 200; // most recent scores in the control chart
   const POLL_MS = 5000;
+  const CHART_MS = 10000;      // charts at most this often when records changed
+  const CHART_IDLE_MS = 60000; // and at least this often
+  const DEFAULT_RANGE_MS = 24 * 3600 * 1000; // charts without a time filter: the last 24 h
 
   const state = {
     token: sessionStorage.getItem(TOKEN_KEY),
@@ -23,6 +26,10 @@
     notes: new Map(),    // "id@reviewed_at" -> the latest review's note   // record id -> object URL (or "" when not available)
     lastKey: "",         // what the table shows (ids + review state), to skip needless redraws
     busy: false,
+    seq: 0,              // the latest refresh
+    dataKey: "",         // the table's records and total, to tell when the charts are stale
+    chartsAt: 0,         // when the charts were last drawn (ms)
+    chartsStale: false,  // records changed since
     recording: true,
   };
 
@@ -132,10 +139,12 @@
     return s ? "?" + s : "";
   }
 
-  // Time range and class only: the charts show every verdict.
+  // Time range and class only: the charts show every verdict.  Without a time range, the last 24 h
+  // (the charts read every record of their range).
   function chartFilters() {
     const f = {};
     for (const k of ["since", "until", "class"]) if (state.filters[k]) f[k] = state.filters[k];
+    if (!f.since && !f.until) f.since = new Date(Date.now() - DEFAULT_RANGE_MS).toISOString();
     return f;
   }
 
@@ -458,12 +467,12 @@
     $("next").disabled = b >= state.total;
   }
 
-  function renderSummary(hourStats) {
+  function renderSummary(hourStats, last24h) {
     const sum = { n: 0, ok: 0, defect: 0, error: 0, reviewed: 0, overridden: 0 };
     for (const b of hourStats.buckets) for (const k of Object.keys(sum)) sum[k] += b[k];
     const judged = sum.ok + sum.defect;
     const s = $("summary");
-    s.textContent = T("history.summary",
+    s.textContent = (last24h ? T("history.last_24h", "Last 24 h") + ": " : "") + T("history.summary",
       "{n} inspections: {ok} OK, {ng} NG, {err} errors · yield {yield} · reviewed {reviewed} · overridden {overridden}",
       { n: sum.n, ok: sum.ok, ng: sum.defect, err: sum.error, yield: pct(judged ? sum.ok / judged : null),
         reviewed: sum.reviewed, overridden: sum.overridden });
@@ -477,43 +486,43 @@
   }
 
   // ---------------------------------------------------------------- refresh
+  // The table every poll; the summary and charts (which read every record of their range) when
+  // something changed, at most every CHART_MS, and at least every CHART_IDLE_MS.
   async function refresh(opts) {
     opts = opts || {};
     if (state.busy && !opts.force) return;
+    const seq = ++state.seq; // a later refresh wins (e.g. Apply while a poll is in flight)
     state.busy = true;
     try {
-      const cf = chartFilters();
-      const [list, hours, buckets, recent, control] = await Promise.all([
-        getJson("/v1/inspections" + query(Object.assign({ limit: PAGE, offset: state.offset }, state.filters))),
-        getJson("/v1/stats" + query(Object.assign({ bucket: "hour" }, cf))),
-        getJson("/v1/stats" + query(Object.assign({ bucket: $("bucket").value }, cf))),
-        getJson("/v1/inspections" + query(Object.assign({ limit: CONTROL_POINTS }, cf))),
-        state.control && !opts.force ? Promise.resolve(state.control) : getJson("/v1/control"),
-      ]);
+      const list = await getJson("/v1/inspections" +
+        query(Object.assign({ limit: PAGE, offset: state.offset }, state.filters)));
+      if (seq !== state.seq) return;
       state.recording = true;
-      state.control = control;
+      if (state.offset > 0 && state.offset >= list.total) {
+        state.offset = 0;
+        state.busy = false;
+        return refresh(opts);
+      }
       state.items = list.items;
       state.total = list.total;
-      if (state.offset > 0 && state.offset >= list.total) { state.offset = 0; state.busy = false; return refresh(opts); }
       // Redraw the table only when it changed, and never under the operator's typing.
       const key = JSON.stringify(list.items.map((r) => [r.id, r.review_verdict, r.reviewed_at, r.image_available]));
       const typing = document.activeElement && $("rows").contains(document.activeElement) &&
         document.activeElement.tagName === "INPUT";
+      if (key + "/" + list.total !== state.dataKey) state.chartsStale = true;
+      state.dataKey = key + "/" + list.total;
       if ((key !== state.lastKey || opts.force) && !typing) {
         state.lastKey = key;
         renderRows();
       }
       renderPager();
-      renderSummary(hours);
-      drawYield(buckets);
-      drawControl(recent.items.slice().reverse(), control);
-      if (state.model && state.model.kind === "classifier") {
-        $("classes-box").hidden = false;
-        drawClasses(hours);
-      }
+      const age = Date.now() - state.chartsAt;
+      if (opts.force || age >= CHART_IDLE_MS || (state.chartsStale && age >= CHART_MS)) await refreshCharts(seq, opts.force);
+      if (seq !== state.seq) return;
       document.body.dataset.updated = String(Date.now());
       setStatus(T("history.updated", "Updated {time}", { time: fullTime(new Date().toISOString()) }));
     } catch (e) {
+      if (seq !== state.seq) return;
       if (e.status === 404) {
         state.recording = false;
         state.items = [];
@@ -523,7 +532,29 @@
         setStatus(T("history.refresh_failed", "Refresh failed: {error}", { error: e.message }), true);
       }
     } finally {
-      state.busy = false;
+      if (seq === state.seq) state.busy = false;
+    }
+  }
+
+  async function refreshCharts(seq, force) {
+    const cf = chartFilters();
+    const bucket = $("bucket").value;
+    const [hours, other, recent, control] = await Promise.all([
+      getJson("/v1/stats" + query(Object.assign({ bucket: "hour" }, cf))),
+      bucket === "hour" ? null : getJson("/v1/stats" + query(Object.assign({ bucket: bucket }, cf))),
+      getJson("/v1/inspections" + query(Object.assign({ limit: CONTROL_POINTS }, cf))),
+      state.control && !force ? state.control : getJson("/v1/control"),
+    ]);
+    if (seq !== state.seq) return;
+    state.chartsAt = Date.now();
+    state.chartsStale = false;
+    state.control = control;
+    renderSummary(hours, !state.filters.since && !state.filters.until);
+    drawYield(other || hours);
+    drawControl(recent.items.slice().reverse(), control);
+    if (state.model && state.model.kind === "classifier") {
+      $("classes-box").hidden = false;
+      drawClasses(hours);
     }
   }
 

@@ -120,7 +120,7 @@
         });
         if (!resp.ok) throw new Error(await errorText(resp));
         const out = await resp.json();
-        const last = (out.reviews || [])[out.reviews ? out.reviews.length - 1 : 0];
+        const last = (out.reviews || []).slice(-1)[0];
         w.rec = Object.assign({}, out, { note: last ? last.note : body.note });
         note.value = "";
         if (opts.onDone) opts.onDone(out);
