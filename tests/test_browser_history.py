@@ -277,6 +277,19 @@ def test_history_classes_chart_and_class_filter(browser, tmp_path):
         }
         assert stacked == {"bright": 2, "dark": 1}  # one hour, the good class left out
         assert "No control limits" in d.find_element(By.ID, "control-note").text
+        # per shift (8 h from 06:00 UTC): one bar starting at a shift's start, the same counts
+        Select(d.find_element(By.ID, "bucket")).select_by_value("shift")
+        wait.until(
+            lambda d: (
+                [
+                    g.get_attribute("data-start")[11:]
+                    for g in d.find_elements(By.CSS_SELECTOR, "#yield-chart g.bar")
+                ]
+                in (["06:00:00+00:00"], ["14:00:00+00:00"], ["22:00:00+00:00"])
+            )
+        )
+        bar = d.find_element(By.CSS_SELECTOR, "#yield-chart g.bar")
+        assert (bar.get_attribute("data-ok"), bar.get_attribute("data-defect")) == ("2", "3")
         assert len(d.find_elements(By.CSS_SELECTOR, "#control-chart .pt")) == 5
         rows = d.find_elements(By.CSS_SELECTOR, "#rows tr[data-id]")
         assert len(rows) == 5 and "bright 90.0%" in rows[-1].text

@@ -417,6 +417,12 @@
 
   function renderRows() {
     const tbody = $("rows");
+    if (state.thumbs.size > 500) { // paging through a long history: keep only this page's pictures
+      const keep = new Set(state.items.map((r) => r.id));
+      for (const [id, url] of state.thumbs) {
+        if (!keep.has(id)) { if (url) URL.revokeObjectURL(url); state.thumbs.delete(id); }
+      }
+    }
     const classifier = state.model && state.model.kind === "classifier";
     for (const th of document.querySelectorAll(".col-class")) th.hidden = !classifier;
     if (!state.items.length) {
