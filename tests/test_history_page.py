@@ -63,6 +63,7 @@ def test_history_page_and_scripts_are_served():
         assert page.status_code == 200  # open, like "/": the data behind it needs the token
         assert page.headers["content-type"].startswith("text/html")
         assert "script-src 'self'" in page.headers["content-security-policy"]
+        assert "http" not in page.text  # nothing from a CDN
         for src in re.findall(r'<script src="([^"]+)"', page.text):
             if src != "/static/i18n.js":  # the translations' script (its own work)
                 assert client.get(src).status_code == 200, src
