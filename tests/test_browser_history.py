@@ -22,6 +22,7 @@ from test_browser import chromium_driver, part  # skips without chromium
 pytest.importorskip("sqlalchemy")
 httpx = pytest.importorskip("httpx")
 from PIL import Image
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
@@ -37,6 +38,11 @@ TOKEN = "line-7"
 @pytest.fixture
 def browser(tmp_path):
     yield from chromium_driver(tmp_path)
+
+
+def waiter(d, timeout: float = 30) -> WebDriverWait:
+    """A wait that retries when the page redrew an element under it (polling redraws)."""
+    return WebDriverWait(d, timeout, ignored_exceptions=(StaleElementReferenceException,))
 
 
 def _save(d, tmp_path, name: str) -> None:
@@ -62,7 +68,7 @@ def test_history_dashboard_and_review(browser, tmp_path):
         Image.fromarray(img).save(files[name])
 
     d = browser
-    wait = WebDriverWait(d, 30)
+    wait = waiter(d)
     app = create_app(
         det, token=TOKEN, workers=2, db=str(tmp_path / "records.db"), keep="all", model_id="part"
     )
@@ -75,6 +81,13 @@ def test_history_dashboard_and_review(browser, tmp_path):
         d.find_element(By.ID, "token-ok").click()
         wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "1")
         assert d.find_element(By.ID, "history-link").is_displayed()
+        # left empty, the review is recorded under the identity the server knows
+        wait.until(
+            lambda d: (
+                d.find_element(By.ID, "reviewer-name").get_attribute("placeholder")
+                == "your name (else token@127.0.0.1)"
+            )
+        )
         d.find_element(By.ID, "reviewer-name").send_keys("Sato")
         d.find_element(By.ID, "file-input").send_keys("\n".join(str(p) for p in files.values()))
 
@@ -200,7 +213,7 @@ def test_history_dashboard_and_review(browser, tmp_path):
             )
             assert r.status_code == 200, r.text
         # the table within a poll (5 s), the charts within 10 s of the last drawing
-        WebDriverWait(d, 60).until(lambda d: len(rows()) == 5 and chart("points") == 5)
+        waiter(d, 60).until(lambda d: len(rows()) == 5 and chart("points") == 5)
         assert bars("defect") == 1 and summary("n") == "5"
         _save(d, tmp_path, "history.png")
 
@@ -252,7 +265,7 @@ def test_history_classes_chart_and_class_filter(browser, tmp_path):
         "g2.png": part(5),
     }
     d = browser
-    wait = WebDriverWait(d, 30)
+    wait = waiter(d)
     app = create_app(ToyClassifier(), workers=1, db=str(tmp_path / "records.db"))
     with LiveServer(app) as srv:
         with httpx.Client(base_url=srv.url) as c:

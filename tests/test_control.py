@@ -73,6 +73,9 @@ def test_control_route(tmp_path):
     with TestClient(app) as client:
         assert client.get("/v1/control").status_code == 401  # guarded like every /v1 route
         body = client.get("/v1/control", headers={"Authorization": "Bearer tok"}).json()
+        # who a review without "who" is recorded as (the review widget's placeholder)
+        who = client.get("/v1/identity", headers={"Authorization": "Bearer tok"}).json()
+        assert who == {"identity": "token@testclient"}
     want = control_limits(det.train_scores_, det.threshold_)
     assert body["available"] is True
     assert body["model_id"] == "part"

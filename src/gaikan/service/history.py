@@ -12,6 +12,8 @@ Routes (all under ``/v1``, so the bearer token guards them when one is set):
 - ``GET /v1/stats``: yield and defect rate per ``bucket=hour|shift|day``
   (shifts are ``shift_hours`` long from ``shift_start``, default 8 h from 06:00 UTC).
 - ``GET /v1/inspections.csv``: the same filters, every matching row (up to ``limit``).
+- ``GET /v1/identity``: who the server records as the caller of a review
+  without a ``who`` (``token@ADDRESS`` with a token, else the address).
 - ``GET /v1/control``: the Shewhart chart's centre line and ±3σ limits from
   the served model's leave-one-out scores (:func:`.control.control_limits`),
   and its threshold.
@@ -326,6 +328,15 @@ def add_history_routes(app: FastAPI, recorder: Recorder, token_set: bool) -> Non
             "bucket_s": bucket_s,
             "buckets": [b.to_json() for b in buckets],
         }
+
+    @app.get(
+        "/v1/identity",
+        tags=["records"],
+        summary="Who a review without 'who' is recorded as (the client's identity)",
+    )
+    def whoami(request: Request) -> dict[str, Any]:
+        host = request.client.host if request.client else None
+        return {"identity": identity(host, token_set)}
 
     @app.get(
         "/v1/control",

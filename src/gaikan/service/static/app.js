@@ -405,6 +405,7 @@
       slider.disabled = state.classifier;
       $("threshold-reset").disabled = state.classifier;
       $("history-link").hidden = $("reviewer-slot").hidden = !m.record;
+      if (m.record && window.gaikanReview) window.gaikanReview.mountReviewer($("reviewer-slot"), { api: api });
       document.body.dataset.ready = "1";
       relabel();
     } catch (e) {
@@ -457,7 +458,6 @@
       updateSummary();
     });
     applyOpacity();
-    if (window.gaikanReview) window.gaikanReview.mountReviewer($("reviewer-slot"));
   }
 
   wire();

@@ -574,6 +574,7 @@
         ` · ${h}×${w} px` + (m.threshold !== null && m.threshold !== undefined ? ` · ${T("history.threshold", "threshold")} ${fmt(m.threshold)}` : "") +
         (m.record ? ` · ${m.record.model_id || ""}${v} · ${m.record.station || ""}` : "");
       $("f-class-box").hidden = m.kind !== "classifier";
+      if (m.record && window.gaikanReview) window.gaikanReview.mountReviewer($("reviewer-slot"), { api: api });
       const list = $("class-list");
       list.replaceChildren(...(m.classes || []).map((c) => Object.assign(document.createElement("option"), { value: c })));
     } catch (e) {
@@ -617,7 +618,6 @@
     $("prev").addEventListener("click", () => { state.offset = Math.max(0, state.offset - PAGE); refresh({ force: true }); });
     $("next").addEventListener("click", () => { state.offset += PAGE; refresh({ force: true }); });
     $("csv-link").addEventListener("click", downloadCsv);
-    if (window.gaikanReview) window.gaikanReview.mountReviewer($("reviewer-slot"));
     setInterval(() => {
       if ($("auto").checked && document.visibilityState === "visible" && state.recording) refresh();
     }, POLL_MS);

@@ -15,8 +15,9 @@
     try { localStorage.setItem(NAME_KEY, name.trim()); } catch (e) { /* private mode */ }
   }
 
-  // The reviewer's name field (one per page), remembered in localStorage.
-  function mountReviewer(el) {
+  // The reviewer's name field (one per page), remembered in localStorage; its placeholder names
+  // the identity the server records when it is left empty (opts.api: the page's fetch).
+  function mountReviewer(el, opts) {
     if (!el) return;
     el.classList.add("reviewer-box");
     const label = document.createElement("label");
@@ -34,6 +35,16 @@
     input.addEventListener("change", () => setReviewer(input.value));
     input.addEventListener("input", () => setReviewer(input.value));
     el.replaceChildren(label, input);
+    const api = (opts && opts.api) || ((p) => fetch(p));
+    const show = (who) => {
+      input.placeholder = T("review.reviewer_placeholder_id", "your name (else {identity})", { identity: who });
+    };
+    api("/v1/identity").then((r) => (r.ok ? r.json() : null)).then((b) => {
+      if (!b || !b.identity) return;
+      el.dataset.identity = b.identity;
+      show(b.identity);
+      document.addEventListener("gaikan-i18n-ready", () => show(b.identity));
+    }, () => { /* an older server: the generic placeholder stays */ });
   }
 
   function errorText(resp) {
