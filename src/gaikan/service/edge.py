@@ -52,6 +52,11 @@ KNOWN_PATHS = frozenset(
         "/v1/models/refit",
         "/models",
         "/static/models.js",
+        "/history",
+        "/static/history.js",
+        "/static/review.js",
+        "/v1/control",
+        "/v1/identity",
     )
 )
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")

@@ -12,6 +12,11 @@ Routes (all under ``/v1``, so the bearer token guards them when one is set):
 - ``GET /v1/stats``: yield and defect rate per ``bucket=hour|shift|day``
   (shifts are ``shift_hours`` long from ``shift_start``, default 8 h from 06:00 UTC).
 - ``GET /v1/inspections.csv``: the same filters, every matching row (up to ``limit``).
+- ``GET /v1/identity``: who the server records as the caller of a review
+  without a ``who`` (``token@ADDRESS`` with a token, else the address).
+- ``GET /v1/control``: the Shewhart chart's centre line and ±3σ limits from
+  the served model's leave-one-out scores (:func:`.control.control_limits`),
+  and its threshold.
 
 The handlers are plain functions: FastAPI runs them in its thread pool, so
 database calls never block the event loop.
@@ -28,6 +33,8 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
 
+from ..errors import ParameterError
+from .control import control_limits
 from .errors import ApiError
 from .recording import Recorder, identity
 
@@ -110,7 +117,6 @@ def _filters(
     station: str | None,
     source: str | None,
 ) -> Any:
-    from ..errors import ParameterError
     from ..records import VERDICTS, Filters
 
     verdicts = None
@@ -322,6 +328,41 @@ def add_history_routes(app: FastAPI, recorder: Recorder, token_set: bool) -> Non
             "bucket_s": bucket_s,
             "buckets": [b.to_json() for b in buckets],
         }
+
+    @app.get(
+        "/v1/identity",
+        tags=["records"],
+        summary="Who a review without 'who' is recorded as (the client's identity)",
+    )
+    def whoami(request: Request) -> dict[str, Any]:
+        host = request.client.host if request.client else None
+        return {"identity": identity(host, token_set)}
+
+    @app.get(
+        "/v1/control",
+        tags=["records"],
+        summary="Control limits of image scores (from the unit space's leave-one-out scores)",
+    )
+    def control(request: Request) -> dict[str, Any]:
+        inspector = request.app.state.inspector
+        out: dict[str, Any] = {
+            "model_id": recorder.model_id,
+            "model_version": recorder.model_version,
+        }
+        scores = getattr(inspector.det, "train_scores_", None)
+        if scores is None:
+            return {
+                **out,
+                "available": False,
+                "threshold": inspector.threshold,
+                "reason": "the served model has no leave-one-out scores of good images "
+                "(a classifier, or a model file without them): no control limits",
+            }
+        try:
+            limits = control_limits(scores, inspector.threshold)
+        except ParameterError as exc:
+            return {**out, "available": False, "threshold": inspector.threshold, "reason": str(exc)}
+        return {**out, "available": True, **limits.to_json()}
 
 
 _PRIVATE = {"Cache-Control": "private, max-age=3600"}

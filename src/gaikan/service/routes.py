@@ -38,6 +38,9 @@ _STATIC_FILES = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/static/app.css": ("app.css", "text/css; charset=utf-8"),
+    "/history": ("history.html", "text/html; charset=utf-8"),
+    "/static/history.js": ("history.js", "text/javascript; charset=utf-8"),
+    "/static/review.js": ("review.js", "text/javascript; charset=utf-8"),
 }
 _SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",

@@ -96,6 +96,7 @@
   function verdictOf(r) {
     if (r.error) return "error";
     if (r.score === null || r.score === undefined) return "pending";
+    if (r.reviewVerdict) return r.reviewVerdict; // the operator's (review.js)
     if (state.classifier) return r.verdict === "ok" ? "ok" : "defect";
     return r.score > state.threshold ? "defect" : "ok";
   }
@@ -173,6 +174,21 @@
       : (r.score === null ? T("station.inspecting", "inspecting…")
         : T("station.card_score", "score {score}", { score: fmt(r.score) }));
     card.title = r.error ? r.error : r.file;
+    if (r.recordId !== undefined && !r.review && window.gaikanReview) mountReview(r);
+  }
+
+  // Review hook (static/review.js): Confirm / Override on each recorded result.
+  function mountReview(r) {
+    const el = r.card.appendChild(document.createElement("div"));
+    r.review = window.gaikanReview.mount(el, { id: r.recordId, verdict: r.verdict }, {
+      api: api,
+      onDone: (rec) => {
+        r.reviewVerdict = rec.review_verdict;
+        paintCard(r);
+        updateSummary();
+        if (state.selected === r) showDetails(r);
+      },
+    });
   }
 
   function updateSummary() {
@@ -321,6 +337,7 @@
           if (res.error) { r.error = res.error; return; }
           r.score = res.score;
           r.verdict = res.verdict;
+          if (res.id !== undefined) r.recordId = res.id;
           r.cls = res.class;
           r.confidence = res.confidence;
           r.probabilities = res.probabilities;
@@ -399,6 +416,8 @@
       slider.value = String(SLIDER_MAX / 2);
       slider.disabled = state.classifier;
       $("threshold-reset").disabled = state.classifier;
+      $("history-link").hidden = $("models-link").hidden = $("reviewer-slot").hidden = !m.record;
+      if (m.record && window.gaikanReview) window.gaikanReview.mountReviewer($("reviewer-slot"), { api: api });
       document.body.dataset.ready = "1";
       relabel();
     } catch (e) {
