@@ -252,8 +252,9 @@ def test_exit_code_help_follows_the_language():
     assert "終了コード" in runner.invoke(cli, ["--lang", "ja", "-h"]).output
 
 
-def test_watch_summary_in_japanese(line, tmp_path):
+def test_watch_summary_in_japanese(line, tmp_path, caplog):
     pytest.importorskip("sqlalchemy")
+    caplog.set_level("INFO", logger="gaikan.watch")
     inbox = tmp_path / "in"
     inbox.mkdir()
     for p in sorted((line / "test").rglob("*.png"))[:3]:
@@ -265,6 +266,10 @@ def test_watch_summary_in_japanese(line, tmp_path):
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     assert "合格" in res.output and "件、エラー 0 件 →" in res.output
+    # the per-file lines an operator watches name the verdict in Japanese too
+    lines = [r.getMessage() for r in caplog.records if r.name == "gaikan.watch"]
+    assert len(lines) == 3 and all(" → " in m for m in lines), lines
+    assert all(m.split()[0] in ("合格", "不合格", "エラー") for m in lines), lines
 
 
 # ---------------------------------------------------------------- the report

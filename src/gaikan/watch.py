@@ -40,6 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .i18n import t
+
 __all__ = ["FOLDERS", "TEMP_SUFFIXES", "Settler", "Watcher", "open_for_writing"]
 
 log = logging.getLogger("gaikan.watch")
@@ -322,7 +324,16 @@ class Watcher:
         self._move(moves)
         for rid, (ins, kw) in zip(ids, entries):
             self.counts[ins.verdict] += 1
-            log.info("%s %s → %s", ins.verdict, kw["source"].name, kw["dest"].parent.name)
+            # the line an operator watches: the verdict word in their language
+            verdict = t(f"verdict.{ins.verdict}")
+            log.info(
+                t(
+                    "watch.file",
+                    verdict=verdict,
+                    file=kw["source"].name,
+                    folder=kw["dest"].parent.name,
+                )
+            )
             if self.on_record is not None:
                 self.on_record(rid)
         return len(moves)
