@@ -25,7 +25,7 @@ SOART3Map and RT):
    scatter) and returns one number per image: the training scores the
    threshold is the quantile of.
 
-PaDiM (:func:`padim_fit_dask`) is the same with a backbone: its
+PaDiM (:mod:`gaikan.distributed.padim`) is the same with a backbone: its
 per-position Gaussians are the merged statistics of the selected feature
 channels, and its leave-one-out scores follow in closed form from the
 in-sample ones.  The result equals the single-process fit within float
@@ -53,8 +53,9 @@ from .cluster import open_client
 
 __all__ = ["DASK_FIT_KINDS", "DaskFit", "fit_batches", "fit_files_dask", "tree_reduce"]
 
-#: Kinds ``gaikan fit --dask`` fits (closed forms of per-image statistics).
-DASK_FIT_KINDS = ("soartc", "soart3map", "rt", "padim")
+#: Kinds ``gaikan fit --dask`` fits: closed forms of per-image statistics
+#: (equal to the single-process fit), and PatchCore's documented approximation.
+DASK_FIT_KINDS = ("soartc", "soart3map", "rt", "padim", "patchcore")
 _CLOSED_FORM = ("soartc", "soart3map", "rt")
 
 
@@ -128,7 +129,11 @@ def _merge_reference(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     """Tree node of round 1: merged statistics, errors and the unit space's files, in order."""
     shape = a.get("shape") or b.get("shape")
     if a.get("shape") and b.get("shape") and a["shape"] != b["shape"]:
-        raise ImageError(f"good images of different sizes: {a['shape']} and {b['shape']}")
+        raise ImageError(
+            "good images",
+            f"of different sizes: {a['shape']} and {b['shape']}",
+            "give --size to load them at one size",
+        )
     return {
         "pix": _merge_opt(a["pix"], b["pix"]),
         "ref": _merge_opt(a["ref"], b["ref"]),
@@ -283,17 +288,18 @@ def fit_files_dask(
         detector._check_grid((int(size[0]), int(size[1])))
     paths = [os.fspath(p) for p in files]
     if not paths:
-        raise ImageError("no good image files to fit on")
+        raise ImageError("good images", "no image files to fit on")
     parts = [paths[s : s + bs] for s in range(0, len(paths), bs)]
     params = detector.get_params()
     hw = None if size is None else (int(size[0]), int(size[1]))
     client, close = open_client(address)
     run = uuid.uuid4().hex[:12]
     try:
-        if kind == "padim":
-            from .padim import padim_rounds
+        if kind in ("padim", "patchcore"):
+            from . import padim
 
-            return padim_rounds(client, detector, parts, hw, max_pixels, retries, progress, run)
+            rounds = padim.padim_rounds if kind == "padim" else padim.patchcore_rounds
+            return rounds(client, detector, parts, hw, max_pixels, retries, progress, run)
         opts: dict[str, Any] = {"pure": False, "retries": int(retries)}
         ref_parts = [
             client.submit(
@@ -309,8 +315,9 @@ def fit_files_dask(
         errors = list(reference["errors"])
         if n < MIN_UNIT_SPACE:
             raise ImageError(
+                "good images",
                 f"a unit space needs at least {MIN_UNIT_SPACE} good images, got {n} readable "
-                f"of {len(paths)} files"
+                f"of {len(paths)} files",
             )
         shape = tuple(reference["shape"])
         detector._check_grid(shape)
@@ -351,8 +358,9 @@ def fit_files_dask(
         distributed = require("distributed", "distributed")
         if isinstance(exc, distributed.KilledWorker):
             raise ImageError(
-                f"a worker died each time it ran a batch of the fit ({exc}); fit without "
-                "--dask to find the file that kills it"
+                "--dask",
+                f"a worker died each time it ran a batch of the fit ({exc})",
+                "fit without --dask to find the file that kills it",
             ) from None
         raise
     finally:
@@ -389,7 +397,7 @@ def fit_batches(detector: Any, batches: Sequence[np.ndarray]) -> Any:
     xs = [check_images(b, dtype=detector._input_dtype) for b in batches]
     n = sum(x.shape[0] for x in xs)
     if n < MIN_UNIT_SPACE:
-        raise ImageError(f"a unit space needs at least {MIN_UNIT_SPACE} good images, got {n}")
+        raise ParameterError(f"a unit space needs at least {MIN_UNIT_SPACE} good images, got {n}")
     shape = (int(xs[0].shape[1]), int(xs[0].shape[2]))
     detector._check_grid(shape)
     detector.image_shape_ = shape

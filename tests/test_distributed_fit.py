@@ -1,0 +1,155 @@
+"""gaikan fit on Dask: the model equals the single-process fit (per kind), merges are exact."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import gaikan
+from conftest import plant_defect, structured_images
+from gaikan.errors import ParameterError
+from gaikan.io import find_images, load_images
+from gaikan.taguchi.moments import Moments, merge_all
+
+CLOSED = [
+    ("soartc", lambda: gaikan.SOARTC(kernel=10, stride=5)),
+    ("soart3map", lambda: gaikan.SOART3Map(kernel=10, stride=5)),
+    ("rt", lambda: gaikan.RTDetector(kernel=10, stride=5)),
+]
+
+
+def _same_model(a, b, rtol=1e-9):
+    sa, _ = a._get_state()
+    sb, _ = b._get_state()
+    assert sorted(sa) == sorted(sb)
+    for k in sa:
+        scale = float(np.max(np.abs(sa[k]))) or 1.0
+        np.testing.assert_allclose(sb[k], sa[k], rtol=0, atol=rtol * scale, err_msg=k)
+    np.testing.assert_allclose(b.train_scores_, a.train_scores_, rtol=rtol * 100)
+    assert b.threshold_ == pytest.approx(a.threshold_, rel=rtol * 100)
+    np.testing.assert_allclose(b.pixel_mean_, a.pixel_mean_, rtol=1e-12)
+    np.testing.assert_allclose(b.pixel_std_, a.pixel_std_, rtol=1e-9)
+    assert (b.n_train_, b.image_shape_) == (a.n_train_, a.image_shape_)
+
+
+# -- the maths, no cluster --------------------------------------------------------------
+def test_moments_merge_exactly_in_any_tree():
+    rng = np.random.default_rng(0)
+    x = rng.normal(3.0, 2.0, (37, 4, 3)) * np.array([1.0, 10.0, 1e-3])
+    whole = Moments.of(x)
+    parts = [Moments.of(x[a:b]) for a, b in ((0, 1), (1, 9), (9, 20), (20, 37))]
+    merged = merge_all(parts)
+    assert merged.n == 37
+    np.testing.assert_allclose(merged.mean, whole.mean, rtol=1e-13)
+    np.testing.assert_allclose(merged.scatter, whole.scatter, rtol=1e-11, atol=1e-15)
+    diag = merge_all([Moments.of(x[:5], "diag"), Moments.of(x[5:], "diag")])
+    np.testing.assert_allclose(diag.scatter, ((x - x.mean(0)) ** 2).sum(0), rtol=1e-11)
+    with pytest.raises(ParameterError, match="cannot merge"):
+        parts[0].merge(Moments.of(x[:3], "diag"))
+
+
+@pytest.mark.parametrize("kind,make", CLOSED, ids=[k for k, _ in CLOSED])
+def test_fit_from_batch_statistics_equals_fit(kind, make):
+    from gaikan.distributed.fit import fit_batches
+
+    X = structured_images(23, seed=0)
+    a = make().fit(X)
+    b = fit_batches(make(), [X[:7], X[7:15], X[15:]])
+    _same_model(a, b)
+    test = plant_defect(structured_images(6, seed=9))[0]
+    np.testing.assert_allclose(b.anomaly_map(test), a.anomaly_map(test), rtol=1e-9, atol=1e-12)
+
+
+# -- on a real LocalCluster of processes -------------------------------------------------
+distributed = pytest.importorskip("distributed")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0"
+    ) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def good_files(tmp_path_factory):
+    """23 good parts as PNG files and one broken file."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("good")
+    for i, img in enumerate(structured_images(23, seed=0)):
+        Image.fromarray(img.astype(np.uint8)).save(root / f"{i:02d}.png")
+    (root / "11_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    return [str(p) for p in find_images([str(root)])]
+
+
+@pytest.mark.parametrize("kind,make", CLOSED, ids=[k for k, _ in CLOSED])
+def test_dask_fit_equals_the_single_process_fit(cluster, good_files, kind, make):
+    from gaikan.distributed import fit_files_dask
+
+    local = make().fit(load_images(good_files, (40, 40)).images)
+    res = fit_files_dask(make(), good_files, cluster.scheduler_address, size=(40, 40), batch_size=5)
+    _same_model(local, res.detector)
+    assert [p for p, _ in res.errors] == [p for p in good_files if "broken" in p]
+    assert res.paths == [p for p in good_files if "broken" not in p]
+    test = plant_defect(structured_images(6, seed=9))[0]
+    np.testing.assert_allclose(
+        res.detector.anomaly_score(test), local.anomaly_score(test), rtol=1e-9
+    )
+    assert res.detector.predict(test).tolist() == local.predict(test).tolist()
+
+
+def test_cli_fit_dask_writes_the_same_model(cluster, good_files, tmp_path):
+    from click.testing import CliRunner
+
+    from gaikan.cli import cli
+
+    folder = os.path.dirname(good_files[0])
+    r1 = CliRunner().invoke(cli, ["fit", folder, "-o", str(tmp_path / "a.gaikan"), "--size", "40"])
+    r2 = CliRunner().invoke(
+        cli,
+        ["fit", folder, "-o", str(tmp_path / "b.gaikan"), "--size", "40",
+         "--dask", cluster.scheduler_address],
+    )  # fmt: skip
+    assert r1.exit_code == 0, r1.output
+    assert r2.exit_code == 0, r2.output
+    assert "skipped:" in r2.output and "on tcp://" in r2.output
+    a, b = gaikan.load(tmp_path / "a.gaikan"), gaikan.load(tmp_path / "b.gaikan")
+    _same_model(a, b)
+
+
+def test_kinds_without_a_distributed_fit_are_named(cluster, good_files):
+    from gaikan.detectors.variants import VariantDetector
+    from gaikan.distributed import fit_files_dask
+
+    with pytest.raises(ParameterError, match=r"soartc, soart3map, rt, padim"):
+        fit_files_dask(VariantDetector(), good_files, cluster.scheduler_address, size=(40, 40))
+
+
+@pytest.mark.deep
+@pytest.mark.slow
+def test_padim_dask_fit_equals_the_single_process_fit(cluster, tmp_path):
+    pytest.importorskip("torch")
+    from PIL import Image
+
+    from gaikan.deep import PaDiM
+    from gaikan.distributed import fit_files_dask
+
+    for i, img in enumerate(structured_images(12, size=64, seed=0)):
+        Image.fromarray(img.astype(np.uint8)).save(tmp_path / f"{i:02d}.png")
+    files = [str(p) for p in find_images([str(tmp_path)])]
+
+    def make():
+        return PaDiM(num_threads=1, n_features=24, runtime="eager")
+
+    local = make().fit(load_images(files, (64, 64)).images)
+    res = fit_files_dask(make(), files, cluster.scheduler_address, size=(64, 64), batch_size=5)
+    det = res.detector
+    np.testing.assert_array_equal(det.channels_, local.channels_)
+    np.testing.assert_allclose(det.mean_, local.mean_, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(det.train_scores_, local.train_scores_, rtol=1e-3)
+    bad = plant_defect(structured_images(4, size=64, seed=3), box=10)[0]
+    np.testing.assert_allclose(det.anomaly_score(bad), local.anomaly_score(bad), rtol=1e-3)
