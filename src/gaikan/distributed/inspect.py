@@ -35,6 +35,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -287,12 +288,14 @@ def run_inspection_dask(
     batch_size: int = 32,
     max_pixels: int | None = None,
     show_progress: bool = True,
+    parquet: bool = False,
 ) -> tuple[list[Inspection], str | None]:
     """``gaikan inspect --dask``: like :func:`gaikan.cli.inspect.run_inspection`, on a cluster.
 
     Writes ``out/results.csv`` batch by batch as batches complete (rows of a
-    batch together, batches in completion order) and overlays into
-    ``out/overlays`` from the workers.
+    batch together, batches in completion order), with ``parquet`` also
+    ``out/results.parquet`` (the same rows in the same order, one row group
+    per batch), and overlays into ``out/overlays`` from the workers.
 
     Parameters
     ----------
@@ -300,7 +303,7 @@ def run_inspection_dask(
         The model file ``inspector`` was built from.
     inspector : Inspector
         Its threshold (the model's, or ``--threshold``) is used on the workers.
-    files, out, overlays, batch_size, max_pixels, show_progress :
+    files, out, overlays, batch_size, max_pixels, show_progress, parquet :
         As for ``run_inspection``.
     address : str or distributed.Client
         ``--dask``: ``local:N`` or a scheduler address.
@@ -312,10 +315,15 @@ def run_inspection_dask(
     """
     from ..cli._common import progress
     from ..inspection import ResultsCSV, folder_labeller
+    from ..inspection.batch import ResultsParquet
 
     results: list[Inspection] = []
     incomplete = None
-    with ResultsCSV(out / "results.csv") as csv_out, progress(len(files), "inspecting") as bar:
+    with (
+        ResultsCSV(out / "results.csv") as csv_out,
+        ResultsParquet(out / "results.parquet") if parquet else nullcontext() as pq_out,
+        progress(len(files), "inspecting") as bar,
+    ):
         if not show_progress:
             bar.disable = True
         try:
@@ -331,6 +339,8 @@ def run_inspection_dask(
                 progress=bar.update,
             ):
                 csv_out.write(batch)
+                if pq_out is not None:
+                    pq_out.write(batch)
                 results.extend(batch)
         except KeyboardInterrupt:
             incomplete = f"interrupted after {len(results)} of {len(files)} files"
