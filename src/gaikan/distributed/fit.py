@@ -51,7 +51,14 @@ from ..errors import GaikanError, ImageError, ParameterError
 from ..taguchi.moments import Moments
 from .cluster import open_client
 
-__all__ = ["DASK_FIT_KINDS", "DaskFit", "fit_batches", "fit_files_dask", "tree_reduce"]
+__all__ = [
+    "DASK_FIT_KINDS",
+    "DaskFit",
+    "fit_batches",
+    "fit_files_dask",
+    "fit_files_serial",
+    "tree_reduce",
+]
 
 #: Kinds ``gaikan fit --dask`` fits: closed forms of per-image statistics
 #: (equal to the single-process fit), and PatchCore's documented approximation.
@@ -409,3 +416,52 @@ def fit_batches(detector: Any, batches: Sequence[np.ndarray]) -> Any:
     grids = [detector._loo_grid(f, g, stage2) for f, g in kept]
     _finish(detector, n, shape, np.concatenate([g.reshape(g.shape[0], -1).max(1) for g in grids]))
     return detector
+
+
+def fit_files_serial(
+    detector: Any,
+    files: Sequence[str | os.PathLike],
+    *,
+    size: tuple[int, int] | None = None,
+    batch_size: int = 32,
+    max_pixels: int | None = None,
+) -> DaskFit:
+    """:func:`fit_files_dask`'s rounds in this process, one batch at a time (no cluster).
+
+    The same tasks and merges (a balanced tree), so memory is bounded by one
+    batch of images plus every image's features (SOARTC at 100×100: 17 KB
+    per image), where ``detector.fit`` on all images at once holds their
+    patches (SOARTC at 100×100: 290 KB per image).  The baseline of
+    ``benchmarks/bench_dask.py --fit`` (closed-form kinds only).
+    """
+    from ..detectors.base import MIN_UNIT_SPACE
+    from ..taguchi.moments import merge_all
+
+    kind = _check_kind(detector)
+    if kind not in _CLOSED_FORM:
+        raise ParameterError(f"fit_files_serial fits {', '.join(_CLOSED_FORM)}, not {kind!r}")
+    detector._drop_caches()
+    params = detector.get_params()
+    paths = [os.fspath(p) for p in files]
+    parts = [paths[s : s + int(batch_size)] for s in range(0, len(paths), int(batch_size))]
+    refs = [_reference_task(kind, params, part, size, max_pixels) for part in parts]
+    level = refs
+    while len(level) > 1:
+        nxt = [_merge_reference(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        level = nxt + ([level[-1]] if len(level) % 2 else [])
+    reference = level[0]
+    n = 0 if reference["pix"] is None else reference["pix"].n
+    if n < MIN_UNIT_SPACE:
+        raise ImageError(
+            "good images", f"a unit space needs at least {MIN_UNIT_SPACE} good images, got {n}"
+        )
+    shape = tuple(reference["shape"])
+    kept = [_features_task(kind, params, part, size, max_pixels, reference) for part in parts]
+    stage2 = merge_all([k[0] for k in kept if k[0] is not None])
+    scores = [_loo_task(kind, params, shape, k, stage2) for k in kept]
+    detector.image_shape_ = shape
+    detector._set_pixels(reference["pix"])
+    detector._set_reference(reference["ref"])
+    detector._set_stage2(stage2)
+    _finish(detector, n, shape, np.concatenate(scores))
+    return DaskFit(detector, [p for g in reference["paths"] for p in g], list(reference["errors"]))
