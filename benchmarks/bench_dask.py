@@ -148,9 +148,9 @@ def bench_fit(args) -> None:
     print("run | s | img/s | vs batched in process | start-up + warm-up s | per-task ms | "
           "max rel. diff of training scores")  # fmt: skip
     print("---|---|---|---|---|---|---")
-    for name, secs, su, pt, diff in rows:
+    for name, secs, su, pt, dcell in rows:
         print(f"{name} | {secs:.1f} | {len(files) / secs:.0f} | {t_ser / secs:.2f}× | {su} | {pt} "
-              f"| {diff}")  # fmt: skip
+              f"| {dcell}")  # fmt: skip
 
 
 def bench_patchcore(args) -> None:

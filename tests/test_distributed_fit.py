@@ -62,6 +62,23 @@ def test_fit_from_batch_statistics_equals_fit(kind, make):
     np.testing.assert_allclose(b.anomaly_map(test), a.anomaly_map(test), rtol=1e-9, atol=1e-12)
 
 
+def test_fit_files_serial_equals_fit_and_skips_bad_files(tmp_path):
+    from PIL import Image
+
+    from gaikan.distributed.fit import fit_files_serial
+
+    X = structured_images(12, seed=3)
+    for i, img in enumerate(X):
+        Image.fromarray(img.astype(np.uint8)).save(tmp_path / f"{i:02d}.png")
+    (tmp_path / "05_bad.png").write_bytes(b"not an image")
+    files = [str(p) for p in find_images([str(tmp_path)])]
+    res = fit_files_serial(gaikan.SOARTC(), files, size=(40, 40), batch_size=5)
+    _same_model(gaikan.SOARTC().fit(X), res.detector)
+    assert [p for p, _ in res.errors] == [str(tmp_path / "05_bad.png")]
+    with pytest.raises(ParameterError, match="variants.* has no distributed fit"):
+        fit_files_serial(gaikan.detectors.variants.VariantDetector(), files, size=(40, 40))
+
+
 # -- on a real LocalCluster of processes -------------------------------------------------
 distributed = pytest.importorskip("distributed")
 

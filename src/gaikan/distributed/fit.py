@@ -219,7 +219,7 @@ def _check_kind(det: Any) -> str:
     kind = getattr(det, "kind", "")
     if kind not in DASK_FIT_KINDS:
         raise ParameterError(
-            f"--dask: detector {kind or type(det).__name__!r} has no distributed fit; the kinds "
+            f"detector {kind or type(det).__name__!r} has no distributed fit (--dask); the kinds "
             f"that have one are {', '.join(DASK_FIT_KINDS)} (fit {kind or 'it'} without --dask)"
         )
     return str(kind)
