@@ -170,3 +170,52 @@ def test_padim_dask_fit_equals_the_single_process_fit(cluster, tmp_path):
     np.testing.assert_allclose(det.train_scores_, local.train_scores_, rtol=1e-3)
     bad = plant_defect(structured_images(4, size=64, seed=3), box=10)[0]
     np.testing.assert_allclose(det.anomaly_score(bad), local.anomaly_score(bad), rtol=1e-3)
+
+
+def _loo_tasks_not_done(dask_scheduler=None):
+    return sum(
+        1
+        for ts in dask_scheduler.tasks.values()
+        if str(ts.key).startswith("gaikan-fit-loo") and ts.state != "memory"
+    )
+
+
+def test_a_worker_killed_mid_fit_changes_nothing(good_files):
+    """Kill a worker during the last round: its lost results are recomputed, the model unchanged."""
+    import signal
+
+    from gaikan.distributed import fit_files_dask
+
+    local = gaikan.SOARTC().fit(load_images(good_files, (40, 40)).images)
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+            dashboard_address=":0",
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):  # fmt: skip
+        pids = client.run(os.getpid)
+        killed: list[int] = []
+        pending: list[int] = []
+
+        def kill_once(_n):
+            if not killed:
+                # the worker holding the most kept features, while later batches still need them
+                held = client.has_what()
+                victim = max(pids, key=lambda a: len(held.get(a, ())))
+                killed.append(pids[victim])
+                # results the client has not fetched yet (or tasks not yet run) that die with it
+                pending.append(
+                    client.run_on_scheduler(_loo_tasks_not_done)
+                    + sum(1 for k in held.get(victim, ()) if "-fit-loo-" in str(k))
+                    - 1
+                )
+                os.kill(pids[victim], signal.SIGKILL)
+
+        res = fit_files_dask(
+            gaikan.SOARTC(), good_files, client, size=(40, 40), batch_size=1, progress=kill_once
+        )
+        after = client.run(os.getpid)
+    assert killed and killed[0] not in after.values()
+    assert pending[0] > 0  # the kill lost leave-one-out results the fit still needed
+    _same_model(local, res.detector)
