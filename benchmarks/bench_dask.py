@@ -35,7 +35,7 @@ scores).
 
 ``--patchcore``: PatchCore's distributed coreset (per-partition coresets
 at twice the ratio, then one of their union) against the single-process
-coreset on synthetic 64×64 parts: image AUROC of both, bank sizes.
+coreset on synthetic 128×128 parts (``--pc-size``): image AUROC of both, bank sizes.
 """
 
 from __future__ import annotations
@@ -166,14 +166,14 @@ def bench_patchcore(args) -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_dask_pc_"))
     (tmp / "good").mkdir()
-    for i, img in enumerate(structured_images(args.pc_train, size=64, seed=0, noise=6.0)):
+    for i, img in enumerate(structured_images(args.pc_train, size=args.pc_size, seed=0, noise=6.0)):
         Image.fromarray(img.astype(np.uint8)).save(tmp / "good" / f"{i:04d}.png")
     files = [str(p) for p in sorted((tmp / "good").glob("*.png"))]
-    good = structured_images(30, size=64, seed=11, noise=6.0)
+    good = structured_images(30, size=args.pc_size, seed=11, noise=6.0)
     bad = np.concatenate(
-        [plant_defect(structured_images(10, size=64, seed=12 + j, noise=6.0), seed=j, box=b,
+        [plant_defect(structured_images(10, size=args.pc_size, seed=12 + j, noise=6.0), seed=j, box=b,
                       delta=d)[0]
-         for j, (b, d) in enumerate(((6, 40.0), (4, 30.0), (8, -40.0)))]
+         for j, (b, d) in enumerate(((12, 60.0), (8, 50.0), (16, -60.0)))]
     )  # fmt: skip
     X = np.concatenate([good, bad])
     y = np.r_[np.zeros(len(good)), np.ones(len(bad))]
@@ -182,19 +182,22 @@ def bench_patchcore(args) -> None:
         return PatchCore(num_threads=1, runtime="eager", coreset_ratio=args.pc_ratio)
 
     t = time.perf_counter()
-    single = make().fit(load_images(files, (64, 64)).images)
+    single = make().fit(load_images(files, (args.pc_size, args.pc_size)).images)
     t_single = time.perf_counter() - t
     client, close = open_client("local:2")
     rows = [("single process", single, t_single)]
     try:
         for bs in args.pc_batches:
             t = time.perf_counter()
-            det = fit_files_dask(make(), files, client, size=(64, 64), batch_size=bs).detector
+            det = fit_files_dask(
+                make(), files, client, size=(args.pc_size,) * 2, batch_size=bs
+            ).detector
             rows.append((f"dask local:2, {-(-len(files) // bs)} partitions", det,
                          time.perf_counter() - t))  # fmt: skip
     finally:
         close()
-    print(f"\nPatchCore coreset_ratio {args.pc_ratio}, {len(files)} good 64×64 training parts; "
+    print(f"\nPatchCore coreset_ratio {args.pc_ratio}, {len(files)} good {args.pc_size}² training "
+          "parts; "
           f"test: {len(good)} good, {len(bad)} defective (load {os.getloadavg()[0]:.1f})\n")  # fmt: skip
     print("fit | bank entries | image AUROC | fit s | threshold")
     print("---|---|---|---|---")
@@ -211,9 +214,10 @@ def main() -> None:
     ap.add_argument("--fit", action="store_true", help="benchmark gaikan fit --dask")
     ap.add_argument("--max-inmem", type=int, default=2000, help="--fit: largest det.fit row")
     ap.add_argument("--patchcore", action="store_true", help="distributed coreset accuracy")
-    ap.add_argument("--pc-train", type=int, default=60)
+    ap.add_argument("--pc-train", type=int, default=80)
+    ap.add_argument("--pc-size", type=int, default=128)
     ap.add_argument("--pc-ratio", type=float, default=0.1)
-    ap.add_argument("--pc-batches", type=int, nargs="+", default=[30, 10])
+    ap.add_argument("--pc-batches", type=int, nargs="+", default=[40, 10])
     args = ap.parse_args()
     if args.fit:
         bench_fit(args)

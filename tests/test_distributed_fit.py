@@ -219,3 +219,32 @@ def test_a_worker_killed_mid_fit_changes_nothing(good_files):
     assert killed and killed[0] not in after.values()
     assert pending[0] > 0  # the kill lost leave-one-out results the fit still needed
     _same_model(local, res.detector)
+
+
+@pytest.mark.deep
+@pytest.mark.slow
+def test_patchcore_dask_fit_is_the_documented_approximation(cluster, tmp_path):
+    """Per-partition coresets, then one of their union: a bank of the single-process size."""
+    pytest.importorskip("torch")
+    from PIL import Image
+
+    from gaikan.deep import PatchCore
+    from gaikan.distributed import fit_files_dask
+
+    for i, img in enumerate(structured_images(12, size=64, seed=0)):
+        Image.fromarray(img.astype(np.uint8)).save(tmp_path / f"{i:02d}.png")
+    files = [str(p) for p in find_images([str(tmp_path)])]
+
+    def make():
+        return PatchCore(num_threads=1, runtime="eager", coreset_ratio=0.25)
+
+    local = make().fit(load_images(files, (64, 64)).images)
+    det = fit_files_dask(make(), files, cluster.scheduler_address, size=(64, 64), batch_size=4)
+    det = det.detector
+    assert det.bank_.dtype == local.bank_.dtype and det.bank_.shape[1] == local.bank_.shape[1]
+    assert abs(len(det.bank_) - len(local.bank_)) <= 3  # ratio × patches, rounded per block
+    assert len(det.train_scores_) == len(local.train_scores_)
+    assert np.isfinite(det.threshold_) and det.threshold_ > 0
+    good = structured_images(4, size=64, seed=8)
+    bad = plant_defect(structured_images(4, size=64, seed=9), box=14, delta=90.0)[0]
+    assert det.anomaly_score(bad).min() > det.anomaly_score(good).max()
