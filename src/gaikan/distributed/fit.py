@@ -150,6 +150,11 @@ def _merge_reference(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _slim(reference: dict[str, Any]) -> dict[str, Any]:
+    """What round 2 needs of round 1's result (not the file lists, which grow with the archive)."""
+    return {"ref": reference["ref"], "shape": reference["shape"]}
+
+
 def _features_task(
     kind: str,
     params: dict[str, Any],
@@ -328,9 +333,10 @@ def fit_files_dask(
             )
         shape = tuple(reference["shape"])
         detector._check_grid(shape)
+        slim = client.submit(_slim, ref_fut, key=f"gaikan-fit-slim-{run}")
         kept = [
             client.submit(
-                _features_task, kind, params, part, hw, max_pixels, ref_fut,
+                _features_task, kind, params, part, hw, max_pixels, slim,
                 key=f"gaikan-fit-feat-{run}-{i}", **opts,
             )
             for i, part in enumerate(parts)
