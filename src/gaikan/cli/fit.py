@@ -157,6 +157,17 @@ def _outliers(det: Any, paths: list[Path]) -> list[int]:
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of --detector auto.")
 @click.option("--strict", is_flag=True, help="Fail (exit 3) if any image is unreadable.")
+@click.option(
+    "--dask",
+    "dask_address",
+    default=None,
+    metavar="ADDRESS|local:N",
+    help="Compute the fit's statistics on a dask.distributed cluster: a scheduler address "
+    "(tcp://host:8786) or local:N worker processes (pip install 'gaikan[distributed]'). "
+    "Workers must read the image files under the same paths. "
+    "Kinds: soartc, soart3map, rt, padim (same model as without --dask) and patchcore "
+    "(approximate coreset).",
+)
 def fit(
     good,
     output,
@@ -174,6 +185,7 @@ def fit(
     budget,
     seed,
     strict,
+    dask_address,
 ):
     """Fit a detector on GOOD images (files, folders, or an MVTec AD folder).
 
@@ -181,6 +193,8 @@ def fit(
     first within --budget, on planted anomalies in held-out good images, and
     keeps the best (see OUTPUT.auto.csv).
     """
+    if dask_address and (detector == "auto" or tile is not None):
+        fail("--dask does not apply to --detector auto or --tile; fit those without --dask")
     if detector == "auto":
         _fit_auto(good, output, parse_size(size), _parse_budget(budget), seed, max_pixels, strict)
         return
@@ -197,6 +211,9 @@ def fit(
 
         det = TiledDetector(detector, det.get_params(), tile=tile, overlap=overlap)
         hw = parse_size(size)
+    if dask_address:
+        _fit_dask(det, detector, good, hw, max_pixels, strict, drop_outliers, output, dask_address)
+        return
     batch = _load_good(good, hw, max_pixels, strict)
     n = batch.images.shape[0]
     h, w = batch.images.shape[1:]
@@ -233,6 +250,78 @@ def fit(
             threshold=f"{det.threshold_:.4g}",
             seconds=f"{dt:.1f}",
         )
+    )
+
+
+def _fit_dask(
+    det: Any,
+    detector: str,
+    good: tuple[str, ...],
+    hw: Any,
+    max_pixels: int | None,
+    strict: bool,
+    drop_outliers: bool,
+    output: str,
+    address: str,
+) -> None:
+    """``gaikan fit --dask``: the statistics on the cluster, the model written here."""
+    import importlib.util
+
+    from ..errors import GaikanError, ParameterError
+    from ..io import is_mvtec
+
+    if importlib.util.find_spec("distributed") is None:
+        fail("--dask needs the distributed extra: pip install 'gaikan[distributed]'")
+    from ..distributed import fit_files_dask
+
+    inputs = tuple(str(Path(g) / "train" / "good") if is_mvtec(g) else g for g in good)
+    files = [str(f) for f in collect(inputs)]
+
+    def run(paths: list[str]) -> Any:
+        with progress(len(paths), "fitting") as bar:
+            try:
+                return fit_files_dask(
+                    det, paths, address, size=hw, max_pixels=max_pixels, progress=bar.update
+                )
+            except ParameterError as exc:
+                fail(str(exc), Exit.USAGE)
+            except (ValueError, GaikanError) as exc:
+                fail(str(exc), Exit.INPUT)
+
+    click.echo(f"fitting {det.kind} on {len(files)} good image files on {address} …", err=True)
+    t0 = time.perf_counter()
+    res = run(files)
+    for _, msg in res.errors:
+        click.echo(f"skipped: {msg}", err=True)
+    if res.errors and strict:
+        fail(f"{len(res.errors)} unreadable image(s) and --strict is set", Exit.INPUT)
+    out = _outliers(res.detector, [Path(p) for p in res.paths])
+    n = len(res.paths)
+    if out:
+        names = ", ".join(res.paths[i] for i in out)
+        if drop_outliers:
+            click.echo(f"dropping {len(out)} outlier(s) from the unit space: {names}", err=True)
+            old = res.detector.threshold_
+            keep = [p for i, p in enumerate(res.paths) if i not in set(out)]
+            res = run(keep)
+            click.echo(f"threshold {old:.4g} → {res.detector.threshold_:.4g}", err=True)
+            n = len(res.paths)
+        else:
+            click.echo(
+                f"warning: {len(out)} good image(s) score far above the rest of the unit "
+                f"space and raise the threshold (defective parts among the good ones?): "
+                f"{names}. Check them, or refit with --drop-outliers.",
+                err=True,
+            )
+    dt = time.perf_counter() - t0
+    try:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        res.detector.save(output)
+    except OSError as exc:
+        fail(f"cannot write {output}: {exc}", Exit.INPUT)
+    click.echo(
+        f"saved {output}: {detector}, {n} images, threshold {res.detector.threshold_:.4g} "
+        f"(fit {dt:.1f} s on {address})"
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,12 @@ def run_inspection(
     max_pixels: int | None = None,
     show_progress: bool = True,
     on_batch: Callable[[list[Any]], Any] | None = None,
+    parquet: bool = False,
 ) -> tuple[list[Any], str | None]:
     """Inspect ``files`` into ``out`` (results.csv flushed per batch, overlays).
+
+    With ``parquet``, ``out/results.parquet`` gets the same rows, one row
+    group per batch (:class:`gaikan.inspection.batch.ResultsParquet`).
 
     Returns
     -------
@@ -44,11 +49,15 @@ def run_inspection(
     """
     from ..i18n import t
     from ..inspection import ResultsCSV, folder_labeller, inspect_files
+    from ..inspection.batch import ResultsParquet
 
     results: list[Any] = []
     incomplete = None
-    bar_ = progress(len(files), t("progress.inspecting"))
-    with ResultsCSV(out / "results.csv") as csv_out, bar_ as bar:
+    with (
+        ResultsCSV(out / "results.csv") as csv_out,
+        ResultsParquet(out / "results.parquet") if parquet else nullcontext() as pq_out,
+        progress(len(files), t("progress.inspecting")) as bar,
+    ):
         if not show_progress:
             bar.disable = True
         try:
@@ -62,6 +71,8 @@ def run_inspection(
                 progress=bar.update,
             ):
                 csv_out.write(batch)
+                if pq_out is not None:
+                    pq_out.write(batch)
                 if on_batch is not None:  # e.g. --record: committed per batch
                     on_batch(batch)
                 results.extend(batch)
@@ -114,6 +125,12 @@ def run_inspection(
     "(tcp://host:8786) or local:N worker processes (pip install 'gaikan[distributed]'). "
     "Workers must read the image files (and OUTPUT for overlays) under the same paths.",
 )
+@click.option(
+    "--parquet",
+    is_flag=True,
+    help="Also write OUTPUT/results.parquet (same rows and columns as results.csv, typed; "
+    "one row group per batch; needs pyarrow: pip install 'gaikan[distributed]').",
+)
 @lang_option()
 def inspect(
     model,
@@ -129,6 +146,7 @@ def inspect(
     fail_on_defect,
     allow_errors,
     dask_address,
+    parquet,
 ):
     """Inspect IMAGES (files or folders, recursively) with a saved MODEL.
 
@@ -158,6 +176,11 @@ def inspect(
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     on_batch = _recorder(db, model, inspector, out) if record else None
+    if parquet:
+        import importlib.util
+
+        if importlib.util.find_spec("pyarrow") is None:
+            fail("--parquet needs pyarrow: pip install 'gaikan[distributed]'")
     if dask_address:
         import importlib.util
 
@@ -174,6 +197,7 @@ def inspect(
             overlays=not no_overlays,
             batch_size=batch_size,
             max_pixels=max_pixels,
+            parquet=parquet,
         )
         if on_batch is not None:
             on_batch(results)
@@ -186,6 +210,7 @@ def inspect(
             batch_size=batch_size,
             max_pixels=max_pixels,
             on_batch=on_batch,
+            parquet=parquet,
         )
     report = write_report(
         out,

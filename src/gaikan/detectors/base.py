@@ -42,6 +42,7 @@ __all__ = [
     "MAP_REFINE",
     "MIN_UNIT_SPACE",
     "BaseDetector",
+    "ClosedFormDetector",
     "Detection",
     "GridDetector",
     "check_images",
@@ -429,3 +430,82 @@ class GridDetector(BaseDetector):
     def grid_shape_(self) -> tuple[int, int]:
         """Window grid (nh, nw) of the fitted image shape."""
         return grid_shape(self.image_shape_, self.kernel, self.stride)
+
+
+class ClosedFormDetector(GridDetector):
+    """A grid detector whose fit is a closed form of per-image statistics.
+
+    Its unit space is built in three steps, each a sum over images, so any
+    partition of the good images into batches gives the same model once the
+    batches' statistics are merged (:class:`gaikan.taguchi.moments.Moments`,
+    exact pairwise merges): the distributed fit
+    (:func:`gaikan.distributed.fit.fit_files_dask`) runs the per-batch
+    halves on a cluster's workers and reduces them in a tree.
+
+    1. :meth:`_reference_moments` (per batch) → merged →
+       :meth:`_set_reference`: the stage-1 reference (SOARTC's mean
+       self-similarity S̄, the unit-space mean patches), plus the pixel
+       mean and spread (:meth:`_pixel_moments` → :meth:`_set_pixels`);
+    2. :meth:`_fit_features` (per batch): each image's stage-1 features and
+       its features against the reference without it, whose
+       :meth:`_stage2_moments` merge into the MT Gaussians
+       (:meth:`_set_stage2`);
+    3. :meth:`_loo_grid` (per batch): the leave-one-out D² grids, whose
+       maxima are the training scores the threshold is taken from.
+
+    ``fit`` itself does all three on all images in one process.
+    """
+
+    mean_: np.ndarray
+    whiten_: np.ndarray
+
+    def _check_grid(self, image_shape: tuple[int, int]) -> None:
+        """Raise ParameterError when the images do not fit the window grid."""
+        grid_shape(image_shape, self.kernel, self.stride)
+
+    @staticmethod
+    def _pixel_moments(X: np.ndarray):
+        """Pixel mean and element-wise scatter of a batch (n, H, W)."""
+        from ..taguchi.moments import Moments
+
+        return Moments.of(X, "diag")
+
+    def _set_pixels(self, moments) -> None:
+        """``pixel_mean_``, ``pixel_std_`` (ddof = 1) from merged pixel statistics."""
+        self.pixel_mean_ = np.asarray(moments.mean, dtype=np.float64)
+        self.pixel_std_ = np.sqrt(moments.scatter / (moments.n - 1))
+
+    def _reference_moments(self, X: np.ndarray):  # pragma: no cover - abstract
+        """Statistics (mean only) of the per-image stage-1 reference quantity."""
+        raise NotImplementedError
+
+    def _set_reference(self, moments) -> None:  # pragma: no cover - abstract
+        """Set the stage-1 reference from the merged reference statistics."""
+        raise NotImplementedError
+
+    def _fit_features(
+        self, X: np.ndarray, n: int
+    ) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - abstract
+        """(features, leave-one-out features) of a batch, each (b, P, m)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _stage2_moments(features: np.ndarray):
+        """Statistics (mean, scatter per position) of a batch's features (b, P, m)."""
+        from ..taguchi.moments import Moments
+
+        return Moments.of(features, "outer")
+
+    def _set_stage2(self, moments) -> None:
+        """``mean_``, ``whiten_`` from the merged feature statistics."""
+        from ..taguchi.mt import gaussians_from_moments
+
+        self.mean_, self.whiten_ = gaussians_from_moments(moments)
+
+    def _loo_grid(self, features: np.ndarray, loo_features: np.ndarray, moments) -> np.ndarray:
+        """Leave-one-out D² grids (b, nh, nw) of a batch, given the merged statistics."""
+        from ..taguchi.mt import loo_mahalanobis_from
+
+        assert moments.scatter is not None
+        loo = loo_mahalanobis_from(features, loo_features, moments.mean, moments.scatter, moments.n)
+        return loo.reshape(features.shape[0], *self.grid_shape_)

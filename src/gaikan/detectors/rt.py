@@ -5,14 +5,15 @@ from __future__ import annotations
 import numpy as np
 
 from ..patches import extract, grid_shape
+from ..taguchi.moments import Moments
 from ..taguchi.mt import fit_gaussians, loo_mahalanobis, mahalanobis
 from ..taguchi.rt import rt_features
-from .base import GridDetector
+from .base import ClosedFormDetector
 
 __all__ = ["RTDetector"]
 
 
-class RTDetector(GridDetector):
+class RTDetector(ClosedFormDetector):
     """One RT unit space per patch position: D² of (β, √V_e) per patch.
 
     Parameters
@@ -58,6 +59,18 @@ class RTDetector(GridDetector):
         loo_ref = (n * self.mean_patches_[None] - q) / (n - 1)
         loo = loo_mahalanobis(feats, rt_features(q, loo_ref))
         return loo.reshape(n, *self.grid_shape_)
+
+    # -- the fit as merged per-batch statistics (ClosedFormDetector) ----------
+    def _reference_moments(self, X: np.ndarray) -> Moments:
+        return Moments.of(extract(X, self.kernel, self.stride), "none")
+
+    def _set_reference(self, moments: Moments) -> None:
+        self.mean_patches_ = np.asarray(moments.mean, dtype=np.float64)
+
+    def _fit_features(self, X: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        q = extract(X, self.kernel, self.stride)
+        loo_ref = (n * self.mean_patches_[None] - q) / (n - 1)
+        return rt_features(q, self.mean_patches_[None]), rt_features(q, loo_ref)
 
     def _patch_scores(self, X: np.ndarray) -> np.ndarray:
         f = rt_features(extract(X, self.kernel, self.stride), self.mean_patches_[None])

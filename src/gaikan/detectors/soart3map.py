@@ -9,14 +9,15 @@ import numpy as np
 from .._validation import Interval
 from ..errors import ParameterError
 from ..patches import extract, grid_shape
+from ..taguchi.moments import Moments
 from ..taguchi.mt import fit_gaussians, loo_mahalanobis, mahalanobis
 from ..taguchi.soart import EPS, soart3
-from .base import GridDetector
+from .base import ClosedFormDetector
 
 __all__ = ["SOART3Map"]
 
 
-class SOART3Map(GridDetector):
+class SOART3Map(ClosedFormDetector):
     """Per-patch SOART3 against the unit-space mean image, then MT per patch.
 
     :meth:`soart_image` returns the three-channel "SOART image" of §4 (the
@@ -71,6 +72,26 @@ class SOART3Map(GridDetector):
         loo_ref = (n * m[None] - q) / (n - 1)  # mean patches without image t
         loo = loo_mahalanobis(feats, soart3(q, loo_ref, self.eps))
         return loo.reshape(n, *self.grid_shape_)
+
+    # -- the fit as merged per-batch statistics (ClosedFormDetector) ----------
+    def _set_pixels(self, moments: Moments) -> None:
+        super()._set_pixels(moments)
+        self.mean_image_ = self.pixel_mean_
+        self._drop_caches()
+
+    def _reference_moments(self, X: np.ndarray) -> Moments:
+        return Moments.of(extract(X, self.kernel, self.stride), "none")
+
+    def _set_reference(self, moments: Moments) -> None:
+        # the unit-space mean patches (as _fit: the mean of the patches, not
+        # the patches of the mean image, which differ by rounding only)
+        self._fit_ref = np.asarray(moments.mean, dtype=np.float64)
+
+    def _fit_features(self, X: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        q = extract(X, self.kernel, self.stride)
+        m = self._fit_ref
+        loo_ref = (n * m[None] - q) / (n - 1)
+        return soart3(q, m[None], self.eps), soart3(q, loo_ref, self.eps)
 
     def _stage1(self, X: np.ndarray) -> np.ndarray:
         return soart3(extract(X, self.kernel, self.stride), self._mean_patches()[None], self.eps)

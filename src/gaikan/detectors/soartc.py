@@ -9,9 +9,10 @@ import numpy as np
 from .._validation import Interval, OneOf
 from ..errors import ParameterError
 from ..patches import extract, grid_shape
+from ..taguchi.moments import Moments
 from ..taguchi.mt import fit_gaussians, loo_mahalanobis, mahalanobis
 from ..taguchi.soart import EPS, mean_self_similarity, soartc_features
-from .base import GridDetector
+from .base import ClosedFormDetector
 
 __all__ = ["SOARTC", "gram_dtype_for"]
 
@@ -39,7 +40,7 @@ def gram_dtype_for(X: np.ndarray, d: int, precision: str) -> type:
     return np.float64
 
 
-class SOARTC(GridDetector):
+class SOARTC(ClosedFormDetector):
     """Two-stage SOARTC detector: a per-patch anomaly ("attention") map.
 
     Stage 1 builds each image's self-similarity matrix of its k×k patches
@@ -142,15 +143,19 @@ class SOARTC(GridDetector):
     #: Most windows per image: S̄ alone takes P²·8 bytes (10⁴ → 0.8 GB).
     max_patches = 10_000
 
-    def _fit(self, X: np.ndarray) -> np.ndarray:
-        nh, nw = grid_shape(X.shape[1:], self.kernel, self.stride)
+    def _check_grid(self, image_shape: tuple[int, int]) -> None:
+        nh, nw = grid_shape(image_shape, self.kernel, self.stride)
         if nh * nw > self.max_patches:
+            h, w = image_shape
             raise ParameterError(
-                f"{X.shape[1]}x{X.shape[2]} images with kernel {self.kernel} and stride "
+                f"{h}x{w} images with kernel {self.kernel} and stride "
                 f"{self.stride} give {nh * nw} windows; SOARTC's P×P similarity matrix would "
                 f"need {(nh * nw) ** 2 * 8 / 2**30:.1f} GB. Use a smaller image size (--size) "
                 f"or a larger stride (at most {self.max_patches} windows)"
             )
+
+    def _fit(self, X: np.ndarray) -> np.ndarray:
+        self._check_grid((int(X.shape[1]), int(X.shape[2])))
         q, dt = self._patches(X)
         self.sbar_ = mean_self_similarity(q, self.eps)
         feats = soartc_features(q, self.sbar_, self.eps, backend=self.backend, gram_dtype=dt)
@@ -160,6 +165,20 @@ class SOARTC(GridDetector):
         )
         loo = loo_mahalanobis(feats, loo_feats)
         return loo.reshape(X.shape[0], *self.grid_shape_)
+
+    # -- the fit as merged per-batch statistics (ClosedFormDetector) ----------
+    def _reference_moments(self, X: np.ndarray) -> Moments:
+        q, _ = self._patches(X)
+        return Moments(int(X.shape[0]), mean_self_similarity(q, self.eps), None, "none")
+
+    def _set_reference(self, moments: Moments) -> None:
+        self.sbar_ = np.asarray(moments.mean, dtype=np.float64)
+
+    def _fit_features(self, X: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        q, dt = self._patches(X)
+        kw: dict[str, Any] = {"backend": self.backend, "gram_dtype": dt}
+        feats = soartc_features(q, self.sbar_, self.eps, **kw)
+        return feats, soartc_features(q, self.sbar_, self.eps, loo_n=n, **kw)
 
     def _stage1(self, X: np.ndarray) -> np.ndarray:
         q, dt = self._patches(X)

@@ -15,11 +15,14 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ParameterError
+from .moments import Moments
 
 __all__ = [
     "MTUnitSpace",
     "fit_gaussians",
+    "gaussians_from_moments",
     "loo_mahalanobis",
+    "loo_mahalanobis_from",
     "mahalanobis",
     "regularise_covariance",
 ]
@@ -114,16 +117,78 @@ def loo_mahalanobis(
     ndarray, shape (n, P)
     """
     f = np.asarray(features, dtype=np.float64)
-    g = f if loo_features is None else np.asarray(loo_features, dtype=np.float64)
-    n, p, m = f.shape
+    n = f.shape[0]
     if n < 3:
         raise ParameterError("leave-one-out needs at least 3 samples")
     mean = f.mean(axis=0)
     dev = f - mean
     scatter = np.einsum("npi,npj->pij", dev, dev)
-    out = np.empty((n, p))
-    for t0 in range(0, n, chunk):
-        t1 = min(n, t0 + chunk)
+    return loo_mahalanobis_from(f, loo_features, mean, scatter, n, reg_rel, reg_abs, chunk)
+
+
+def gaussians_from_moments(
+    moments: Moments, reg_rel: float = 1e-6, reg_abs: float = 1e-12
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`fit_gaussians` from merged statistics instead of the samples.
+
+    Parameters
+    ----------
+    moments : Moments
+        ``"outer"`` statistics of features (n, P, m): mean (P, m), scatter (P, m, m).
+
+    Returns
+    -------
+    mean : ndarray, shape (P, m)
+    whiten : ndarray, shape (P, m, m)
+    """
+    if moments.n < 2:
+        raise ParameterError("a unit space needs at least 2 samples for a covariance")
+    cov = moments.covariance()
+    return moments.mean, _whitener(regularise_covariance(cov, reg_rel, reg_abs))
+
+
+def loo_mahalanobis_from(
+    features: np.ndarray,
+    loo_features: np.ndarray | None,
+    mean: np.ndarray,
+    scatter: np.ndarray,
+    n: int,
+    reg_rel: float = 1e-6,
+    reg_abs: float = 1e-12,
+    chunk: int = 16,
+) -> np.ndarray:
+    """Leave-one-out MT distances of some of a unit space's samples.
+
+    The part of :func:`loo_mahalanobis` that needs only the samples being
+    scored and the whole unit space's statistics, so batches of samples can
+    be scored anywhere once those are known (a distributed fit).
+
+    Parameters
+    ----------
+    features : ndarray, shape (b, P, m)
+        Some of the unit space's samples.
+    loo_features : ndarray, shape (b, P, m), optional
+        What to score for each of them (defaults to ``features``).
+    mean : ndarray, shape (P, m)
+        Mean of all n samples.
+    scatter : ndarray, shape (P, m, m)
+        Centred scatter ``Σ (f − μ)(f − μ)ᵀ`` of all n samples.
+    n : int
+        Unit-space size, n ≥ 3.
+
+    Returns
+    -------
+    ndarray, shape (b, P)
+    """
+    f = np.asarray(features, dtype=np.float64)
+    g = f if loo_features is None else np.asarray(loo_features, dtype=np.float64)
+    b, p, m = f.shape
+    if n < 3:
+        raise ParameterError("leave-one-out needs at least 3 samples")
+    dev = f - mean
+    out = np.empty((b, p))
+    for t0 in range(0, b, chunk):
+        t1 = min(b, t0 + chunk)
         d = dev[t0:t1]
         mean_t = (n * mean - f[t0:t1]) / (n - 1)
         cov_t = (scatter - (n / (n - 1)) * np.einsum("tpi,tpj->tpij", d, d)) / (n - 2)

@@ -1,4 +1,4 @@
-"""Inspection spread over a ``dask.distributed`` cluster (extra ``gaikan[distributed]``).
+"""``gaikan inspect --dask``: inspection spread over a ``dask.distributed`` cluster.
 
 :func:`inspect_files_dask` gives the same results as
 :func:`gaikan.inspection.inspect_files`, batch by batch, with the batches
@@ -32,80 +32,20 @@ run on the workers of a Dask cluster:
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, fields
+from contextlib import nullcontext
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ._optional import require
-from .errors import GaikanError, ModelFileError, ParameterError
-from .inspection import Inspection
+from .._optional import require
+from ..errors import GaikanError, ModelFileError, ParameterError
+from ..inspection import Inspection
+from .cluster import _MODELS, ModelPlugin, open_client
 
-try:  # the plugin base class; the module still imports without dask (for docs, --help)
-    from distributed.diagnostics.plugin import WorkerPlugin as _PluginBase
-except ImportError:  # pragma: no cover - without the distributed extra
-    _PluginBase = object  # type: ignore[assignment,misc]
-
-__all__ = ["ModelPlugin", "inspect_files_dask", "open_client", "run_inspection_dask"]
-
-#: Models loaded on this (worker) process, by the model file's SHA-256.
-_MODELS: dict[str, Any] = {}
-
-_INSPECTION_FIELDS = tuple(f.name for f in fields(Inspection) if f.name != "display")
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-class ModelPlugin(_PluginBase):
-    """Worker plugin that loads one model file on each worker, once.
-
-    Parameters
-    ----------
-    data : bytes
-        The model file's bytes (verified by :func:`gaikan.load` on the worker).
-
-    Notes
-    -----
-    Registered under ``name`` (from the SHA-256), so registering the same
-    model twice is a no-op, and workers that join later get it too.
-    """
-
-    idempotent = True
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.sha = _sha256(data)
-        self.name = f"gaikan-model-{self.sha[:16]}"
-
-    def setup(self, worker: Any = None) -> None:
-        _load_model(self.sha, self.data)
-
-    def teardown(self, worker: Any = None) -> None:
-        _MODELS.pop(self.sha, None)
-
-
-def _load_model(sha: str, data: bytes) -> Any:
-    """The model of ``data`` on this process, loaded on first use."""
-    model = _MODELS.get(sha)
-    if model is None:
-        from . import load
-
-        fd, tmp = tempfile.mkstemp(suffix=".gaikan")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            model = load(tmp)
-        finally:
-            os.unlink(tmp)
-        _MODELS[sha] = model
-    return model
+__all__ = ["inspect_files_dask", "run_inspection_dask"]
 
 
 def _inspect_batch(
@@ -123,9 +63,9 @@ def _inspect_batch(
     Mirrors :func:`gaikan.inspection.inspect_files` (same loading, verdicts,
     error rows and overlay names, numbered from ``start``).
     """
-    from .inspection import Inspector, overlay_name
-    from .inspection.display import overlay_png
-    from .io import load_images
+    from ..inspection import Inspector, overlay_name
+    from ..inspection.display import overlay_png
+    from ..io import load_images
 
     model = _MODELS.get(sha)
     if model is None:
@@ -179,62 +119,6 @@ def _killed_rows(paths: Sequence[str], labels: Sequence[str | None], exc: BaseEx
         )
         for p, lab in zip(paths, labels)
     ]
-
-
-def open_client(address: Any) -> tuple[Any, Callable[[], None]]:
-    """A Dask client for ``address`` and the function that closes what was opened.
-
-    Parameters
-    ----------
-    address : str or distributed.Client
-        ``"local:N"`` (a cluster of N worker processes on loopback, one
-        thread each), a scheduler address such as ``"tcp://host:8786"``, or
-        an existing client (left open).
-
-    Raises
-    ------
-    ParameterError
-        A malformed ``local:N``.
-    ImportError
-        dask.distributed is not installed (``pip install 'gaikan[distributed]'``).
-    """
-    distributed = require("distributed", "distributed")
-    if isinstance(address, distributed.Client):
-        return address, lambda: None
-    text = str(address).strip()
-    m = re.fullmatch(r"local:(\d+)", text)
-    if text.startswith("local:") and (m is None or int(m.group(1)) < 1):
-        raise ParameterError(
-            f"--dask {text!r}: use local:N with N ≥ 1 worker processes, or a scheduler "
-            "address such as tcp://host:8786"
-        )
-    if m is not None:
-        import dask
-
-        # Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536, so glibc hands
-        # every freed image batch back to the OS and page-faults it in again on
-        # the next: measured 2.0-2.6x slower SOARTC batches (2,000 images on
-        # local:1: 4.9-6.3 s with it, 2.4-2.5 s without).  The nannies read
-        # this when they are built, so restarted workers keep it too.
-        environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {})
-        environ.pop("MALLOC_TRIM_THRESHOLD_", None)
-        with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
-            cluster = distributed.LocalCluster(
-                n_workers=int(m.group(1)),
-                threads_per_worker=1,
-                processes=True,
-                host="127.0.0.1",
-                dashboard_address=":0",  # any free port: never collide with another cluster
-            )
-        client = distributed.Client(cluster)
-
-        def close() -> None:
-            client.close()
-            cluster.close()
-
-        return client, close
-    client = distributed.Client(text)
-    return client, client.close
 
 
 def inspect_files_dask(
@@ -302,7 +186,7 @@ def inspect_files_dask(
         sent), or a worker cannot load it (missing extra on the worker).
     """
     distributed = require("distributed", "distributed")
-    from .modelfile import read_model
+    from ..modelfile import read_model
 
     if int(batch_size) < 1:
         raise ParameterError(f"batch_size must be ≥ 1, got {batch_size!r}")
@@ -404,12 +288,14 @@ def run_inspection_dask(
     batch_size: int = 32,
     max_pixels: int | None = None,
     show_progress: bool = True,
+    parquet: bool = False,
 ) -> tuple[list[Inspection], str | None]:
     """``gaikan inspect --dask``: like :func:`gaikan.cli.inspect.run_inspection`, on a cluster.
 
     Writes ``out/results.csv`` batch by batch as batches complete (rows of a
-    batch together, batches in completion order) and overlays into
-    ``out/overlays`` from the workers.
+    batch together, batches in completion order), with ``parquet`` also
+    ``out/results.parquet`` (the same rows in the same order, one row group
+    per batch), and overlays into ``out/overlays`` from the workers.
 
     Parameters
     ----------
@@ -417,7 +303,7 @@ def run_inspection_dask(
         The model file ``inspector`` was built from.
     inspector : Inspector
         Its threshold (the model's, or ``--threshold``) is used on the workers.
-    files, out, overlays, batch_size, max_pixels, show_progress :
+    files, out, overlays, batch_size, max_pixels, show_progress, parquet :
         As for ``run_inspection``.
     address : str or distributed.Client
         ``--dask``: ``local:N`` or a scheduler address.
@@ -427,12 +313,17 @@ def run_inspection_dask(
     (results, incomplete)
         Every result, and why the run stopped early (None when it finished).
     """
-    from .cli._common import progress
-    from .inspection import ResultsCSV, folder_labeller
+    from ..cli._common import progress
+    from ..inspection import ResultsCSV, folder_labeller
+    from ..inspection.batch import ResultsParquet
 
     results: list[Inspection] = []
     incomplete = None
-    with ResultsCSV(out / "results.csv") as csv_out, progress(len(files), "inspecting") as bar:
+    with (
+        ResultsCSV(out / "results.csv") as csv_out,
+        ResultsParquet(out / "results.parquet") if parquet else nullcontext() as pq_out,
+        progress(len(files), "inspecting") as bar,
+    ):
         if not show_progress:
             bar.disable = True
         try:
@@ -448,6 +339,8 @@ def run_inspection_dask(
                 progress=bar.update,
             ):
                 csv_out.write(batch)
+                if pq_out is not None:
+                    pq_out.write(batch)
                 results.extend(batch)
         except KeyboardInterrupt:
             incomplete = f"interrupted after {len(results)} of {len(files)} files"
