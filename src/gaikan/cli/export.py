@@ -45,7 +45,16 @@ __all__ = ["export"]
     default=None,
     help="ONNX Runtime threads the exported model uses (default: one per core).",
 )
-def export(model, output, fmt, check, opset, threads):
+@click.option(
+    "--int8-experimental",
+    "int8",
+    multiple=True,
+    type=click.Path(exists=True),
+    help="EXPERIMENTAL, not adopted (docs/export.md, 'int8'): quantise the backbone's "
+    "convolutions to int8, calibrated on these good images (files or folders; repeatable). "
+    "Deep detectors only. Scores move while the threshold stays the float model's.",
+)
+def export(model, output, fmt, check, opset, threads, int8):
     """Export a fitted deep MODEL to one graph (ONNX or OpenVINO IR).
 
     Deep detectors (padim, patchcore, soart-deep): the graph goes from the
@@ -81,8 +90,20 @@ def export(model, output, fmt, check, opset, threads):
         if batch is None or not len(batch.paths):
             fail("none of the --check images could be read", Exit.INPUT)
         images = batch.images
+    kw = {}
+    if int8:
+        from ..io import load_images
+
+        if not hasattr(det, "image_shape_"):
+            fail("--int8-experimental applies to deep detectors only", Exit.MODEL)
+        cal = load_images(collect(int8), tuple(det.image_shape_))
+        if not len(cal.paths):
+            fail("none of the --int8-experimental images could be read", Exit.INPUT)
+        kw["int8_calibration"] = cal.images
     try:
-        exported = export_model(det, fmt=fmt, opset=opset, check_images=images, num_threads=threads)
+        exported = export_model(
+            det, fmt=fmt, opset=opset, check_images=images, num_threads=threads, **kw
+        )
     except ParameterError as exc:
         fail(str(exc), Exit.MODEL)
     except ExportCheckError as exc:
@@ -103,6 +124,13 @@ def export(model, output, fmt, check, opset, threads):
         f"exported {exported.source_kind_} → {output} ({fmt}, opset {opset}); checked on "
         f"{c['n']} images: {errors}"
     )
+    if int8:
+        q = exported.export_info_["int8"]["check"]
+        click.echo(
+            f"int8 (experimental): calibrated on {kw['int8_calibration'].shape[0]} images; "
+            f"against the source: score error {q['score_rel']:.2g} relative, map error "
+            f"{q['map_abs']:.2g} normalised, verdicts equal: {q['verdicts_equal']}"
+        )
 
 
 COMMANDS = [export]

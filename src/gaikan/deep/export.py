@@ -549,6 +549,7 @@ def export_detector(
     opset: int = 17,
     check_images: np.ndarray | None = None,
     num_threads: int | None = None,
+    int8_calibration: np.ndarray | None = None,
 ) -> OnnxDetector:
     """Export a fitted PaDiM, PatchCore or SOARTDeep to a torch-free :class:`OnnxDetector`.
 
@@ -565,6 +566,13 @@ def export_detector(
         Give real parts (good and defective) to check verdicts that matter.
     num_threads : int, optional
         ONNX Runtime threads of the returned detector (stored in its params).
+    int8_calibration : ndarray, shape (m, H, W), optional
+        Experimental: good images to calibrate an int8 quantisation of the
+        backbone's convolutions (:func:`gaikan.deep.export_int8.quantize_int8`).
+        The float32 graph is checked as always; the int8 graph's differences
+        from the source are recorded in ``export_info_["int8"]["check"]``
+        (not held to the float32 limits).  See docs/export.md for its
+        measured accuracy change.
 
     Returns
     -------
@@ -596,26 +604,29 @@ def export_detector(
     shape = (int(det.image_shape_[0]), int(det.image_shape_[1]))
     graph, map_rows, map_cols = _build_graph(det)
     onnx_bytes = _to_onnx(graph, shape, opset)
-    blobs = to_format(onnx_bytes, fmt)
     info = {
         "format": fmt,
         "opset": int(opset),
         "exported_with": {"gaikan": __version__, "torch": str(torch.__version__)},
     }
-    out = OnnxDetector.from_graph(
-        blobs,
-        threshold=float(det.threshold_),
-        image_shape=shape,
-        train_scores=np.asarray(det.train_scores_),
-        n_train=int(det.n_train_),
-        map_rows=map_rows,
-        map_cols=map_cols,
-        source_kind=kind,
-        source_params=_jsonable(det.get_params()),
-        export_info=info,
-        num_threads=num_threads,
-    )
+    built: dict[str, Any] = {
+        "threshold": float(det.threshold_),
+        "image_shape": shape,
+        "train_scores": np.asarray(det.train_scores_),
+        "n_train": int(det.n_train_),
+        "map_rows": map_rows,
+        "map_cols": map_cols,
+        "source_kind": kind,
+        "source_params": _jsonable(det.get_params()),
+        "num_threads": num_threads,
+    }
     imgs = _check_batch(shape) if check_images is None else np.asarray(check_images, np.float32)
+    int8 = int8_calibration is not None
+    out = OnnxDetector.from_graph(
+        onnx_bytes if int8 else to_format(onnx_bytes, fmt),
+        export_info={**info, "format": "onnx" if int8 else fmt},
+        **built,
+    )
     check = compare(det, out, imgs)
     if not check["ok"]:
         raise ExportCheckError(
@@ -624,6 +635,22 @@ def export_detector(
             f"error {check['map_abs']:.2g} normalised, limit {MAP_ATOL:g}; verdicts equal: "
             f"{check['verdicts_equal']}); please report this with the model's kind and params"
         )
+    if int8:
+        from .export_int8 import quantize_int8
+
+        cal = np.asarray(int8_calibration, np.float32)
+        if cal.ndim != 3 or cal.shape[1:] != shape:
+            raise ParameterError(
+                f"int8 calibration images must be (m, {shape[0]}, {shape[1]}); got {cal.shape}"
+            )
+        q = quantize_int8(onnx_bytes, cal)
+        out = OnnxDetector.from_graph(to_format(q, fmt), export_info=dict(info), **built)
+        out.export_info_["int8"] = {
+            "calibration_images": int(cal.shape[0]),
+            "method": "minmax",
+            "quantised": "Conv (per-channel int8 weights, uint8 activations, QDQ)",
+            "check": compare(det, out, imgs),
+        }
     out.export_info_["check"] = check
     return out
 
