@@ -1,26 +1,34 @@
-"""Exported PaDiM (one ONNX graph, ONNX Runtime) vs the torch path: latency and peak RSS.
+"""Exported PaDiM (ONNX Runtime, OpenVINO; float32 and int8) vs the torch path: latency, RSS.
 
 Usage::
 
     python benchmarks/bench_export.py                 # PaDiM 256², 2 threads, batch 1 and 16
     python benchmarks/bench_export.py --threads 1 --size 128
 
-Protocol: a PaDiM (defaults: EfficientNet-Lite0, layers 3+4, 200 channels)
-is fitted on ``--n-train`` synthetic 256×256 textures and exported with
-:func:`gaikan.deep.export.export_detector`.  Each runtime then runs in a
-freshly spawned process (so its peak RSS is its own) with ``--threads``
-intra-op threads and scores ``detect`` (score + map) on synthetic images:
+Protocol: a PaDiM (defaults: EfficientNet-Lite0, the default layers and
+channels) is fitted on ``--n-train`` synthetic textures and exported with
+:func:`gaikan.deep.export.export_detector` to ONNX and OpenVINO IR, in
+float32 and (when ``--int8``, the default) with the experimental int8
+backbone (calibrated on 16 of the training textures).  Each runtime then
+runs in a freshly spawned process (so its peak RSS is its own) with
+``--threads`` threads and scores ``detect`` (score + map) on 16 synthetic
+images:
 
 - ``torch eager``: ``PaDiM(runtime="eager")``, all in PyTorch;
 - ``torch + ORT backbone``: ``PaDiM(runtime="onnx")`` (the default on CPU):
   backbone in ONNX Runtime, Gaussians and maps in torch;
-- ``exported (ORT)``: the ``onnx-detector`` file, torch blocked from import,
-  one graph run per 16 images (``batch_size=16``) or per 2 (``batch_size=2``).
+- ``ONNX Runtime fp32`` / ``OpenVINO fp32``: the exported file, torch
+  blocked from import, runs of 2 images (the default ``batch_size``);
+  ``ONNX Runtime fp32, runs of 16``: one graph run per 16 images;
+- ``ONNX Runtime int8`` / ``OpenVINO int8``: the int8 export (runs of 2).
 
 ``ms/img b1``: one image per call (median of ``--reps1`` calls after a
 warm-up); ``ms/img b16``: batches of 16 (median of ``--reps16`` calls);
-``peak RSS``: the process's VmHWM (model + one batch of 16).
-Times exclude image decoding.  The machine is shared: medians, not means.
+``peak RSS``: the process's VmHWM (model + one batch of 16); ``max score
+err``: largest relative score difference from torch eager on the 16
+images, ``verdicts``: whether all 16 verdicts equal torch eager's.  Times
+exclude image decoding.  The load average is printed before and after
+(the machine may be shared: medians, not means).
 """
 
 from __future__ import annotations
@@ -72,12 +80,9 @@ def child(args: argparse.Namespace) -> None:
         for m in ("torch", "torchvision", "timm"):
             sys.modules[m] = None  # type: ignore[assignment]
         import gaikan
-        import gaikan.runtime  # registers onnx-detector until the registry has it
 
         det = gaikan.load(args.exported)
-        det.set_params(
-            num_threads=args.threads, batch_size=2 if args.runtime == "exported2" else 16
-        )
+        det.set_params(num_threads=args.threads, batch_size=args.batch_size)
         det._session_ = None  # rebuilt with the thread count
     else:
         import torch
@@ -89,10 +94,22 @@ def child(args: argparse.Namespace) -> None:
         det.set_params(num_threads=args.threads, runtime=args.runtime, batch_size=16)
         det._fe = None
     x = textures(16, args.size, seed=99)
+    x[8:, 40:72, 40:72] = 250.0  # half of them with a bright square (a defect)
     b1 = _time(det.detect, x[:1], args.reps1)
     b16 = _time(det.detect, x, args.reps16)
     rss = peak_rss_mb()
-    print(json.dumps({"b1": b1, "b16": b16, "rss_mb": rss}))
+    res = det.detect(x)
+    print(
+        json.dumps(
+            {
+                "b1": b1,
+                "b16": b16,
+                "rss_mb": rss,
+                "scores": [float(v) for v in res.scores],
+                "defect": [bool(v) for v in res.is_defect],
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -102,42 +119,76 @@ def main() -> None:
     ap.add_argument("--n-train", type=int, default=24)
     ap.add_argument("--reps1", type=int, default=20)
     ap.add_argument("--reps16", type=int, default=5)
+    ap.add_argument("--no-int8", dest="int8", action="store_false", help="skip the int8 rows")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--runtime", default="eager", help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
     ap.add_argument("--exported", help=argparse.SUPPRESS)
+    ap.add_argument("--batch-size", type=int, default=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         child(args)
         return
+    import os
+
     import torch
 
     from gaikan.deep import PaDiM
     from gaikan.deep.export import compare, export_detector
 
+    try:
+        import openvino  # noqa: F401
+
+        has_ov = True
+    except ImportError:
+        has_ov = False
+    load0 = os.getloadavg()
     torch.set_num_threads(args.threads)
     tmp = Path(tempfile.mkdtemp(prefix="bench_export_"))
-    det = PaDiM(num_threads=args.threads).fit(textures(args.n_train, args.size, seed=0))
+    train = textures(args.n_train, args.size, seed=0)
+    det = PaDiM(num_threads=args.threads).fit(train)
     det.save(tmp / "padim.gaikan")
+    files: dict[str, Path] = {}
     t = time.perf_counter()
     exported = export_detector(det, num_threads=args.threads)
     t_export = time.perf_counter() - t
-    exported.save(tmp / "padim.onnx.gaikan")
+    exported.save(tmp / "onnx.gaikan")
+    files["onnx"] = tmp / "onnx.gaikan"
+    fmts = ["onnx", "openvino"] if has_ov else ["onnx"]
+    for fmt in fmts:
+        if fmt != "onnx":
+            export_detector(det, fmt=fmt, num_threads=args.threads).save(tmp / f"{fmt}.gaikan")
+            files[fmt] = tmp / f"{fmt}.gaikan"
+        if args.int8:
+            q = export_detector(det, fmt=fmt, num_threads=args.threads, int8_calibration=train[:16])
+            q.save(tmp / f"{fmt}-int8.gaikan")
+            files[f"{fmt}-int8"] = tmp / f"{fmt}-int8.gaikan"
     check = compare(det, exported, textures(16, args.size, seed=5))
     print(
         f"PaDiM {args.size}², grid {det.grid_shape_}, export {t_export:.1f} s, "
-        f"{(tmp / 'padim.onnx.gaikan').stat().st_size / 1e6:.1f} MB file; equality on 16 images: "
-        f"score {check['score_rel']:.1e} rel, map {check['map_abs']:.1e} of threshold, "
+        f"{files['onnx'].stat().st_size / 1e6:.1f} MB file; export check on 16 images: "
+        f"score {check['score_rel']:.1e} rel, map {check['map_abs']:.1e} normalised, "
         f"verdicts equal {check['verdicts_equal']}"
+        + ("" if has_ov else "; OpenVINO not installed: its rows are skipped")
     )
-    print(f"\n{args.threads} threads | ms/img b1 | ms/img b16 | peak RSS MB")
-    print("---|---|---|---")
-    for name, rt in (
-        ("torch eager", "eager"),
-        ("torch + ORT backbone", "onnx"),
-        ("exported (ORT, no torch)", "exported"),
-        ("exported, runs of 2 images", "exported2"),
-    ):
+    rows = [
+        ("torch eager", "eager", "onnx", 16),
+        ("torch + ORT backbone", "onnx", "onnx", 16),
+        ("ONNX Runtime fp32 (no torch)", "exported", "onnx", 2),
+        ("ONNX Runtime fp32, runs of 16", "exported", "onnx", 16),
+        ("OpenVINO fp32 (no torch)", "exported", "openvino", 2),
+        ("ONNX Runtime int8 (experimental)", "exported", "onnx-int8", 2),
+        ("OpenVINO int8 (experimental)", "exported", "openvino-int8", 2),
+    ]
+    print(
+        f"\n{args.threads} threads | ms/img b1 | ms/img b16 | peak RSS MB | max score err "
+        "| verdicts"
+    )
+    print("---|---|---|---|---|---")
+    ref: dict | None = None
+    for name, rt, key, bs in rows:
+        if key not in files:
+            continue
         cmd = [
             sys.executable,
             __file__,
@@ -147,7 +198,9 @@ def main() -> None:
             "--model",
             str(tmp / "padim.gaikan"),
             "--exported",
-            str(tmp / "padim.onnx.gaikan"),
+            str(files[key]),
+            "--batch-size",
+            str(bs),
             "--size",
             str(args.size),
             "--threads",
@@ -159,7 +212,21 @@ def main() -> None:
         ]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"{name} | {r['b1']:.1f} | {r['b16']:.1f} | {r['rss_mb']:.0f}")
+        if ref is None:
+            ref = r
+        s_ref, s = np.asarray(ref["scores"]), np.asarray(r["scores"])
+        err = float(np.max(np.abs(s - s_ref) / np.abs(s_ref)))
+        same = (
+            "equal"
+            if r["defect"] == ref["defect"]
+            else (f"{sum(a != b for a, b in zip(r['defect'], ref['defect']))}/16 differ")
+        )
+        print(f"{name} | {r['b1']:.1f} | {r['b16']:.1f} | {r['rss_mb']:.0f} | {err:.1e} | {same}")
+    load1 = os.getloadavg()
+    print(
+        f"\nload average (1, 5, 15 min) before: {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}; "
+        f"after: {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}; {os.cpu_count()} CPUs"
+    )
 
 
 if __name__ == "__main__":
