@@ -30,8 +30,11 @@ peak)) and verdicts are identical.  The
 errors found are stored in the model file's meta (``check``).
 
 Supported: ``padim``, ``patchcore`` and ``soart-deep`` (its SOART stages
-and MT run in float64 inside the graph, as in numpy).  The classifiers
-are not exported yet.
+and MT run in float64 inside the graph, as in numpy); the classifiers and
+ensembles by :mod:`gaikan.deep.export_classifier` (:func:`export_model`
+dispatches).  Formats: ONNX, or OpenVINO IR converted from it
+(:func:`to_format`).  An experimental int8 backbone:
+:mod:`gaikan.deep.export_int8`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A deep detector exported to one ONNX graph, run by ONNX Runtime without torch.
+"""A deep detector exported to one graph, run by ONNX Runtime (or OpenVINO) without torch.
 
 ``gaikan export`` (:func:`gaikan.deep.export.export_detector`) turns a fitted
 PaDiM, PatchCore or SOARTDeep into one ONNX graph from the grey image batch to the
@@ -11,7 +11,9 @@ detector's outputs::
 
 The graph holds everything: resize, normalisation, backbone, feature
 aggregation, the Mahalanobis / nearest-neighbour stage, upsampling and blur.
-This class wraps it in the detector contract of
+It is held as ONNX (run by ONNX Runtime) or, exported with ``--format
+openvino``, as OpenVINO IR (run by OpenVINO); :mod:`gaikan.runtime.backends`
+opens either.  This class wraps it in the detector contract of
 :class:`gaikan.detectors.base.BaseDetector` (``detect``, ``anomaly_score``,
 ``anomaly_map``, ``patch_scores``, ``score_samples``, ``predict``,
 ``threshold_``, ``image_shape_``), so :class:`gaikan.inspection.Inspector`,
@@ -20,8 +22,8 @@ other.  It imports numpy and ONNX Runtime only (extra ``gaikan[runtime]``).
 
 Model file (kind ``onnx-detector``)
 -----------------------------------
-``model.onnx``
-    The graph (a blob member; checksummed by the manifest like every member).
+``model.onnx`` (format ``onnx``) or ``model.xml`` + ``model.bin`` (``openvino``)
+    The graph (blob members; checksummed by the manifest like every member).
 ``arrays.npz``
     ``train_scores`` (the source's leave-one-out scores), ``map_rows``
     (H, gh) and ``map_cols`` (W, gw): the graph's final linear map from grid
@@ -29,7 +31,9 @@ Model file (kind ``onnx-detector``)
 ``params.json``
     Params ``num_threads`` and ``batch_size``; meta: ``threshold``,
     ``image_shape``, ``grid``, ``source_kind``, ``source_params``,
-    ``opset`` and the versions the graph was exported with.
+    ``format``, ``opset``, the versions the graph was exported with, the
+    export's equality ``check`` and, for an experimental int8 export,
+    ``int8`` (calibration and its measured error).
 
 An exported model cannot be refitted: fit the source detector and export
 again.
