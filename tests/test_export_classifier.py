@@ -25,6 +25,7 @@ pytestmark = pytest.mark.deep
 
 CLASSES = ("bright", "dark", "good")
 S = 32
+_BLOCK = "import sys\nfor m in ('torch', 'torchvision', 'timm'):\n    sys.modules[m] = None\n"
 
 
 def planted(n, seed):
@@ -185,14 +186,31 @@ def test_openvino_classifier_equal(clf, data, tmp_path):
 
     assert set(read_model(tmp_path / "ov.gaikan").blobs) == {"model.xml", "model.bin"}
     _assert_same(clf, exported, Xt)
+    # and without torch: OpenVINO alone runs it
+    np.save(tmp_path / "x.npy", Xt)
+    script = _BLOCK + textwrap.dedent(
+        f"""
+        import json, numpy as np, gaikan
+        clf = gaikan.load({str(tmp_path / "ov.gaikan")!r})
+        np.save({str(tmp_path / "p.npy")!r}, clf.predict_proba(np.load({str(tmp_path / "x.npy")!r})))
+        print(json.dumps(sorted(m for m in sys.modules
+              if m.split(".")[0] in ("torch", "timm") and sys.modules[m] is not None)))
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
+    a = clf.predict_proba(Xt)
+    assert np.all(np.abs(np.load(tmp_path / "p.npy") - a) <= np.maximum(1e-4 * np.abs(a), 1e-5))
 
 
 def test_openvino_detector_equal(tmp_path):
     pytest.importorskip("openvino")
-    from test_export import _assert_equal, _plant, _texture
-
     from gaikan.deep import PaDiM
     from gaikan.deep.export import export_detector
+    from test_export import _assert_equal, _plant, _texture
 
     rng = np.random.default_rng(7)
     train = _texture(rng, 20)
@@ -214,7 +232,6 @@ def test_openvino_missing_is_a_clear_error(clf, monkeypatch):
 
 
 # -- without torch -----------------------------------------------------------------------------
-_BLOCK = "import sys\nfor m in ('torch', 'torchvision', 'timm'):\n    sys.modules[m] = None\n"
 
 
 def test_torch_free_classifier_and_inspect(clf, clf_file, data, tmp_path):

@@ -18,9 +18,8 @@ pytestmark = pytest.mark.deep
 
 @pytest.fixture(scope="module")
 def fitted():
-    from test_export import _plant, _texture
-
     from gaikan.deep import PaDiM
+    from test_export import _plant, _texture
 
     torch.set_num_threads(1)
     rng = np.random.default_rng(7)
