@@ -223,6 +223,16 @@ def test_openvino_detector_equal(tmp_path):
     assert a.is_defect[4:].sum() >= 3  # the comparison is not vacuous
 
 
+def test_openvino_refuses_soart_deep(tmp_path):
+    from gaikan.deep import SOARTDeep
+    from gaikan.deep.export import export_detector
+    from test_export import _texture
+
+    det = SOARTDeep(num_threads=1, stages=("soart3",)).fit(_texture(np.random.default_rng(0), 12))
+    with pytest.raises(ParameterError, match="format onnx"):
+        export_detector(det, fmt="openvino")
+
+
 def test_openvino_missing_is_a_clear_error(clf, monkeypatch):
     from gaikan.deep.export_classifier import export_classifier
 
