@@ -22,6 +22,16 @@ images:
   ``ONNX Runtime fp32, runs of 16``: one graph run per 16 images;
 - ``ONNX Runtime int8`` / ``OpenVINO int8``: the int8 export (runs of 2).
 
+``--auroc DATASET`` measures int8's accuracy instead (docs/export.md,
+"int8"): image AUROC of PaDiM scored by torch, the exported float graph,
+the int8 graph (ONNX Runtime and OpenVINO) and an int8 backbone whose
+Gaussians were refitted on int8 features, on ``elpv`` (anchor split) or
+``connectors:oblique`` with ``--n-train`` unit-space images and
+``--n-test`` test images (half defective; seeded subsets)::
+
+    python benchmarks/bench_export.py --auroc elpv --size 256 --n-train 200 --n-test 500
+    python benchmarks/bench_export.py --auroc connectors:oblique --size 128 --n-train 200
+
 ``ms/img b1``: one image per call (median of ``--reps1`` calls after a
 warm-up); ``ms/img b16``: batches of 16 (median of ``--reps16`` calls);
 ``peak RSS``: the process's VmHWM (model + one batch of 16); ``max score
@@ -112,6 +122,111 @@ def child(args: argparse.Namespace) -> None:
     )
 
 
+def _subset(d, n_train: int, n_test: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    tr = np.sort(rng.permutation(len(d.train))[:n_train])
+    te = np.arange(len(d.test))
+    if n_test < len(te):
+        pos, neg = np.flatnonzero(d.labels == 1), np.flatnonzero(d.labels == 0)
+        k = min(n_test // 2, len(pos))
+        te = np.sort(np.r_[rng.permutation(pos)[:k], rng.permutation(neg)[: n_test - k]])
+    return d.train[tr].astype(np.float32), d.test[te].astype(np.float32), d.labels[te]
+
+
+def _int8_refit_fit(Xtr: np.ndarray, cal: np.ndarray, threads: int):
+    """PaDiM whose ONNX backbone is the int8 one, fitted (Gaussians on int8 features)."""
+    import io
+    import warnings
+
+    import onnxruntime as ort
+    import torch
+
+    from gaikan.deep import PaDiM
+    from gaikan.deep import features as F
+    from gaikan.deep.export_int8 import quantize_int8
+
+    def export_int8(self, model):
+        h, w = self.image_size or (224, 224)
+        c = 1 if self._grey_stem else 3
+        buf = io.BytesIO()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                model,
+                (torch.zeros(1, c, h, w),),
+                buf,
+                input_names=["x"],
+                output_names=[f"f{i}" for i in range(len(self.layers))],
+                dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}},
+                opset_version=17,
+                dynamo=False,
+            )
+        x = self.preprocess(cal).numpy()  # (m, c, h, w), the backbone's input
+        q = quantize_int8(buf.getvalue(), x, input_name="x")
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.log_severity_level = 3
+        return ort.InferenceSession(q, so, providers=["CPUExecutionProvider"])
+
+    orig = F.FeatureExtractor._export_onnx
+    F.FeatureExtractor._export_onnx = export_int8  # type: ignore[method-assign]
+    try:
+        return PaDiM(num_threads=threads, runtime="onnx").fit(Xtr)
+    finally:
+        F.FeatureExtractor._export_onnx = orig  # type: ignore[method-assign]
+
+
+def auroc(args: argparse.Namespace) -> None:
+    """int8 vs float: image AUROC of PaDiM on a dataset (docs/export.md, "int8")."""
+    import os
+
+    import torch
+
+    from gaikan.benchmark import load_bench_data
+    from gaikan.deep import PaDiM
+    from gaikan.deep.export import export_detector
+    from gaikan.metrics import roc_auc
+
+    load0 = os.getloadavg()
+    t0 = time.perf_counter()
+    torch.set_num_threads(args.threads)
+    Xtr, Xte, y = _subset(load_bench_data(args.auroc, args.size), args.n_train, args.n_test)
+    cal = Xtr[np.random.default_rng(1).permutation(len(Xtr))[:32]]
+    det = PaDiM(num_threads=args.threads).fit(Xtr)
+    scores = {"torch": det.anomaly_score(Xte)}
+    kw = {"num_threads": args.threads, "check_images": Xte[:8]}
+    scores["ONNX fp32"] = export_detector(det, **kw).anomaly_score(Xte)
+    scores["ONNX int8"] = export_detector(det, int8_calibration=cal, **kw).anomaly_score(Xte)
+    try:
+        ov = export_detector(det, fmt="openvino", int8_calibration=cal, **kw)
+        scores["OpenVINO int8"] = ov.anomaly_score(Xte)
+    except Exception as exc:
+        print(f"OpenVINO int8 skipped: {exc}")
+    refit = _int8_refit_fit(Xtr, cal, args.threads)
+    ref = scores["torch"]
+    print(
+        f"{args.auroc} {args.size}², {len(Xtr)} unit-space images, {len(Xte)} test images "
+        f"({int(y.sum())} defective); PaDiM defaults, {args.threads} threads\n"
+    )
+    print("path | image AUROC | Δ vs torch | max relative score change | verdicts flipped")
+    print("---|---|---|---|---")
+    base = roc_auc(y, ref)
+    for name, s in scores.items():
+        a = roc_auc(y, s)
+        err = float(np.max(np.abs(s - ref) / np.abs(ref)))
+        flips = int(np.sum((s > det.threshold_) != (ref > det.threshold_)))
+        print(f"{name} | {a:.4f} | {a - base:+.4f} | {err:.2g} | {flips}/{len(y)}")
+    s = refit.anomaly_score(Xte)
+    a = roc_auc(y, s)
+    flips = int(np.sum((s > refit.threshold_) != (ref > det.threshold_)))
+    print(f"int8 backbone, Gaussians refitted | {a:.4f} | {a - base:+.4f} | — | {flips}/{len(y)}")
+    load1 = os.getloadavg()
+    print(
+        f"\n{time.perf_counter() - t0:.0f} s; load average before {load0[0]:.1f}, "
+        f"after {load1[0]:.1f} ({os.cpu_count()} CPUs)"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size", type=int, default=256)
@@ -120,6 +235,8 @@ def main() -> None:
     ap.add_argument("--reps1", type=int, default=20)
     ap.add_argument("--reps16", type=int, default=5)
     ap.add_argument("--no-int8", dest="int8", action="store_false", help="skip the int8 rows")
+    ap.add_argument("--auroc", metavar="DATASET", help="measure int8's image AUROC instead")
+    ap.add_argument("--n-test", type=int, default=1000, help="test images for --auroc")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--runtime", default="eager", help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
@@ -128,6 +245,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.child:
         child(args)
+        return
+    if args.auroc:
+        auroc(args)
         return
     import os
 

@@ -44,6 +44,8 @@ def quantize_int8(
         The float32 exported graph (input ``input_name``: (n, H, W) 0–255).
     calibration : ndarray, shape (m, H, W)
         Good images at the graph's input size (0–255); 16–64 are enough.
+        (Any (m, ...) batch of the graph's input works: the calibration
+        runs feed slices along the first axis.)
     input_name : str
     batch_size : int
         Images per calibration run.
@@ -77,7 +79,7 @@ def quantize_int8(
     if method not in methods:
         raise ParameterError(f"method must be one of {', '.join(methods)}, got {method!r}")
     cal = np.asarray(calibration, dtype=np.float32)
-    if cal.ndim != 3 or cal.shape[0] == 0:
+    if cal.ndim < 3 or cal.shape[0] == 0:
         raise ParameterError(
             f"int8 calibration needs good images (m, H, W) at the model's size; got {cal.shape}"
         )
