@@ -294,3 +294,27 @@ def test_torch_free_classifier_and_inspect(clf, clf_file, data, tmp_path):
         assert row["verdict"] == r.verdict
         assert float(row["score"]) == pytest.approx(r.score, rel=1e-4, abs=1e-5)
     assert {r.verdict for r in ref} == {"ok", "defect"}
+
+
+def test_serve_opens_an_exported_classifier(clf, clf_file, data):
+    """gaikan serve judges an onnx-classifier as the torch Inspector does."""
+    pytest.importorskip("fastapi")
+    pytest.importorskip("python_multipart")
+    pytest.importorskip("uvicorn")
+    httpx = pytest.importorskip("httpx")
+    from gaikan.inspection import Inspector
+    from gaikan.service import create_app
+    from test_service import LiveServer, png_bytes
+
+    _, _, Xt, _ = data
+    imgs = Xt[:6]
+    ref = Inspector(clf).judge(imgs, maps=False)
+    files = [("files", (f"{i}.png", png_bytes(im), "image/png")) for i, im in enumerate(imgs)]
+    with LiveServer(create_app(str(clf_file))) as live:
+        r = httpx.post(live.url + "/v1/inspect?overlay=0", files=files, timeout=120)
+    assert r.status_code == 200, r.text
+    got = r.json()["results"]
+    assert [g["verdict"] for g in got] == [x.verdict for x in ref]
+    np.testing.assert_allclose(
+        [g["score"] for g in got], [x.score for x in ref], rtol=1e-4, atol=1e-5
+    )
