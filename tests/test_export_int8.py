@@ -58,3 +58,23 @@ def test_int8_needs_good_images_at_the_model_size(fitted):
     det, train, _ = fitted
     with pytest.raises(ParameterError, match="int8 calibration"):
         export_detector(det, int8_calibration=train[:4, :32, :32])
+
+
+def test_cli_int8_experimental(fitted, tmp_path):
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from gaikan.cli.export import export
+
+    det, train, _ = fitted
+    det.save(tmp_path / "padim.gaikan")
+    good = tmp_path / "good"
+    good.mkdir()
+    for i, img in enumerate(train[:6]):
+        Image.fromarray(img.astype(np.uint8)).save(good / f"{i}.png")
+    out = tmp_path / "q.gaikan"
+    args = [str(tmp_path / "padim.gaikan"), "-o", str(out), "--int8-experimental", str(good)]
+    r = CliRunner().invoke(export, args)
+    assert r.exit_code == 0, r.output
+    assert "int8 (experimental): calibrated on 6 images" in r.output
+    assert gaikan.load(out).export_info_["int8"]["calibration_images"] == 6

@@ -16,6 +16,7 @@ docs/export.md ("int8").
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -63,13 +64,7 @@ def quantize_int8(
         No calibration images, or an unknown method.
     """
     require("onnxruntime", "runtime")
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod
 
     methods = {
         "minmax": CalibrationMethod.MinMax,
@@ -96,19 +91,31 @@ def quantize_int8(
         def get_next(self) -> dict[str, Any] | None:
             return next(self._it, None)
 
-    with tempfile.TemporaryDirectory(prefix="gaikan-int8-") as tmp:
-        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-        src.write_bytes(onnx_bytes)
-        quantize_static(
-            str(src),
-            str(dst),
-            Reader(),
-            quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=["Conv"],
-            per_channel=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=methods[method],
-            extra_options={"CalibTensorRangeSymmetric": False},
-        )
-        return dst.read_bytes()
+    previous = logging.root.manager.disable
+    # ONNX Runtime's quantiser logs "consider pre-processing" warnings to the root logger
+    logging.disable(logging.WARNING)
+    try:
+        with tempfile.TemporaryDirectory(prefix="gaikan-int8-") as tmp:
+            return _quantize(onnx_bytes, Reader(), Path(tmp), methods[method])
+    finally:
+        logging.disable(previous)
+
+
+def _quantize(onnx_bytes: bytes, reader: Any, tmp: Path, method: Any) -> bytes:
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    src, dst = tmp / "fp32.onnx", tmp / "int8.onnx"
+    src.write_bytes(onnx_bytes)
+    quantize_static(
+        str(src),
+        str(dst),
+        reader,
+        quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=["Conv"],
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=method,
+        extra_options={"CalibTensorRangeSymmetric": False},
+    )
+    return dst.read_bytes()
