@@ -107,6 +107,7 @@ MAX_TOTAL_BYTES: dict[str, int] = {
     "classifier": 512 * _MiB,
     "vit-classifier": 512 * _MiB,
     "classifier-ensemble": 2 * _GiB,
+    "onnx-classifier": 2 * _GiB,  # an exported ensemble holds every member's network
 }
 _DEFAULT_TOTAL = 64 * _MiB
 _ANY_TOTAL = max(MAX_TOTAL_BYTES.values())

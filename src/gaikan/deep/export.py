@@ -30,8 +30,11 @@ peak)) and verdicts are identical.  The
 errors found are stored in the model file's meta (``check``).
 
 Supported: ``padim``, ``patchcore`` and ``soart-deep`` (its SOART stages
-and MT run in float64 inside the graph, as in numpy).  The classifiers
-are not exported yet.
+and MT run in float64 inside the graph, as in numpy); the classifiers and
+ensembles by :mod:`gaikan.deep.export_classifier` (:func:`export_model`
+dispatches).  Formats: ONNX, or OpenVINO IR converted from it
+(:func:`to_format`).  An experimental int8 backbone:
+:mod:`gaikan.deep.export_int8`.
 """
 
 from __future__ import annotations
@@ -54,7 +57,9 @@ __all__ = [
     "ExportCheckError",
     "compare",
     "export_detector",
+    "export_model",
     "separable_matrices",
+    "to_format",
 ]
 
 #: Kinds :func:`export_detector` handles.
@@ -71,7 +76,11 @@ class ExportCheckError(GaikanError):
 
 # -- separable linear steps as matrices ------------------------------------------------
 def separable_matrices(
-    fn: Callable[[np.ndarray], np.ndarray], shape: tuple[int, int], *, check: bool = True
+    fn: Callable[[np.ndarray], np.ndarray],
+    shape: tuple[int, int],
+    *,
+    check: bool = True,
+    dtype: Any = np.float32,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Row and column matrices of a separable linear map of images.
 
@@ -87,11 +96,13 @@ def separable_matrices(
         (h, w) of its input.
     check : bool
         Verify ``R · x · Cᵀ == fn(x)`` on a seeded random image.
+    dtype : numpy dtype
+        Of the returned matrices (float64 where the graph computes in float64).
 
     Returns
     -------
-    R : ndarray, shape (h2, h), float32
-    C : ndarray, shape (w2, w), float32
+    R : ndarray, shape (h2, h), ``dtype``
+    C : ndarray, shape (w2, w), ``dtype``
 
     Raises
     ------
@@ -128,7 +139,7 @@ def separable_matrices(
         err = np.abs(got - ref).max()
         if not err <= 1e-4 * max(1.0, float(np.abs(ref).max())):
             raise GaikanError(f"a resampling step is not separable and linear (error {err:.2g})")
-    return R.astype(np.float32), C.astype(np.float32)
+    return R.astype(dtype), C.astype(dtype)
 
 
 def _is_identity(R: np.ndarray, C: np.ndarray) -> bool:
@@ -439,6 +450,50 @@ def _to_onnx(graph: Any, shape: tuple[int, int], opset: int) -> bytes:
     return buf.getvalue()
 
 
+# -- formats --------------------------------------------------------------------------------
+def to_format(onnx_bytes: bytes, fmt: str) -> dict[str, bytes]:
+    """The graph members of format ``fmt`` for an exported ONNX graph.
+
+    Parameters
+    ----------
+    onnx_bytes : bytes
+        The serialised ONNX graph.
+    fmt : {"onnx", "openvino"}
+        ``"openvino"`` converts the graph to OpenVINO IR (``model.xml`` +
+        ``model.bin``, float32 weights: no fp16 compression) with the
+        installed ``openvino`` package.
+
+    Returns
+    -------
+    dict of str to bytes
+        The blob members (:data:`gaikan.runtime.backends.FORMATS`).
+
+    Raises
+    ------
+    ParameterError
+        An unknown format, or OpenVINO not installed (the message says what
+        to install).
+    """
+    if fmt == "onnx":
+        return {"model.onnx": onnx_bytes}
+    if fmt != "openvino":
+        raise ParameterError(f"unknown export format {fmt!r}; choose onnx or openvino")
+    try:
+        import openvino as ov
+    except ImportError as exc:
+        raise ParameterError(
+            f"--format openvino needs OpenVINO: pip install 'gaikan[openvino]' ({exc})"
+        ) from None
+    import tempfile
+    from pathlib import Path
+
+    model = ov.Core().read_model(onnx_bytes)
+    with tempfile.TemporaryDirectory(prefix="gaikan-ov-") as tmp:
+        xml = Path(tmp) / "model.xml"
+        ov.save_model(model, str(xml), compress_to_fp16=False)
+        return {"model.xml": xml.read_bytes(), "model.bin": xml.with_suffix(".bin").read_bytes()}
+
+
 # -- equality check -----------------------------------------------------------------------
 def compare(source: Any, exported: Any, images: np.ndarray) -> dict[str, Any]:
     """How closely ``exported`` scores like ``source`` on ``images``.
@@ -493,15 +548,20 @@ def _check_batch(shape: tuple[int, int], n: int = 4) -> np.ndarray:
 def export_detector(
     det: Any,
     *,
+    fmt: str = "onnx",
     opset: int = 17,
     check_images: np.ndarray | None = None,
     num_threads: int | None = None,
+    int8_calibration: np.ndarray | None = None,
 ) -> OnnxDetector:
     """Export a fitted PaDiM, PatchCore or SOARTDeep to a torch-free :class:`OnnxDetector`.
 
     Parameters
     ----------
     det : fitted PaDiM, PatchCore or SOARTDeep
+    fmt : {"onnx", "openvino"}
+        Graph format: ONNX (run by ONNX Runtime) or OpenVINO IR (the same
+        graph converted; run by OpenVINO's CPU plugin).
     opset : int
         ONNX opset (17: ONNX Runtime ≥ 1.13).
     check_images : ndarray, shape (n, H, W), optional
@@ -509,6 +569,13 @@ def export_detector(
         Give real parts (good and defective) to check verdicts that matter.
     num_threads : int, optional
         ONNX Runtime threads of the returned detector (stored in its params).
+    int8_calibration : ndarray, shape (m, H, W), optional
+        Experimental: good images to calibrate an int8 quantisation of the
+        backbone's convolutions (:func:`gaikan.deep.export_int8.quantize_int8`).
+        The float32 graph is checked as always; the int8 graph's differences
+        from the source are recorded in ``export_info_["int8"]["check"]``
+        (not held to the float32 limits).  See docs/export.md for its
+        measured accuracy change.
 
     Returns
     -------
@@ -529,11 +596,18 @@ def export_detector(
     kind = getattr(type(det), "kind", "")
     if kind not in EXPORTABLE:
         raise ParameterError(
-            f"gaikan export handles {', '.join(EXPORTABLE)} models; this is a {kind or type(det)!r}"
-            " model (the classifiers are not exportable yet)"
+            f"gaikan export handles {', '.join(EXPORTABLE)} models and the classifiers "
+            f"(export_classifier); this is a {kind or type(det)!r} model"
         )
     if not hasattr(det, "threshold_"):
         raise ParameterError(f"this {type(det).__name__} is not fitted; fit it before exporting")
+    if kind == "soart-deep" and fmt == "openvino":
+        # OpenVINO's CPU plugin runs the float64 SOART head in float32: scores
+        # then differ by up to 100 % (measured), so the check would refuse it
+        raise ParameterError(
+            "a soart-deep model cannot be exported to OpenVINO (its float64 SOART/MT head "
+            "runs in float32 there and scores differ); use --format onnx"
+        )
     if getattr(det, "device", "cpu") != "cpu":
         det.set_params(device="cpu")
         det._fe = None
@@ -541,24 +615,28 @@ def export_detector(
     graph, map_rows, map_cols = _build_graph(det)
     onnx_bytes = _to_onnx(graph, shape, opset)
     info = {
-        "format": "onnx",
+        "format": fmt,
         "opset": int(opset),
         "exported_with": {"gaikan": __version__, "torch": str(torch.__version__)},
     }
-    out = OnnxDetector.from_graph(
-        onnx_bytes,
-        threshold=float(det.threshold_),
-        image_shape=shape,
-        train_scores=np.asarray(det.train_scores_),
-        n_train=int(det.n_train_),
-        map_rows=map_rows,
-        map_cols=map_cols,
-        source_kind=kind,
-        source_params=_jsonable(det.get_params()),
-        export_info=info,
-        num_threads=num_threads,
-    )
+    built: dict[str, Any] = {
+        "threshold": float(det.threshold_),
+        "image_shape": shape,
+        "train_scores": np.asarray(det.train_scores_),
+        "n_train": int(det.n_train_),
+        "map_rows": map_rows,
+        "map_cols": map_cols,
+        "source_kind": kind,
+        "source_params": _jsonable(det.get_params()),
+        "num_threads": num_threads,
+    }
     imgs = _check_batch(shape) if check_images is None else np.asarray(check_images, np.float32)
+    int8 = int8_calibration is not None
+    out = OnnxDetector.from_graph(
+        onnx_bytes if int8 else to_format(onnx_bytes, fmt),
+        export_info={**info, "format": "onnx" if int8 else fmt},
+        **built,
+    )
     check = compare(det, out, imgs)
     if not check["ok"]:
         raise ExportCheckError(
@@ -567,6 +645,22 @@ def export_detector(
             f"error {check['map_abs']:.2g} normalised, limit {MAP_ATOL:g}; verdicts equal: "
             f"{check['verdicts_equal']}); please report this with the model's kind and params"
         )
+    if int8:
+        from .export_int8 import quantize_int8
+
+        cal = np.asarray(int8_calibration, np.float32)
+        if cal.ndim != 3 or cal.shape[1:] != shape:
+            raise ParameterError(
+                f"int8 calibration images must be (m, {shape[0]}, {shape[1]}); got {cal.shape}"
+            )
+        q = quantize_int8(onnx_bytes, cal)
+        out = OnnxDetector.from_graph(to_format(q, fmt), export_info=dict(info), **built)
+        out.export_info_["int8"] = {
+            "calibration_images": int(cal.shape[0]),
+            "method": "minmax",
+            "quantised": "Conv (per-channel int8 weights, uint8 activations, QDQ)",
+            "check": compare(det, out, imgs),
+        }
     out.export_info_["check"] = check
     return out
 
@@ -580,3 +674,29 @@ def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
             v = v.item()
         out[k] = v
     return out
+
+
+def export_model(model: Any, **kw: Any) -> Any:
+    """Export any exportable fitted model: a deep detector or a classifier (ensemble).
+
+    Dispatches on the model's family to :func:`export_detector` (→
+    :class:`~gaikan.runtime.OnnxDetector`) or
+    :func:`gaikan.deep.export_classifier.export_classifier` (→
+    :class:`~gaikan.runtime.OnnxClassifier`); keyword arguments are passed
+    on (``fmt``, ``opset``, ``check_images``, ``num_threads``).
+    """
+    from ..detectors.registry import model_family
+
+    try:
+        family = model_family(model)
+    except ParameterError:
+        family = "detector"
+    if family == "classifier":
+        if getattr(type(model), "kind", "") == "onnx-classifier":
+            raise ParameterError(
+                "this model is already exported (onnx-classifier); export its source classifier"
+            )
+        from .export_classifier import export_classifier
+
+        return export_classifier(model, **kw)
+    return export_detector(model, **kw)

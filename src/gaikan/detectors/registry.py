@@ -85,6 +85,14 @@ KINDS: dict[str, ModelKind] = {
         ModelKind(
             "classifier", "gaikan.deep.classify.classifier:Classifier", "classifier", "deep", 128
         ),
+        # a classifier or ensemble exported to ONNX / OpenVINO: no torch (gaikan[runtime])
+        ModelKind(
+            "onnx-classifier",
+            "gaikan.runtime.onnx_classifier:OnnxClassifier",
+            "classifier",
+            "core",
+            128,
+        ),
         ModelKind(
             "vit-classifier", "gaikan.deep.classify.vit:ViTClassifier", "classifier", "deep", 128
         ),

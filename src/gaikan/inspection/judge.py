@@ -189,7 +189,8 @@ class Inspector:
             best = proba.argmax(axis=1)
             expl = (
                 np.asarray(clf.explain(images, target=np.asarray(clf.classes_)[best]))
-                if maps
+                # an exported classifier carries no explanation: no map, no made-up peak
+                if maps and getattr(clf, "explains", True)
                 else None
             )
         if self._good_idx is None:

@@ -1,4 +1,4 @@
-"""A deep detector exported to one ONNX graph, run by ONNX Runtime without torch.
+"""A deep detector exported to one graph, run by ONNX Runtime (or OpenVINO) without torch.
 
 ``gaikan export`` (:func:`gaikan.deep.export.export_detector`) turns a fitted
 PaDiM, PatchCore or SOARTDeep into one ONNX graph from the grey image batch to the
@@ -11,7 +11,9 @@ detector's outputs::
 
 The graph holds everything: resize, normalisation, backbone, feature
 aggregation, the Mahalanobis / nearest-neighbour stage, upsampling and blur.
-This class wraps it in the detector contract of
+It is held as ONNX (run by ONNX Runtime) or, exported with ``--format
+openvino``, as OpenVINO IR (run by OpenVINO); :mod:`gaikan.runtime.backends`
+opens either.  This class wraps it in the detector contract of
 :class:`gaikan.detectors.base.BaseDetector` (``detect``, ``anomaly_score``,
 ``anomaly_map``, ``patch_scores``, ``score_samples``, ``predict``,
 ``threshold_``, ``image_shape_``), so :class:`gaikan.inspection.Inspector`,
@@ -20,8 +22,8 @@ other.  It imports numpy and ONNX Runtime only (extra ``gaikan[runtime]``).
 
 Model file (kind ``onnx-detector``)
 -----------------------------------
-``model.onnx``
-    The graph (a blob member; checksummed by the manifest like every member).
+``model.onnx`` (format ``onnx``) or ``model.xml`` + ``model.bin`` (``openvino``)
+    The graph (blob members; checksummed by the manifest like every member).
 ``arrays.npz``
     ``train_scores`` (the source's leave-one-out scores), ``map_rows``
     (H, gh) and ``map_cols`` (W, gw): the graph's final linear map from grid
@@ -29,7 +31,9 @@ Model file (kind ``onnx-detector``)
 ``params.json``
     Params ``num_threads`` and ``batch_size``; meta: ``threshold``,
     ``image_shape``, ``grid``, ``source_kind``, ``source_params``,
-    ``opset`` and the versions the graph was exported with.
+    ``format``, ``opset``, the versions the graph was exported with, the
+    export's equality ``check`` and, for an experimental int8 export,
+    ``int8`` (calibration and its measured error).
 
 An exported model cannot be refitted: fit the source detector and export
 again.
@@ -43,9 +47,9 @@ from typing import Any
 
 import numpy as np
 
-from .._optional import require
 from ..detectors.base import BaseDetector, Detection
 from ..errors import ModelFileError, ParameterError
+from .backends import graph_members, open_backend
 
 __all__ = ["GRAPH_INPUT", "GRAPH_MEMBER", "GRAPH_OUTPUTS", "OnnxDetector"]
 
@@ -55,31 +59,6 @@ GRAPH_MEMBER = "model.onnx"
 GRAPH_INPUT = "images"
 #: Names of the graph's outputs, in order.
 GRAPH_OUTPUTS = ("grid", "score", "map")
-
-
-def _session(graph: bytes, num_threads: int | None) -> Any:
-    """An ONNX Runtime CPU session for ``graph`` (sequential, no spinning threads)."""
-    ort = require("onnxruntime", "runtime")
-    so = ort.SessionOptions()
-    if num_threads is not None:
-        so.intra_op_num_threads = int(num_threads)
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3
-    # ORT's arena keeps the peak activation memory of the largest batch for
-    # the session's lifetime; without it memory goes back after each run.
-    so.enable_cpu_mem_arena = False
-    # Idle ORT threads spin by default and steal the cores of whatever runs
-    # next (image decoding, overlays) on a small CPU.
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    try:
-        return ort.InferenceSession(graph, so, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001 - ORT's pybind errors derive from Exception only
-        raise ModelFileError(
-            f"the exported ONNX graph cannot be opened by this ONNX Runtime "
-            f"({ort.__version__}): {exc}; export the model again with this gaikan"
-        ) from None
 
 
 class OnnxDetector(BaseDetector):
@@ -143,13 +122,15 @@ class OnnxDetector(BaseDetector):
             raise ParameterError(f"batch_size must be ≥ 1, got {self.batch_size!r}")
         return b
 
+    _session_: Any = None
+
     def _sess(self) -> Any:
         sess = getattr(self, "_session_", None)
         if sess is None:
             with self._lock:
                 sess = getattr(self, "_session_", None)
                 if sess is None:
-                    sess = _session(self._graph, self.num_threads)
+                    sess = open_backend(self.format_, self._graph, self.num_threads)
                     self._session_ = sess
         return sess
 
@@ -233,27 +214,25 @@ class OnnxDetector(BaseDetector):
         self.source_kind_ = str(meta["source_kind"])
         self.source_params_ = dict(meta.get("source_params") or {})
         self.export_info_: dict[str, Any] = {
-            str(k): meta[k] for k in ("format", "opset", "exported_with", "check") if k in meta
+            str(k): meta[k]
+            for k in ("format", "opset", "exported_with", "check", "int8")
+            if k in meta
         }
+        self.format_ = str(meta.get("format", "onnx"))
+        graph_members(self.format_)  # an unknown format is a model-file error now
 
     def _get_blobs(self) -> dict[str, bytes]:
-        return {GRAPH_MEMBER: self._graph}
+        return dict(self._graph)
 
     def _set_blobs(self, blobs: dict[str, bytes]) -> None:
-        extra = set(blobs) - {GRAPH_MEMBER}
-        if GRAPH_MEMBER not in blobs or extra:
-            raise ModelFileError(
-                f"an onnx-detector model file holds exactly one graph member {GRAPH_MEMBER!r}; "
-                f"found {sorted(blobs)}"
-            )
-        self._graph = bytes(blobs[GRAPH_MEMBER])
+        self._graph = {str(k): bytes(v) for k, v in blobs.items()}
         self._lock = threading.Lock()
         self._session_ = None
-        # open the graph now: a missing onnxruntime or an unreadable graph is
-        # a load-time error (gaikan inspect exits 4), not a scoring-time one
+        # open the graph now: a missing engine or an unreadable graph is a
+        # load-time error (gaikan inspect exits 4), not a scoring-time one
         sess = self._sess()
-        names = [o.name for o in sess.get_outputs()]
-        inputs = [i.name for i in sess.get_inputs()]
+        names = list(sess.output_names)
+        inputs = list(sess.input_names)
         if inputs != [GRAPH_INPUT] or not set(GRAPH_OUTPUTS) <= set(names):
             raise ModelFileError(
                 f"the ONNX graph has inputs {inputs} and outputs {names}; an onnx-detector "
@@ -263,7 +242,7 @@ class OnnxDetector(BaseDetector):
     @classmethod
     def from_graph(
         cls,
-        graph: bytes,
+        graph: bytes | dict[str, bytes],
         *,
         threshold: float,
         image_shape: tuple[int, int],
@@ -281,9 +260,11 @@ class OnnxDetector(BaseDetector):
 
         Parameters
         ----------
-        graph : bytes
+        graph : bytes or dict of str to bytes
             Serialised ONNX model with input ``images`` and outputs
-            ``grid``, ``score``, ``map``.
+            ``grid``, ``score``, ``map``; or the blob members of the
+            format named by ``export_info["format"]``
+            (:data:`gaikan.runtime.backends.FORMATS`).
         threshold : float
         image_shape : (int, int)
         train_scores : ndarray, shape (k,)
@@ -307,7 +288,7 @@ class OnnxDetector(BaseDetector):
             **(export_info or {}),
         }
         det._set_state({"map_rows": map_rows, "map_cols": map_cols}, meta)
-        det._set_blobs({GRAPH_MEMBER: graph})
+        det._set_blobs(graph if isinstance(graph, dict) else {GRAPH_MEMBER: graph})
         det.set_threshold(float(threshold))
         return det
 
