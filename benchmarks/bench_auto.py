@@ -162,6 +162,7 @@ def run_set(
     out = {
         "set": name,
         "n_train": int(n),
+        "n_img": int(res.n_img),
         "n_test": len(test),
         "n_defect": int(labels.sum()),
         "spearman_objective": spearman([r["objective"] for r in ok], [r["real_auroc"] for r in ok]),
@@ -184,6 +185,26 @@ def run_set(
         f"({best['real_auroc']:.3f}) within 0.01: {out['within_001']}"
     )
     return out
+
+
+def replay(results: list[dict], budget: float) -> list[dict]:
+    """Auto's pick under ``budget`` with *today's* cost prior and order, replayed
+    on an earlier run's measured candidate times and scores (the rows of a
+    ``--json`` file): the effect of the budget logic alone."""
+    from gaikan.autoselect import default_candidates
+
+    cands = default_candidates()
+    for r in results:
+        rows = {x["label"]: x for x in r["rows"]}
+        n = r["n_train"]
+        n_held = max(3, round(0.3 * n))  # runs before n_img was stored: one copy each
+        n_img = r.get("n_img", (n - n_held) + 2 * n_held)
+        pick = replay_budget([c for c in cands if c.label in rows], rows, budget, n_img)
+        best = max((x for x in rows.values() if "real_auroc" in x), key=lambda x: x["real_auroc"])
+        r["pick"] = pick
+        r["pick_real"] = rows[pick]["real_auroc"] if pick else None
+        r["within_001"] = bool(pick and best["real_auroc"] - rows[pick]["real_auroc"] <= 0.01)
+    return results
 
 
 def table(results: list[dict]) -> str:
@@ -228,12 +249,21 @@ def main() -> None:
     ap.add_argument("--cache", default="bench-out/auto")
     ap.add_argument("--json", default=None, help="Write every row here.")
     ap.add_argument(
+        "--replay",
+        default=None,
+        help="A --json file of an earlier run: print its table with auto's pick replayed "
+        "under today's budget logic (nothing is fitted).",
+    )
+    ap.add_argument(
         "--reuse-real",
         default=None,
         help="A --json file of an earlier run: take each (set, candidate)'s real AUROC from it "
         "(it depends on the candidate and the data only, not on how auto chooses).",
     )
     args = ap.parse_args()
+    if args.replay:
+        print(table(replay(json.loads(Path(args.replay).read_text()), args.budget)))
+        return
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
 

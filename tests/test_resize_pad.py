@@ -23,7 +23,7 @@ from gaikan.geometry import (
     to_model,
 )
 from gaikan.inspection import Inspector, to_original
-from gaikan.io import load_image
+from gaikan.io import decode_upload, load_image
 from gaikan.modelfile import read_model
 
 sides = st.integers(min_value=1, max_value=3000)
@@ -179,6 +179,14 @@ def test_fit_pad_end_to_end_peaks_in_original_pixels(tmp_path):
         # in the 40 x 120 original, on (or next to) the planted defect (a stretch
         # mapping of the padded model pixel would put it near row 25)
         assert 28 <= int(r["peak_row"]) <= 38 and 92 <= int(r["peak_col"]) <= 104, r
+    # the station's and the watcher's path (bytes decoded like an upload) agrees
+    core = Inspector(det)
+    for r in rows:
+        data = open(r["file"], "rb").read()
+        img, original = decode_upload(data, "u.png", core.image_shape, resize=core.resize)
+        (res,) = core.judge(img[None], shapes=[original])
+        assert (res.peak_row, res.peak_col) == (int(r["peak_row"]), int(r["peak_col"]))
+        assert res.score == pytest.approx(float(r["score"]), rel=1e-6)
 
 
 def test_old_and_stretched_models_stay_stretch(tmp_path):
