@@ -271,10 +271,16 @@ def main() -> None:
         print(s, flush=True)
 
     log(f"load {os.getloadavg()[0]:.2f}")
-    known: dict[str, dict[str, float]] = {}
-    if args.reuse_real:
+
+    def known(name: str) -> dict[str, float] | None:
+        """The set's real AUROCs from --reuse-real (read now: that run may still be going)."""
+        if not args.reuse_real or not Path(args.reuse_real).exists():
+            return None
         for r in json.loads(Path(args.reuse_real).read_text()):
-            known[r["set"]] = {x["label"]: x["real_auroc"] for x in r["rows"] if "real_auroc" in x}
+            if r["set"] == name:
+                return {x["label"]: x["real_auroc"] for x in r["rows"] if "real_auroc" in x}
+        return None
+
     results = []
     for name in args.sets.split(","):
         if name == "elpv":
@@ -283,7 +289,7 @@ def main() -> None:
             data = connectors(name.split("-", 1)[1], cache)
         else:
             data = texture(name)
-        results.append(run_set(name, data, args.budget, log, known.get(name)))
+        results.append(run_set(name, data, args.budget, log, known(name)))
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=1, default=str))
     log(f"load {os.getloadavg()[0]:.2f}")

@@ -1,11 +1,15 @@
 """``--detector auto``: choose a configuration from good images alone.
 
-No defective part is needed.  Part of the unit space is held out; a copy of
-every held-out image gets one planted anomaly (:mod:`gaikan.synth.anomalies`:
-scratches, cracks, spots, stains, noise patches, cut-paste, local blur and
-brightness changes, in turn), so the held-out goods and their damaged
-copies form a test set with exact masks.  Candidate configurations are
-fitted on the rest, cheapest first, while the time budget lasts, and scored
+No defective part is needed.  Part of the unit space is held out; two copies
+of every held-out image get one planted anomaly each, kinds and extents
+(3, 5 and 8 % of the shorter side) in turn: surface defects from
+:mod:`gaikan.synth.anomalies` (scratches, cracks, spots, stains, noise
+patches, cut-paste, local blur and brightness changes) and two structural
+ones defined here, a block of the part *shifted* by a fraction of its size
+(a misplaced component) and a block whose structure is *missing* (filled by
+the smooth shading around it).  The held-out goods and their damaged copies
+form a test set with exact masks.  Candidate configurations are fitted on
+the rest, cheapest first, while the time budget lasts, and scored
 by image AUROC and *pointing* (the share of damaged copies whose map peaks
 inside the planted mask) on that test set.  The winner maximises
 ``AUROC + 0.1 · pointing`` (accuracy first, localisation as the tie-break)
@@ -55,8 +59,25 @@ COST_UNKNOWN = (5.0, 0.2)
 #: the winner is still refitted on all of them): the ranking needs a few
 #: hundred images, not thousands, and the budget then reaches the deep kinds.
 MAX_CHOICE_IMAGES = 240
-#: Kinds of anomaly planted, in turn, one per held-out image.
-PLANTED = ("scratch", "spot", "noise", "cutpaste", "crack", "bright", "stain", "blur")
+#: Kinds of anomaly planted, in turn, :data:`COPIES` per held-out image.
+PLANTED = (
+    "scratch",
+    "shift",
+    "spot",
+    "noise",
+    "missing",
+    "cutpaste",
+    "crack",
+    "bright",
+    "stain",
+    "blur",
+)
+#: Damaged copies of each held-out image (each with another kind).
+COPIES = 2
+#: Extents of the planted anomalies (fraction of the shorter side), in turn:
+#: real defects are mostly small (hairline cracks, pin-holes), and one large
+#: size alone favours coarse configurations that miss them.
+PLANTED_SIZES = (0.03, 0.05, 0.08)
 
 
 @dataclass(frozen=True)
@@ -146,18 +167,67 @@ def _resize(images: np.ndarray, size: tuple[int, int], nearest: bool = False) ->
     return out
 
 
-def _planted_test_set(held: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Held-out goods and one damaged copy of each: images, labels, masks."""
+def _block(shape: tuple[int, int], rng: np.random.Generator, size: float) -> tuple[int, ...]:
+    """A random block (top, left, height, width) about ``1.5 · size`` of each side."""
+    h, w = shape
+    bh = int(min(h // 2, max(4, round(1.5 * size * h * rng.uniform(0.8, 1.25)))))
+    bw = int(min(w // 2, max(4, round(1.5 * size * w * rng.uniform(0.8, 1.25)))))
+    return int(rng.integers(0, h - bh + 1)), int(rng.integers(0, w - bw + 1)), bh, bw
+
+
+def _shift(img: np.ndarray, rng: np.random.Generator, size: float) -> np.ndarray:
+    """A block of the part displaced by 25–50 % of its size (a misplaced component)."""
+    h, w = img.shape
+    y, x, bh, bw = _block(img.shape, rng, size)
+    ang = rng.uniform(0, 2 * np.pi)
+    frac = rng.uniform(0.25, 0.5)
+    y1 = int(np.clip(y + round(frac * bh * np.sin(ang)), 0, h - bh))
+    x1 = int(np.clip(x + round(frac * bw * np.cos(ang)), 0, w - bw))
+    out = img.copy()
+    out[y1 : y1 + bh, x1 : x1 + bw] = img[y : y + bh, x : x + bw]
+    return out
+
+
+def _missing(img: np.ndarray, rng: np.random.Generator, size: float) -> np.ndarray:
+    """A block whose structure is gone: the image's smooth shading there."""
+    from scipy import ndimage
+
+    y, x, bh, bw = _block(img.shape, rng, size)
+    smooth = ndimage.gaussian_filter(img, max(bh, bw) / 2.0, mode="reflect")
+    out = img.copy()
+    out[y : y + bh, x : x + bw] = smooth[y : y + bh, x : x + bw]
+    return out
+
+
+def _plant(img: np.ndarray, kind: str, rng: np.random.Generator, size: float) -> tuple:
+    """One anomaly of ``kind`` (a structural one here, else :func:`gaikan.synth.anomalies.plant`):
+    image and mask (the pixels changed by more than half a grey level)."""
     from .synth.anomalies import plant
 
+    local = {"shift": _shift, "missing": _missing}.get(kind)
+    if local is None:
+        return plant(img, kind, rng, size=size)
+    for _ in range(5):
+        out = local(img, rng, size)
+        mask = np.abs(out - img) > 0.5
+        if mask.any():
+            return out, mask
+    return plant(img, "spot", rng, size=size)  # a flat image: nothing to shift
+
+
+def _planted_test_set(held: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Held-out goods and :data:`COPIES` damaged copies of each: images, labels, masks."""
     rng = np.random.default_rng(seed)
     bad, masks = [], []
     for i, img in enumerate(held):
-        out, mask = plant(img, PLANTED[i % len(PLANTED)], rng, size=0.08)
-        bad.append(out)
-        masks.append(mask)
+        for j in range(COPIES):
+            k = COPIES * i + j  # 10 kinds, 3 sizes: every kind meets every size
+            kind, size = PLANTED[k % len(PLANTED)], PLANTED_SIZES[k % len(PLANTED_SIZES)]
+            out, mask = _plant(img, kind, rng, size)
+            bad.append(out)
+            masks.append(mask)
     images = np.concatenate([held, np.stack(bad)])
-    labels = np.r_[np.zeros(len(held), int), np.ones(len(held), int)]
+    labels = np.r_[np.zeros(len(held), int), np.ones(len(bad), int)]
     all_masks = np.concatenate([np.zeros(held.shape, bool), np.stack(masks)])
     return images, labels, all_masks
 
@@ -292,7 +362,7 @@ def select(
     runner_up = sorted(ok, key=lambda r: -r["objective"])[1:2]
     reason = (
         f"{best.label} had the best image AUROC + {POINTING_WEIGHT} × pointing on "
-        f"{n_held} held-out good images and {n_held} planted anomalies "
+        f"{n_held} held-out good images and {COPIES * n_held} planted anomalies "
         f"(AUROC {best_row['image_auroc']:.3f}, pointing {best_row['pointing']:.2f}"
         + (f"; next: {runner_up[0]['label']} {runner_up[0]['objective']:.3f}" if runner_up else "")
         + ")"
