@@ -62,14 +62,19 @@ def export(model, output, fmt, check, opset, threads):
         from ..deep.export import ExportCheckError, export_detector
     except ImportError as exc:
         fail(f"exporting needs the deep extra: pip install 'gaikan[deep]' ({exc})", Exit.MODEL)
+    from ..geometry import resize_mode, stamp
+
     det = load_model(model)
+    mode = resize_mode(det)  # a padded model's export pads too
     images = None
     if check:
         from ..io import load_images
 
         files = collect(check)
         batch = (
-            load_images(files, tuple(det.image_shape_)) if hasattr(det, "image_shape_") else None
+            load_images(files, tuple(det.image_shape_), resize=mode)
+            if hasattr(det, "image_shape_")
+            else None
         )
         if batch is None or not len(batch.paths):
             fail("none of the --check images could be read", Exit.INPUT)
@@ -80,7 +85,13 @@ def export(model, output, fmt, check, opset, threads):
         fail(str(exc), Exit.MODEL)
     except ExportCheckError as exc:
         fail(str(exc), Exit.INTERNAL)
-    exported.save(Path(output))
+    if mode == "stretch":
+        exported.save(Path(output))
+    else:
+        from ..modelfile import write_model
+
+        exported.resize_ = mode
+        write_model(Path(output), stamp(exported.to_modelfile(), mode))
     c = exported.export_info_["check"]
     click.echo(
         f"exported {exported.source_kind_} → {output} ({fmt}, opset {opset}); checked on "
