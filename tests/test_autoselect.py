@@ -84,6 +84,6 @@ def test_choice_uses_a_capped_subset_and_refits_on_all(monkeypatch):
         good, budget_s=60, candidates=[Candidate("rt", {"kernel": 8, "stride": 4}, (40, 40))]
     )
     n_held = 6  # 30 % of the 20 images in the choice
-    assert res.n_img == (20 - n_held) + 2 * n_held
+    assert res.n_img == (20 - n_held) + (1 + auto.COPIES) * n_held
     assert f"{n_held} held-out good images" in res.reason
     assert res.model.n_train_ == 30  # the winner still sees every good image
