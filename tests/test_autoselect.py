@@ -63,3 +63,27 @@ def test_fit_auto_cli_writes_model_and_table(tmp_path):
     assert sum(r["chosen"] == "True" for r in rows) == 1
     chosen = next(r for r in rows if r["chosen"] == "True")
     assert gaikan.load(out).kind == chosen["kind"]
+
+
+def test_default_candidates_run_cheapest_first():
+    from gaikan.autoselect import default_candidates, prior_cost
+
+    cands = default_candidates(deep=True)
+    costs = [prior_cost(c, 100) for c in cands]
+    assert costs == sorted(costs)
+    assert cands[0].kind == "rt" and {"padim", "patchcore"} <= {c.kind for c in cands}
+    assert all(c.kind not in ("padim", "patchcore") for c in default_candidates(deep=False))
+
+
+def test_choice_uses_a_capped_subset_and_refits_on_all(monkeypatch):
+    import gaikan.autoselect as auto
+
+    monkeypatch.setattr(auto, "MAX_CHOICE_IMAGES", 20)
+    good = structured_images(30, size=40, seed=3)
+    res = select(
+        good, budget_s=60, candidates=[Candidate("rt", {"kernel": 8, "stride": 4}, (40, 40))]
+    )
+    n_held = 6  # 30 % of the 20 images in the choice
+    assert res.n_img == (20 - n_held) + (1 + auto.COPIES) * n_held
+    assert f"{n_held} held-out good images" in res.reason
+    assert res.model.n_train_ == 30  # the winner still sees every good image

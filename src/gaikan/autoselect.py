@@ -1,11 +1,15 @@
 """``--detector auto``: choose a configuration from good images alone.
 
-No defective part is needed.  Part of the unit space is held out; a copy of
-every held-out image gets one planted anomaly (:mod:`gaikan.synth.anomalies`:
-scratches, cracks, spots, stains, noise patches, cut-paste, local blur and
-brightness changes, in turn), so the held-out goods and their damaged
-copies form a test set with exact masks.  Candidate configurations are
-fitted on the rest, cheapest first, while the time budget lasts, and scored
+No defective part is needed.  Part of the unit space is held out; two copies
+of every held-out image get one planted anomaly each, kinds and extents
+(3, 5 and 8 % of the shorter side) in turn: surface defects from
+:mod:`gaikan.synth.anomalies` (scratches, cracks, spots, stains, noise
+patches, cut-paste, local blur and brightness changes) and two structural
+ones defined here, a block of the part *shifted* by a fraction of its size
+(a misplaced component) and a block whose structure is *missing* (filled by
+the smooth shading around it).  The held-out goods and their damaged copies
+form a test set with exact masks.  Candidate configurations are fitted on
+the rest, cheapest first, while the time budget lasts, and scored
 by image AUROC and *pointing* (the share of damaged copies whose map peaks
 inside the planted mask) on that test set.  The winner maximises
 ``AUROC + 0.1 · pointing`` (accuracy first, localisation as the tie-break)
@@ -24,17 +28,56 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["AutoResult", "Candidate", "default_candidates", "select", "write_table"]
+__all__ = [
+    "AutoResult",
+    "Candidate",
+    "default_candidates",
+    "prior_cost",
+    "select",
+    "write_table",
+]
 
 #: Weight of pointing beside image AUROC in the choice.
 POINTING_WEIGHT = 0.1
-#: Prior cost (seconds per image, fit + score, 2 CPU cores, at 100×100 pixels;
-#: scaled by pixel count) of kinds not tried yet in a run, measured on the
-#: synthetic connectors.  Used only to decide whether a candidate still fits
-#: in the budget; once a kind has run, its measured cost replaces the prior.
-COST_PRIOR = {"rt": 0.004, "soart3map": 0.006, "soartc": 0.12, "padim": 0.06, "patchcore": 0.05}
-#: Kinds of anomaly planted, in turn, one per held-out image.
-PLANTED = ("scratch", "spot", "noise", "cutpaste", "crack", "bright", "stain", "blur")
+#: Prior cost of kinds not tried yet in a run: (fixed seconds, seconds per
+#: image at 100×100 pixels, scaled by pixel count), fit + score, on 2 shared
+#: CPU cores, measured by ``benchmarks/bench_auto.py`` on ELPV and the basket
+#: (the fixed part is the backbone's construction for the deep kinds).  Used
+#: to order the candidates (cheapest first) and to decide whether one still
+#: fits in the budget; once a kind has run, its measured cost replaces the
+#: prior.
+COST_PRIOR: dict[str, tuple[float, float]] = {
+    "rt": (0.5, 0.0015),
+    "soart3map": (0.5, 0.003),
+    "soartc": (2.0, 0.02),
+    "padim": (8.0, 0.01),
+    "patchcore": (8.0, 0.025),
+}
+#: Prior of a kind missing from :data:`COST_PRIOR`.
+COST_UNKNOWN = (5.0, 0.2)
+#: At most this many good images take part in the choice (a seeded subset;
+#: the winner is still refitted on all of them): the ranking needs a few
+#: hundred images, not thousands, and the budget then reaches the deep kinds.
+MAX_CHOICE_IMAGES = 240
+#: Kinds of anomaly planted, in turn, :data:`COPIES` per held-out image.
+PLANTED = (
+    "scratch",
+    "shift",
+    "spot",
+    "noise",
+    "missing",
+    "cutpaste",
+    "crack",
+    "bright",
+    "stain",
+    "blur",
+)
+#: Damaged copies of each held-out image (each with another kind).
+COPIES = 2
+#: Extents of the planted anomalies (fraction of the shorter side), in turn:
+#: real defects are mostly small (hairline cracks, pin-holes), and one large
+#: size alone favours coarse configurations that miss them.
+PLANTED_SIZES = (0.03, 0.05, 0.08)
 
 
 @dataclass(frozen=True)
@@ -62,11 +105,15 @@ class AutoResult:
         The winner refitted on every good image.
     rows : list of dict
         One per candidate tried: label, kind, params, size, image_auroc,
-        pointing, objective, fit_s, ms_per_img, chosen (and error).
+        pointing, objective, fit_s, ms_per_img, elapsed_s (the candidate's
+        whole cost, resizing included), chosen (and error).
     skipped : list of Candidate
         Not tried because the budget ran out.
     reason : str
         Why the winner won, in one sentence.
+    n_img : int
+        Images each candidate was fitted on and scored on, together (the
+        unit for the budget's cost estimates).
     """
 
     best: Candidate
@@ -74,6 +121,7 @@ class AutoResult:
     rows: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[Candidate] = field(default_factory=list)
     reason: str = ""
+    n_img: int = 0
 
 
 def _deep_available() -> bool:
@@ -82,8 +130,15 @@ def _deep_available() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("torch", "timm"))
 
 
+def prior_cost(cand: Candidate, n_images: int) -> float:
+    """Expected seconds to try ``cand`` on ``n_images`` images (:data:`COST_PRIOR`)."""
+    fixed, rate = COST_PRIOR.get(cand.kind, COST_UNKNOWN)
+    return fixed + rate * n_images * cand.size[0] * cand.size[1] / 1e4
+
+
 def default_candidates(deep: bool | None = None) -> list[Candidate]:
-    """The configurations tried, cheapest first (deep ones only with gaikan[deep])."""
+    """The configurations tried, cheapest first by :func:`prior_cost` (deep
+    ones only with gaikan[deep])."""
     px = [
         Candidate("soartc", {}, (100, 100)),
         Candidate("rt", {}, (100, 100)),
@@ -96,7 +151,7 @@ def default_candidates(deep: bool | None = None) -> list[Candidate]:
             Candidate("padim", {}, (256, 256)),
             Candidate("patchcore", {}, (256, 256)),
         ]
-    return px
+    return sorted(px, key=lambda c: prior_cost(c, 100))
 
 
 def _resize(images: np.ndarray, size: tuple[int, int], nearest: bool = False) -> np.ndarray:
@@ -112,18 +167,67 @@ def _resize(images: np.ndarray, size: tuple[int, int], nearest: bool = False) ->
     return out
 
 
-def _planted_test_set(held: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Held-out goods and one damaged copy of each: images, labels, masks."""
+def _block(shape: tuple[int, int], rng: np.random.Generator, size: float) -> tuple[int, ...]:
+    """A random block (top, left, height, width) about ``1.5 · size`` of each side."""
+    h, w = shape
+    bh = int(min(h // 2, max(4, round(1.5 * size * h * rng.uniform(0.8, 1.25)))))
+    bw = int(min(w // 2, max(4, round(1.5 * size * w * rng.uniform(0.8, 1.25)))))
+    return int(rng.integers(0, h - bh + 1)), int(rng.integers(0, w - bw + 1)), bh, bw
+
+
+def _shift(img: np.ndarray, rng: np.random.Generator, size: float) -> np.ndarray:
+    """A block of the part displaced by 25–50 % of its size (a misplaced component)."""
+    h, w = img.shape
+    y, x, bh, bw = _block(img.shape, rng, size)
+    ang = rng.uniform(0, 2 * np.pi)
+    frac = rng.uniform(0.25, 0.5)
+    y1 = int(np.clip(y + round(frac * bh * np.sin(ang)), 0, h - bh))
+    x1 = int(np.clip(x + round(frac * bw * np.cos(ang)), 0, w - bw))
+    out = img.copy()
+    out[y1 : y1 + bh, x1 : x1 + bw] = img[y : y + bh, x : x + bw]
+    return out
+
+
+def _missing(img: np.ndarray, rng: np.random.Generator, size: float) -> np.ndarray:
+    """A block whose structure is gone: the image's smooth shading there."""
+    from scipy import ndimage
+
+    y, x, bh, bw = _block(img.shape, rng, size)
+    smooth = ndimage.gaussian_filter(img, max(bh, bw) / 2.0, mode="reflect")
+    out = img.copy()
+    out[y : y + bh, x : x + bw] = smooth[y : y + bh, x : x + bw]
+    return out
+
+
+def _plant(img: np.ndarray, kind: str, rng: np.random.Generator, size: float) -> tuple:
+    """One anomaly of ``kind`` (a structural one here, else :func:`gaikan.synth.anomalies.plant`):
+    image and mask (the pixels changed by more than half a grey level)."""
     from .synth.anomalies import plant
 
+    local = {"shift": _shift, "missing": _missing}.get(kind)
+    if local is None:
+        return plant(img, kind, rng, size=size)
+    for _ in range(5):
+        out = local(img, rng, size)
+        mask = np.abs(out - img) > 0.5
+        if mask.any():
+            return out, mask
+    return plant(img, "spot", rng, size=size)  # a flat image: nothing to shift
+
+
+def _planted_test_set(held: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Held-out goods and :data:`COPIES` damaged copies of each: images, labels, masks."""
     rng = np.random.default_rng(seed)
     bad, masks = [], []
     for i, img in enumerate(held):
-        out, mask = plant(img, PLANTED[i % len(PLANTED)], rng, size=0.08)
-        bad.append(out)
-        masks.append(mask)
+        for j in range(COPIES):
+            k = COPIES * i + j  # 10 kinds, 3 sizes: every kind meets every size
+            kind, size = PLANTED[k % len(PLANTED)], PLANTED_SIZES[k % len(PLANTED_SIZES)]
+            out, mask = _plant(img, kind, rng, size)
+            bad.append(out)
+            masks.append(mask)
     images = np.concatenate([held, np.stack(bad)])
-    labels = np.r_[np.zeros(len(held), int), np.ones(len(held), int)]
+    labels = np.r_[np.zeros(len(held), int), np.ones(len(bad), int)]
     all_masks = np.concatenate([np.zeros(held.shape, bool), np.stack(masks)])
     return images, labels, all_masks
 
@@ -172,7 +276,9 @@ def select(
     ----------
     good : ndarray, shape (n, H, W), 0–255
         Good images at a working resolution (each candidate resizes them
-        to its own size), n ≥ 8.
+        to its own size), n ≥ 8.  At most :data:`MAX_CHOICE_IMAGES` of them
+        (a seeded subset) take part in the choice; the winner is refitted
+        on all.
     budget_s : float
         Seconds for the whole choice: a candidate is started only when its
         expected cost (measured for kinds already tried, else
@@ -203,7 +309,9 @@ def select(
         raise ParameterError(f"--detector auto needs at least {n_held + 5} good images, got {n}")
     rng = np.random.default_rng(seed)
     order = rng.permutation(n)
-    fit_set, held = good[order[n_held:]], good[order[:n_held]]
+    n_choice = min(n, MAX_CHOICE_IMAGES)
+    n_held = min(n_held, max(3, round(holdout * n_choice)))
+    fit_set, held = good[order[n_held:n_choice]], good[order[:n_held]]
     test = _planted_test_set(held, seed)
     cands = list(candidates if candidates is not None else default_candidates())
     rows: list[dict[str, Any]] = []
@@ -213,8 +321,9 @@ def select(
     n_img = len(fit_set) + len(test[0])
 
     def cost(c: Candidate) -> float:
-        rate = per_px.get(c.kind, COST_PRIOR.get(c.kind, 0.2) / 1e4)
-        return rate * n_img * c.size[0] * c.size[1]
+        if c.kind in per_px:
+            return per_px[c.kind] * n_img * c.size[0] * c.size[1]
+        return prior_cost(c, n_img)
 
     for cand in cands:
         spent = time.perf_counter() - t_start
@@ -232,7 +341,8 @@ def select(
             row.update(_evaluate(cand, fit_set, test, seed))
         except (ValueError, ImportError, MemoryError) as exc:
             row["error"] = f"{type(exc).__name__}: {exc}"
-        per_px[cand.kind] = (time.perf_counter() - t0) / (n_img * cand.size[0] * cand.size[1])
+        row["elapsed_s"] = time.perf_counter() - t0
+        per_px[cand.kind] = row["elapsed_s"] / (n_img * cand.size[0] * cand.size[1])
         rows.append(row)
         if log is not None:
             log(_row_line(row))
@@ -252,7 +362,7 @@ def select(
     runner_up = sorted(ok, key=lambda r: -r["objective"])[1:2]
     reason = (
         f"{best.label} had the best image AUROC + {POINTING_WEIGHT} × pointing on "
-        f"{n_held} held-out good images and {n_held} planted anomalies "
+        f"{n_held} held-out good images and {COPIES * n_held} planted anomalies "
         f"(AUROC {best_row['image_auroc']:.3f}, pointing {best_row['pointing']:.2f}"
         + (f"; next: {runner_up[0]['label']} {runner_up[0]['objective']:.3f}" if runner_up else "")
         + ")"
@@ -262,7 +372,7 @@ def select(
             else f"; fitted on the {len(fit_set)} images not held out (no time to refit)"
         )
     )
-    return AutoResult(best, model, rows, skipped, reason)
+    return AutoResult(best, model, rows, skipped, reason, n_img)
 
 
 def _row_line(r: dict[str, Any]) -> str:
@@ -287,6 +397,7 @@ def write_table(path: Any, result: AutoResult) -> None:
         "objective",
         "fit_s",
         "ms_per_img",
+        "elapsed_s",
         "chosen",
         "error",
     ]

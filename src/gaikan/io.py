@@ -127,11 +127,20 @@ def _sniff(data: bytes) -> str | None:
 
 
 def _decode(
-    data: bytes, name: str, size, max_pixels: int, allow_blank: bool = False
+    data: bytes,
+    name: str,
+    size,
+    max_pixels: int,
+    allow_blank: bool = False,
+    resize: str = "stretch",
 ) -> tuple[np.ndarray, tuple[int, int]]:
     """Decode image bytes to grey float64; also return the original (H, W)
-    (after EXIF orientation, before resizing)."""
+    (after EXIF orientation, before resizing).  ``resize``: how the image is
+    brought to ``size`` (:mod:`gaikan.geometry`)."""
+    from .geometry import _pad_reflect, check_mode, placement
+
     size = normalize_size(size)
+    check_mode(resize)
     im_source = io.BytesIO(data)
     # The user's limit governs, checked below from the header before any pixel is
     # decoded; Pillow's own bomb guard (89.5 MP) is raised to it, never lowered.
@@ -163,8 +172,9 @@ def _decode(
             upright: Image.Image = ImageOps.exif_transpose(im)
             original = (upright.size[1], upright.size[0])
             grey = _to_grey(upright, name)
-            if size is not None and grey.size != (size[1], size[0]):
-                grey = grey.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+            place = None if size is None else placement(original, size, resize)
+            if place is not None and grey.size != (place.inner[1], place.inner[0]):
+                grey = grey.resize((place.inner[1], place.inner[0]), Image.Resampling.BILINEAR)
             arr = np.asarray(grey, dtype=np.float64)
             if not allow_blank and arr.std() < MIN_CONTRAST:
                 raise ImageError(
@@ -172,6 +182,8 @@ def _decode(
                     f"the image is blank (all pixels near grey level {arr.mean():.0f})",
                     "check the camera, lens and lighting",
                 )
+            if place is not None and place.padded:
+                arr = _pad_reflect(arr, place)
             return arr, original
     except ImageError:
         raise
@@ -223,6 +235,7 @@ def load_image(
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     allow_blank: bool = False,
+    resize: str = "stretch",
 ) -> np.ndarray:
     """Load one image as grey float64 (H, W) on the 0–255 scale.
 
@@ -236,6 +249,9 @@ def load_image(
     allow_blank : bool
         Accept images with (almost) no contrast; refused by default
         (see :data:`MIN_CONTRAST`).
+    resize : {"stretch", "pad"}
+        How the image is brought to ``size``: stretched, or with its aspect
+        kept and reflect-padded (:mod:`gaikan.geometry`).
 
     Raises
     ------
@@ -243,11 +259,11 @@ def load_image(
         Unreadable path, not an image, corrupt or truncated data, zero
         size, too many pixels, unsupported value range, blank image.
     """
-    return _load(path, size, max_pixels, allow_blank)[0]
+    return _load(path, size, max_pixels, allow_blank, resize)[0]
 
 
 def _load(
-    path: str | os.PathLike, size, max_pixels: int, allow_blank: bool
+    path: str | os.PathLike, size, max_pixels: int, allow_blank: bool, resize: str = "stretch"
 ) -> tuple[np.ndarray, tuple[int, int]]:
     """:func:`load_image`, also returning the original (H, W)."""
     p = Path(path)
@@ -262,7 +278,7 @@ def _load(
         ) from None
     if not data:
         raise ImageError(p, "the file is empty", "copy it again from the camera")
-    return _decode(data, str(p), size, max_pixels, allow_blank)
+    return _decode(data, str(p), size, max_pixels, allow_blank, resize)
 
 
 def decode_image(
@@ -272,6 +288,7 @@ def decode_image(
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     allow_blank: bool = False,
+    resize: str = "stretch",
 ) -> np.ndarray:
     """Decode image bytes (an upload) like :func:`load_image`.
 
@@ -280,7 +297,7 @@ def decode_image(
     """
     if not data:
         raise ImageError(name, "the upload is empty")
-    return _decode(bytes(data), name, size, max_pixels, allow_blank)[0]
+    return _decode(bytes(data), name, size, max_pixels, allow_blank, resize)[0]
 
 
 def decode_upload(
@@ -290,12 +307,13 @@ def decode_upload(
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     allow_blank: bool = False,
+    resize: str = "stretch",
 ) -> tuple[np.ndarray, tuple[int, int]]:
     """:func:`decode_image`, also returning the original (H, W) (after EXIF
     orientation, before resizing): the frame the hottest point refers to."""
     if not data:
         raise ImageError(name, "the upload is empty")
-    return _decode(bytes(data), name, size, max_pixels, allow_blank)
+    return _decode(bytes(data), name, size, max_pixels, allow_blank, resize)
 
 
 def load_mask(path: str | os.PathLike, size: int | Sequence[int] | None = None) -> np.ndarray:
@@ -381,6 +399,7 @@ def load_images(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     allow_blank: bool = False,
     progress: Callable[[int], None] | None = None,
+    resize: str = "stretch",
 ) -> LoadResult:
     """Load many images; bad files are reported in ``errors``, not raised.
 
@@ -399,6 +418,8 @@ def load_images(
         Accept images with (almost) no contrast.
     progress : callable, optional
         Called with 1 after each file.
+    resize : {"stretch", "pad"}
+        How images are brought to ``size`` (see :func:`load_image`).
 
     Returns
     -------
@@ -415,7 +436,7 @@ def load_images(
     for path in paths:
         p = Path(path)
         try:
-            img, original = _load(p, size, max_pixels, allow_blank)
+            img, original = _load(p, size, max_pixels, allow_blank, resize)
             if shape is None:
                 shape = img.shape
             elif img.shape != tuple(shape):

@@ -376,35 +376,49 @@ class Watcher:
         """
         from .errors import GaikanError
         from .inspection import Inspection
-        from .io import decode_image
+        from .io import decode_upload
 
         t0 = time.perf_counter()
         out: list[Any] = [None] * len(files)
-        images, where = [], []
+        images, where, originals = [], [], []
+        resize = getattr(self.inspector, "resize", "stretch")
         for i, (path, data) in enumerate(files):
             try:
                 shape = self.inspector.image_shape
-                images.append(decode_image(data, path.name, shape, max_pixels=self.max_pixels))
+                img, original = decode_upload(
+                    data, path.name, shape, max_pixels=self.max_pixels, resize=resize
+                )
+                images.append(img)
+                originals.append(original)
                 where.append(i)
             except GaikanError as exc:
                 out[i] = (Inspection.failed(path.name, str(exc)), None)
         if images:
             names = [files[i][0].name for i in where]
-            for i, res in zip(where, self._judge(images, names)):
+            # padded frames: the peak is mapped back to the original (out of the pad)
+            shapes = originals if resize == "pad" else None
+            for i, res in zip(where, self._judge(images, names, shapes)):
                 out[i] = res
         ms = (time.perf_counter() - t0) * 1000.0
         return [(ins, overlay, ms) for ins, overlay in out]
 
-    def _judge(self, images: list[Any], names: list[str]) -> list[tuple[Any, bytes | None]]:
+    def _judge(
+        self, images: list[Any], names: list[str], shapes: list[Any] | None = None
+    ) -> list[tuple[Any, bytes | None]]:
         import numpy as np
 
         from .inspection import Inspection, overlay_png
 
         try:
-            results = self.inspector.judge(np.stack(images), names)
+            results = self.inspector.judge(np.stack(images), names, shapes=shapes)
         except Exception as exc:  # one file must never stop the line: logged and recorded
             if len(images) > 1:  # find the culprit: judge one at a time
-                return [r for img, n in zip(images, names) for r in self._judge([img], [n])]
+                shp = shapes or [None] * len(images)
+                return [
+                    r
+                    for img, n, s in zip(images, names, shp)
+                    for r in self._judge([img], [n], None if s is None else [s])
+                ]
             log.exception("%s: inspection failed", names[0])
             return [(Inspection.failed(names[0], f"{names[0]}: inspection failed ({exc!r})"), None)]
         out = []

@@ -77,7 +77,10 @@ def export(model, output, fmt, check, opset, threads, int8):
         from ..deep.export import ExportCheckError, export_model
     except ImportError as exc:
         fail(f"exporting needs the deep extra: pip install 'gaikan[deep]' ({exc})", Exit.MODEL)
+    from ..geometry import resize_mode, stamp
+
     det = load_model(model)
+    mode = resize_mode(det)  # a padded model's export pads too
     images = None
     if check:
         from ..io import classifier_image_shape, load_images
@@ -86,7 +89,7 @@ def export(model, output, fmt, check, opset, threads, int8):
             tuple(det.image_shape_) if hasattr(det, "image_shape_") else classifier_image_shape(det)
         )
         files = collect(check)
-        batch = load_images(files, shape) if shape is not None else None
+        batch = load_images(files, shape, resize=mode) if shape is not None else None
         if batch is None or not len(batch.paths):
             fail("none of the --check images could be read", Exit.INPUT)
         images = batch.images
@@ -96,7 +99,7 @@ def export(model, output, fmt, check, opset, threads, int8):
 
         if not hasattr(det, "image_shape_"):
             fail("--int8-experimental applies to deep detectors only", Exit.MODEL)
-        cal = load_images(collect(int8), tuple(det.image_shape_))
+        cal = load_images(collect(int8), tuple(det.image_shape_), resize=mode)
         if not len(cal.paths):
             fail("none of the --int8-experimental images could be read", Exit.INPUT)
         kw["int8_calibration"] = cal.images
@@ -108,7 +111,13 @@ def export(model, output, fmt, check, opset, threads, int8):
         fail(str(exc), Exit.MODEL)
     except ExportCheckError as exc:
         fail(str(exc), Exit.INTERNAL)
-    exported.save(Path(output))
+    if mode == "stretch":
+        exported.save(Path(output))
+    else:
+        from ..modelfile import write_model
+
+        exported.resize_ = mode
+        write_model(Path(output), stamp(exported.to_modelfile(), mode))
     c = exported.export_info_["check"]
     if "proba_abs" in c:
         errors = (

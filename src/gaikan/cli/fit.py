@@ -115,6 +115,15 @@ def _outliers(det: Any, paths: list[Path]) -> list[int]:
     help="Resize images to this size, e.g. 100 or 96x128 (HxW). "
     "Default: 100 for pixel detectors, 256 for deep ones.",
 )
+@click.option(
+    "--resize",
+    type=click.Choice(["stretch", "pad"]),
+    default="stretch",
+    show_default=True,
+    help="How images are brought to --size: stretch (aspect not kept), or pad (aspect kept, "
+    "the rest filled by reflecting the image). Stored in the model file; inspect, serve "
+    "and watch do the same, and hottest points are given in the original image's pixels.",
+)
 @click.option("--backbone", default=None, help="Backbone of a deep detector.")
 @click.option(
     "--threshold-quantile",
@@ -175,6 +184,7 @@ def fit(
     kernel,
     stride,
     size,
+    resize,
     backbone,
     threshold_quantile,
     params,
@@ -193,10 +203,15 @@ def fit(
     first within --budget, on planted anomalies in held-out good images, and
     keeps the best (see OUTPUT.auto.csv).
     """
-    if dask_address and (detector == "auto" or tile is not None):
-        fail("--dask does not apply to --detector auto or --tile; fit those without --dask")
+    if dask_address and (detector == "auto" or tile is not None or resize == "pad"):
+        fail(
+            "--dask does not apply to --detector auto, --tile or --resize pad; "
+            "fit those without --dask"
+        )
     if detector == "auto":
-        _fit_auto(good, output, parse_size(size), _parse_budget(budget), seed, max_pixels, strict)
+        _fit_auto(
+            good, output, parse_size(size), _parse_budget(budget), seed, max_pixels, strict, resize
+        )
         return
 
     extra = parse_params(params)
@@ -209,12 +224,14 @@ def fit(
     if tile is not None:  # frames at full size (or --size), the detector on tiles
         from ..detectors.tiled import TiledDetector
 
+        if resize == "pad":
+            fail("--resize pad does not apply with --tile: tiles keep frames at full size")
         det = TiledDetector(detector, det.get_params(), tile=tile, overlap=overlap)
         hw = parse_size(size)
     if dask_address:
         _fit_dask(det, detector, good, hw, max_pixels, strict, drop_outliers, output, dask_address)
         return
-    batch = _load_good(good, hw, max_pixels, strict)
+    batch = _load_good(good, hw, max_pixels, strict, resize)
     n = batch.images.shape[0]
     h, w = batch.images.shape[1:]
     click.echo(t("fit.fitting", detector=det.kind or detector, n=n, h=h, w=w), err=True)
@@ -238,7 +255,7 @@ def fit(
     dt = time.perf_counter() - t0
     try:
         Path(output).parent.mkdir(parents=True, exist_ok=True)
-        det.save(output)
+        _save(det, output, resize)
     except OSError as exc:
         fail(t("fit.cannot_write", path=output, reason=exc), Exit.INPUT)
     click.echo(
@@ -325,7 +342,21 @@ def _fit_dask(
     )
 
 
-def _load_good(good: tuple[str, ...], hw: Any, max_pixels: int | None, strict: bool) -> Any:
+def _save(det: Any, output: str, resize: str) -> None:
+    """Write the model file; a padded model's meta records ``resize``."""
+    if resize == "stretch":
+        det.save(output)  # byte-for-byte what gaikan always wrote
+        return
+    from ..geometry import stamp
+    from ..modelfile import write_model
+
+    det.resize_ = resize
+    write_model(output, stamp(det.to_modelfile(), resize))
+
+
+def _load_good(
+    good: tuple[str, ...], hw: Any, max_pixels: int | None, strict: bool, resize: str = "stretch"
+) -> Any:
     """The good images (an MVTec folder through train/good); exit 3 if none, or any with --strict."""
     from ..io import is_mvtec, load_images
 
@@ -333,7 +364,7 @@ def _load_good(good: tuple[str, ...], hw: Any, max_pixels: int | None, strict: b
     files = collect(inputs)
     kw: dict[str, Any] = {} if max_pixels is None else {"max_pixels": max_pixels}
     with progress(len(files), t("progress.loading")) as bar:
-        batch = load_images(files, hw, progress=bar.update, **kw)
+        batch = load_images(files, hw, progress=bar.update, resize=resize, **kw)
     for _, msg in batch.errors:
         click.echo(t("fit.skipped", message=msg), err=True)
     if batch.errors and strict:
@@ -352,11 +383,14 @@ def _parse_budget(text: str) -> float:
     return float(m.group(1)) * (60.0 if m.group(2) in ("m", "min") else 1.0)
 
 
-def _fit_auto(good, output, size, budget_s, seed, max_pixels, strict) -> None:
+def _fit_auto(good, output, size, budget_s, seed, max_pixels, strict, resize="stretch") -> None:
     from ..autoselect import select, write_table
     from ..errors import ParameterError
 
-    batch = _load_good(good, size or (256, 256), max_pixels, strict)
+    if resize == "pad" and size is not None and size[0] != size[1]:
+        # candidates are square: a padded non-square frame would be stretched again
+        fail("--detector auto with --resize pad needs a square --size (e.g. 256)")
+    batch = _load_good(good, size or (256, 256), max_pixels, strict, resize)
     click.echo(
         f"auto: trying configurations on {len(batch.paths)} good images for up to {budget_s:.0f} s …",
         err=True,
@@ -368,7 +402,7 @@ def _fit_auto(good, output, size, budget_s, seed, max_pixels, strict) -> None:
     except ParameterError as exc:
         fail(str(exc), Exit.INPUT)
     Path(output).parent.mkdir(parents=True, exist_ok=True)
-    res.model.save(output)
+    _save(res.model, output, resize)
     table = Path(output).with_suffix(".auto.csv")
     write_table(table, res)
     click.echo(f"auto chose {res.best.label}: {res.reason}")

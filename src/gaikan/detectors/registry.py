@@ -206,4 +206,6 @@ def load(path: str | os.PathLike) -> Any:
         cls = get_detector_class(mf.kind)
     except ParameterError:
         raise ModelFileError(f"{path}: unknown model kind {mf.kind!r}") from None
-    return cls.from_modelfile(mf)  # type: ignore[attr-defined]
+    from ..geometry import apply_meta
+
+    return apply_meta(cls.from_modelfile(mf), mf.meta, path)  # type: ignore[attr-defined]

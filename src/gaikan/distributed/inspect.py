@@ -75,7 +75,7 @@ def _inspect_batch(
     inspector = Inspector(model, threshold)
     chunk = [Path(p) for p in paths]
     kw: dict[str, Any] = {} if max_pixels is None else {"max_pixels": max_pixels}
-    batch = load_images(chunk, inspector.image_shape, **kw)
+    batch = load_images(chunk, inspector.image_shape, resize=inspector.resize, **kw)
     bad = dict(batch.errors)
     label_of = dict(zip(chunk, labels))
     odir = None if overlay_dir is None else Path(overlay_dir)

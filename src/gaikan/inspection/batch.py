@@ -98,7 +98,7 @@ def inspect_files(
         overlay_dir.mkdir(parents=True, exist_ok=True)
     for start in range(0, len(files), max(1, batch_size)):
         chunk = list(files[start : start + max(1, batch_size)])
-        batch = load_images(chunk, inspector.image_shape, **kw)
+        batch = load_images(chunk, inspector.image_shape, resize=inspector.resize, **kw)
         bad = dict(batch.errors)
         shapes = getattr(batch, "shapes", None)
         judged = iter(

@@ -78,6 +78,9 @@ class Inspector:
         The model's registry name (``soartc``, ``padim``, ``classifier`` …).
     image_shape : (int, int)
         (H, W) images are loaded at for this model.
+    resize : {"stretch", "pad"}
+        How images are brought to ``image_shape`` (:mod:`gaikan.geometry`;
+        the model file's choice, ``stretch`` for classifiers and old files).
     threshold : float
     classes : list of str or None
     good_class : str or None
@@ -90,6 +93,7 @@ class Inspector:
         self.classes: list[str] | None = None
         self.good_class: str | None = None
         self._good_idx: int | None = None
+        self.resize = "stretch"
         if self.family == "classifier":
             if getattr(model, "classes_", None) is None:
                 raise ParameterError(f"this {type(model).__name__} is not fitted (no classes_)")
@@ -111,6 +115,9 @@ class Inspector:
             if not hasattr(model, "threshold_"):
                 raise ParameterError(f"this {type(model).__name__} is not fitted; call fit first")
             self.image_shape = (int(model.image_shape_[0]), int(model.image_shape_[1]))
+            from ..geometry import resize_mode
+
+            self.resize = resize_mode(model)
             self.threshold = float(model.threshold_)
             self._lock = None
         if threshold is not None:
@@ -234,9 +241,18 @@ class Inspector:
         )
         if amap is not None:
             display = calibrate(amap, score)
-            row, col = peak(display)
-            if tuple(shape) != tuple(display.shape):
-                row, col = to_original(row, col, display.shape, (int(shape[0]), int(shape[1])))
+            original = (int(shape[0]), int(shape[1]))
+            if self.resize == "pad" and original != tuple(display.shape):
+                from ..geometry import mask_pad, placement, point_to_original
+
+                # the pad is not the part: no heat there, the peak inside the content
+                place = placement(original, display.shape, "pad")
+                display = mask_pad(display, place)
+                row, col = point_to_original(*peak(display), place)
+            else:
+                row, col = peak(display)
+                if original != tuple(display.shape):
+                    row, col = to_original(row, col, display.shape, original)
             res.display = display
             res.map_max = float(display.max())
             res.map_mean = float(display.mean())

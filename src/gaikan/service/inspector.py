@@ -250,7 +250,11 @@ class Inspector:
                 continue
             try:
                 img, original = decode_upload(
-                    data, label, size=self.shape, max_pixels=self.config.max_pixels
+                    data,
+                    label,
+                    size=self.shape,
+                    max_pixels=self.config.max_pixels,
+                    resize=self.core.resize,
                 )
             except (GaikanError, ValueError) as exc:
                 results[i] = Inspection.failed(label, str(exc))
