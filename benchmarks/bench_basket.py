@@ -69,6 +69,10 @@ CONFIGS: dict[str, tuple[str, dict]] = {
         "padim",
         {"layers": (2, 3, 4), "feature_stride": 8, "n_features": 200, "grid_sigma": 1.0},
     ),
+    "padim-234s8-r10": (
+        "padim",
+        {"layers": (2, 3, 4), "feature_stride": 8, "n_features": 200, "reg_rel": 0.1},
+    ),
     "padim-234s16": ("padim", {"layers": (2, 3, 4), "feature_stride": 16, "n_features": 200}),
     "padim-124s4-anomalib": (
         "padim",
@@ -81,6 +85,14 @@ CONFIGS: dict[str, tuple[str, dict]] = {
     "patchcore-34s16-c02": (
         "patchcore",
         {"layers": (3, 4), "feature_stride": 16, "coreset_ratio": 0.02, "n_neighbors": 9},
+    ),
+    "patchcore-34s16-c05": (
+        "patchcore",
+        {"layers": (3, 4), "feature_stride": 16, "coreset_ratio": 0.05, "n_neighbors": 9},
+    ),
+    "patchcore-34s16-c02-nn0": (
+        "patchcore",
+        {"layers": (3, 4), "feature_stride": 16, "coreset_ratio": 0.02, "n_neighbors": 0},
     ),
     "patchcore-23s16-c02": (
         "patchcore",
@@ -187,13 +199,42 @@ def _textures(quick: bool) -> Source:
     return Source("textures", np.stack(imgs), tasks)
 
 
-def load_sources(quick: bool) -> list[Source]:
-    return [
-        _elpv(quick),
-        _connectors("top", quick),
-        _connectors("oblique", quick),
-        _textures(quick),
-    ]
+#: Bump when the data sets above change (invalidates the image cache).
+DATA_VERSION = 1
+
+
+def load_sources(quick: bool, cache: Path | None = None) -> list[Source]:
+    """The basket's images and tasks; cached as ``.npz`` (rendering takes minutes)."""
+    makers = {
+        "elpv": lambda: _elpv(quick),
+        "conn-top": lambda: _connectors("top", quick),
+        "conn-obl": lambda: _connectors("oblique", quick),
+        "textures": lambda: _textures(quick),
+    }
+    out = []
+    for name, make in makers.items():
+        path = None if cache is None else cache / f"{name}-{SIZE}-images-v{DATA_VERSION}.npz"
+        if path is not None and path.exists():
+            with np.load(path) as z:
+                meta = json.loads(str(z["meta"]))
+                tasks = [
+                    Task(c, s, z[f"train{i}"], z[f"test{i}"], z[f"labels{i}"])
+                    for i, (c, s) in enumerate(meta)
+                ]
+                out.append(Source(name, z["images"], tasks))
+            continue
+        src = make()
+        if path is not None:
+            arrays: dict[str, Any] = {"images": src.images}
+            arrays["meta"] = np.array(json.dumps([[t.column, t.source] for t in src.tasks]))
+            for i, t in enumerate(src.tasks):
+                arrays.update({f"train{i}": t.train, f"test{i}": t.test, f"labels{i}": t.labels})
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp.npz")
+            np.savez(tmp, **arrays)
+            os.replace(tmp, path)
+        out.append(src)
+    return out
 
 
 # -- feature cache ---------------------------------------------------------------------
@@ -375,8 +416,25 @@ def main(argv=None) -> int:
     ap.add_argument("--no-timing", action="store_true")
     ap.add_argument("--time-images", type=int, default=320)
     ap.add_argument("--cache", default=None)
+    ap.add_argument(
+        "--elpv-test-limit",
+        type=int,
+        default=None,
+        help="score a seeded subset of each ELPV test set (PatchCore sweeps on a busy CPU)",
+    )
     ap.add_argument("--json", default=None, help="also write the rows to this file")
+    ap.add_argument(
+        "--merge",
+        nargs="+",
+        default=None,
+        help="only print the table of rows saved by earlier --json runs",
+    )
     args = ap.parse_args(argv)
+    if args.merge:
+        rows = [r for f in args.merge for r in json.loads(Path(f).read_text())]
+        add_deltas(rows)
+        print(format_table(rows))
+        return 0
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     import torch
 
@@ -394,7 +452,12 @@ def main(argv=None) -> int:
         ap.error(f"unknown configs {unknown}; known: {', '.join(CONFIGS)}")
     load0 = os.getloadavg()
     t0 = time.perf_counter()
-    sources = load_sources(args.quick)
+    sources = load_sources(args.quick, cache)
+    if args.elpv_test_limit:
+        for t in (t for src in sources for t in src.tasks if t.column.startswith("elpv")):
+            rng = np.random.default_rng(0)
+            keep = np.sort(rng.choice(len(t.test), min(args.elpv_test_limit, len(t.test)), False))
+            t.test, t.labels = t.test[keep], t.labels[keep]
     feats = {s.name: cached_features(s, cache, args.threads) for s in sources}
     print(f"  data + features: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
     rows = []
@@ -420,6 +483,7 @@ def main(argv=None) -> int:
     load1 = os.getloadavg()
     print(
         f"size={SIZE} threads={args.threads} quick={args.quick} "
+        f"elpv_test_limit={args.elpv_test_limit} "
         f"loadavg(1 min) start={load0[0]:.2f} end={load1[0]:.2f}"
     )
     print(format_table(rows))
