@@ -109,8 +109,8 @@ CONFIGS: dict[str, tuple[str, dict]] = {
 }
 
 DEFAULT_ROWS = (
-    "padim-v0,padim-23s8,padim-234s8,padim-123s8,padim-124s8,padim-234s8-g1,padim-234s16,"
-    "patchcore-v0,patchcore-34s16-c02,patchcore-23s16-c02,patchcore-234s16-c02"
+    "padim-v0,padim-23s8,padim-234s8,padim-123s8,padim-124s8,padim-234s8-r10,padim-234s16,"
+    "padim-234s8-g1,patchcore-v0,patchcore-34s16-c05,patchcore-34s16-c02,patchcore-34s16-c02-nn0"
 )
 COLUMNS = ("elpv", "elpv-mono", "elpv-poly", "conn-top", "conn-obl", "textures")
 
@@ -410,7 +410,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument(
         "--timing",
-        default="padim-v0,patchcore-v0,padim,patchcore,padim-124s4-anomalib",
+        default="padim-v0,padim,patchcore,padim-124s4-anomalib",
         help="rows to time with the real detector ('padim'/'patchcore': the class defaults)",
     )
     ap.add_argument("--no-timing", action="store_true")

@@ -134,7 +134,9 @@ class PatchCore(DeepFeatureDetector):
         Backbone (default EfficientNet-Lite0, offline weights).
     layers : sequence of int
         Feature levels (default 3 and 4: strides 16 and 32, the best of a
-        sweep on ELPV — see docs/deep.md).
+        sweep on ELPV — see docs/deep.md; kept, with the 10 % bank, after
+        the basket of ``benchmarks/bench_basket.py``: 2–5 % banks were
+        faster but lost 0.02–0.19 image AUROC, docs/benchmarks.md).
     image_size : int or None
         Square side images are resized to before the backbone (None: keep).
     feature_stride : int
