@@ -56,27 +56,53 @@ import numpy as np
 SIZE = 256
 ALL_LAYERS = (1, 2, 3, 4)
 
-#: name → (kind, params).  "-v0" rows are the defaults before issue 14.
+#: name → (kind, params).  "-v0" rows are the defaults before issue 14.  Every
+#: PaDiM row pins grid_sigma (its default changed from 0 to 1 with issue 14);
+#: the anomalib row blurs by one stride-4 cell = anomalib's σ = 4 px map blur.
 CONFIGS: dict[str, tuple[str, dict]] = {
     "padim": ("padim", {}),  # the class defaults, whatever they are now
     "patchcore": ("patchcore", {}),
-    "padim-v0": ("padim", {"layers": (3, 4), "feature_stride": 16, "n_features": 200}),
-    "padim-23s8": ("padim", {"layers": (2, 3), "feature_stride": 8, "n_features": 200}),
-    "padim-234s8": ("padim", {"layers": (2, 3, 4), "feature_stride": 8, "n_features": 200}),
-    "padim-123s8": ("padim", {"layers": (1, 2, 3), "feature_stride": 8, "n_features": 200}),
-    "padim-124s8": ("padim", {"layers": (1, 2, 4), "feature_stride": 8, "n_features": 200}),
+    "padim-v0": (
+        "padim",
+        {"layers": (3, 4), "feature_stride": 16, "n_features": 200, "grid_sigma": 0.0},
+    ),
+    "padim-23s8": (
+        "padim",
+        {"layers": (2, 3), "feature_stride": 8, "n_features": 200, "grid_sigma": 0.0},
+    ),
+    "padim-234s8": (
+        "padim",
+        {"layers": (2, 3, 4), "feature_stride": 8, "n_features": 200, "grid_sigma": 0.0},
+    ),
+    "padim-123s8": (
+        "padim",
+        {"layers": (1, 2, 3), "feature_stride": 8, "n_features": 200, "grid_sigma": 0.0},
+    ),
+    "padim-124s8": (
+        "padim",
+        {"layers": (1, 2, 4), "feature_stride": 8, "n_features": 200, "grid_sigma": 0.0},
+    ),
     "padim-234s8-g1": (
         "padim",
         {"layers": (2, 3, 4), "feature_stride": 8, "n_features": 200, "grid_sigma": 1.0},
     ),
     "padim-234s8-r10": (
         "padim",
-        {"layers": (2, 3, 4), "feature_stride": 8, "n_features": 200, "reg_rel": 0.1},
+        {
+            "layers": (2, 3, 4),
+            "feature_stride": 8,
+            "n_features": 200,
+            "grid_sigma": 0.0,
+            "reg_rel": 0.1,
+        },
     ),
-    "padim-234s16": ("padim", {"layers": (2, 3, 4), "feature_stride": 16, "n_features": 200}),
+    "padim-234s16": (
+        "padim",
+        {"layers": (2, 3, 4), "feature_stride": 16, "n_features": 200, "grid_sigma": 0.0},
+    ),
     "padim-124s4-anomalib": (
         "padim",
-        {"layers": (1, 2, 4), "feature_stride": 4, "n_features": 100},
+        {"layers": (1, 2, 4), "feature_stride": 4, "n_features": 100, "grid_sigma": 1.0},
     ),
     "patchcore-v0": (
         "patchcore",
