@@ -317,3 +317,22 @@ def test_patchcore_refit_uses_the_new_bank(data):
     fresh = _patchcore(coreset_ratio=1.0, n_neighbors=0).fit(train[6:12])
     np.testing.assert_array_equal(det.anomaly_score(test[:2]), fresh.anomaly_score(test[:2]))
     assert not np.array_equal(first, fresh.anomaly_score(test[:2]))
+
+
+def test_default_padim_is_stride_8_and_finds_small_defects():
+    """The basket-chosen defaults (issue 14): layers (2, 3, 4) on a stride-8 grid
+    with one cell of blur — an 8 px defect in a 64 px image is flagged and the
+    map's peak lies on it (the old stride-16 grid had 4×4 cells of 16 px)."""
+    from conftest import plant_defect, structured_images
+    from gaikan.deep.padim import PaDiM
+
+    good = structured_images(20, size=64, seed=0)
+    test = structured_images(8, size=64, seed=5)
+    bad, masks = plant_defect(structured_images(8, size=64, seed=6), box=8)
+    det = PaDiM(num_threads=1).fit(good)
+    assert det.grid_shape_ == (8, 8) and det.grid_sigma == 1.0
+    assert det.anomaly_score(bad).min() > det.anomaly_score(test).max()
+    maps = det.anomaly_map(bad)
+    peaks = [np.unravel_index(np.argmax(m), m.shape) for m in maps]
+    dist = [np.abs(np.argwhere(k) - p).max(axis=1).min() for k, p in zip(masks, peaks)]
+    assert np.mean(np.array(dist) <= 4) >= 0.75

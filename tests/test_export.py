@@ -61,7 +61,7 @@ def padim(data):
     from gaikan.deep import PaDiM
 
     torch.set_num_threads(1)
-    return PaDiM(num_threads=1).fit(data[0])  # layers default (3, 4)
+    return PaDiM(num_threads=1).fit(data[0])  # layers default (2, 3, 4)
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,7 @@ def test_padim_export_scores_like_torch(padim, padim_file, data):
     assert exported.threshold_ == padim.threshold_
     assert exported.image_shape_ == padim.image_shape_
     np.testing.assert_array_equal(exported.train_scores_, padim.train_scores_)
-    assert exported.source_kind_ == "padim" and exported.source_params_["layers"] == [3, 4]
+    assert exported.source_kind_ == "padim" and exported.source_params_["layers"] == [2, 3, 4]
     a = _assert_equal(padim, exported, test)
     # the comparison is not vacuous: the detector separates the planted defects
     assert a.scores[8:].min() > a.scores[:8].max() or a.is_defect[8:].sum() >= 6
@@ -157,7 +157,7 @@ def test_exported_model_keeps_the_detector_contract(padim, padim_file, data):
     x = test[:5]
     s = det.anomaly_score(x)
     grid = det.patch_scores(x)
-    assert grid.shape == (5, *det.grid_shape_) == (5, 4, 4)
+    assert grid.shape == (5, *det.grid_shape_) == (5, 8, 8)
     np.testing.assert_allclose(s, grid.reshape(5, -1).max(axis=1), rtol=1e-6)
     np.testing.assert_array_equal(det.score_samples(x), -s)
     np.testing.assert_array_equal(det.predict(x), np.where(s > det.threshold_, -1, 1))

@@ -134,7 +134,9 @@ class PatchCore(DeepFeatureDetector):
         Backbone (default EfficientNet-Lite0, offline weights).
     layers : sequence of int
         Feature levels (default 3 and 4: strides 16 and 32, the best of a
-        sweep on ELPV — see docs/deep.md).
+        sweep on ELPV — see docs/deep.md; kept, with the 10 % bank, after
+        the basket of ``benchmarks/bench_basket.py``: 2–5 % banks were
+        faster but lost 0.02–0.19 image AUROC, docs/benchmarks.md).
     image_size : int or None
         Square side images are resized to before the backbone (None: keep).
     feature_stride : int
@@ -299,7 +301,10 @@ class PatchCore(DeepFeatureDetector):
             if exclude is not None:
                 d[:, exclude[s : s + step]] = float("inf")
             kk = min(k, d.shape[1])
-            v, i = torch.topk(d, kk, dim=1, largest=False)
+            if kk == 1:  # a min is ~2× cheaper than a top-1
+                v, i = d.min(dim=1, keepdim=True)
+            else:
+                v, i = torch.topk(d, kk, dim=1, largest=False)
             best_d.append(v)
             best_i.append(i + s)
         d = torch.cat(best_d, 1)
