@@ -106,8 +106,18 @@ CONFIGS: dict[str, tuple[str, dict]] = {
     ),
     "patchcore-v0": (
         "patchcore",
-        {"layers": (3, 4), "feature_stride": 16, "coreset_ratio": 0.1, "n_neighbors": 9},
+        {
+            "layers": (3, 4),
+            "feature_stride": 16,
+            "coreset_ratio": 0.1,
+            "n_neighbors": 9,
+            "search_dim": 0,
+        },
     ),
+    # the same bank, two-step search: 16 candidates from its leading principal directions
+    "patchcore-sd128": ("patchcore", {"search_dim": 128}),
+    "patchcore-sd32": ("patchcore", {"search_dim": 32}),
+    "patchcore-sd64": ("patchcore", {"search_dim": 64}),
     "patchcore-34s16-c02": (
         "patchcore",
         {"layers": (3, 4), "feature_stride": 16, "coreset_ratio": 0.02, "n_neighbors": 9},

@@ -235,6 +235,58 @@ def test_patchcore_scores_are_nearest_bank_distances(data):
     assert (det.train_scores_ > 0).all()
 
 
+def test_patchcore_two_step_search(data, tmp_path):
+    """search_dim: candidates from the bank's leading principal directions, then exact
+    distances — checked against numpy (its own SVD, its own candidate choice); with every
+    bank entry a candidate it is the exact search; a saved and loaded model scores the same
+    (the directions are derived from the bank, not stored)."""
+    train, test, _ = data
+    kw = {"n_neighbors": 0, "coreset_ratio": 1.0, "bank_dtype": "float32"}
+    full = _patchcore(**kw).fit(train[:8])
+    exact = full.patch_scores(test[:2]).reshape(2, -1)
+    K = full.bank_.shape[0]
+    p, m = 8, 4
+    every = _patchcore(**kw, search_dim=p, search_candidates=K).fit(train[:8])
+    np.testing.assert_allclose(every.patch_scores(test[:2]).reshape(2, -1), exact, rtol=1e-4)
+    det = _patchcore(**kw, search_dim=p, search_candidates=m).fit(train[:8])
+    np.testing.assert_array_equal(det.bank_, full.bank_)  # the bank itself is unchanged
+    bank = full.bank_.astype(np.float64)
+    mu = bank.mean(0)
+    _, _, vt = np.linalg.svd(bank - mu, full_matrices=False)
+    feats = np.concatenate(
+        [
+            e.permute(0, 2, 3, 1).reshape(e.shape[0], -1, e.shape[1]).numpy()
+            for e in det._iter_embeddings(test[:2])
+        ]
+    ).astype(np.float64)
+    q, b = (feats - mu) @ vt[:p].T, (bank - mu) @ vt[:p].T  # signs do not change distances
+    dp = ((q[:, :, None, :] - b[None, None]) ** 2).sum(-1)
+    cand = np.argsort(dp, axis=-1)[..., :m]
+    ref = np.sqrt(((bank[cand] - feats[:, :, None, :]) ** 2).sum(-1).min(-1))
+    got = det.patch_scores(test[:2]).reshape(2, -1)
+    np.testing.assert_allclose(got, ref, rtol=1e-3, atol=1e-3)
+    assert (got >= exact - 1e-3).all()  # a true distance to some entry: never nearer
+    assert not np.allclose(got, exact)  # 4 candidates of 8 directions do miss some
+    det.save(tmp_path / "pc.gaikan")
+    back = gaikan.load(tmp_path / "pc.gaikan")
+    assert (back.search_dim, back.search_candidates) == (p, m)
+    np.testing.assert_array_equal(back.anomaly_score(test[:3]), det.anomaly_score(test[:3]))
+
+
+def test_patchcore_files_from_before_the_two_step_search_keep_the_exact_one(data, tmp_path):
+    from gaikan.modelfile import write_model
+
+    train, test, _ = data
+    det = _patchcore(search_dim=0).fit(train[:8])
+    mf = det.to_modelfile()
+    mf.params.pop("search_dim")
+    mf.params.pop("search_candidates")
+    write_model(tmp_path / "old.gaikan", mf)
+    old = gaikan.load(tmp_path / "old.gaikan")
+    assert old.search_dim == 0 and _patchcore().search_dim == 64
+    np.testing.assert_array_equal(old.anomaly_score(test[:3]), det.anomaly_score(test[:3]))
+
+
 def test_patchcore_reweighting_only_lowers_scores(data):
     train, test, _ = data
     det = _patchcore().fit(train)

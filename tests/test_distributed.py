@@ -119,6 +119,7 @@ def test_run_inspection_dask_writes_results_csv_and_overlays(cluster, parts, tmp
     (tmp_path / "dask").mkdir()
     run_inspection(insp, files, tmp_path / "local", batch_size=7, show_progress=False)
     with distributed.Client(cluster.scheduler_address) as client:
+        done: list[int] = []
         results, incomplete = run_inspection_dask(
             model,
             insp,
@@ -126,9 +127,10 @@ def test_run_inspection_dask_writes_results_csv_and_overlays(cluster, parts, tmp
             tmp_path / "dask",
             address=client,
             batch_size=7,
-            show_progress=False,
+            progress=done.append,
         )
     assert incomplete is None and len(results) == len(files)
+    assert sum(done) == len(files)  # progress hears of every file once
 
     def rows(p):
         with open(p / "results.csv", newline="") as fh:

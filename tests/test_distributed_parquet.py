@@ -93,7 +93,7 @@ def test_dask_inspect_parquet_matches_the_csv_and_the_local_run(parts, tmp_path)
     ) as cluster:
         run_inspection_dask(
             model, insp, files, tmp_path / "dask", address=cluster.scheduler_address,
-            overlays=False, batch_size=4, parquet=True, show_progress=False,
+            overlays=False, batch_size=4, parquet=True,
         )  # fmt: skip
     n_batches = -(-len(files) // 4)
     local = _check_same(tmp_path / "local", len(files), n_batches)

@@ -138,12 +138,20 @@ def test_soart_deep_export_equal(params, data, tmp_path):
     _assert_equal(det, exported, test)
 
 
-def test_patchcore_export_equal(data, tmp_path):
+@pytest.mark.parametrize("search_dim", [0, 16])
+def test_patchcore_export_equal(data, tmp_path, search_dim):
     from gaikan.deep import PatchCore
     from gaikan.deep.export import export_detector
 
     train, test = data
-    det = PatchCore(num_threads=1, coreset_ratio=0.25, layers=(2, 3), feature_stride=8).fit(train)
+    det = PatchCore(
+        num_threads=1,
+        coreset_ratio=0.25,
+        layers=(2, 3),
+        feature_stride=8,
+        search_dim=search_dim,
+        search_candidates=4,
+    ).fit(train)
     export_detector(det, check_images=test).save(tmp_path / "pc.gaikan")
     exported = gaikan.load(tmp_path / "pc.gaikan")
     assert exported.source_kind_ == "patchcore"

@@ -188,17 +188,19 @@ def inspect(
             fail("--dask needs the distributed extra: pip install 'gaikan[distributed]'")
         from ..distributed import run_inspection_dask
 
-        results, incomplete = run_inspection_dask(
-            model,
-            inspector,
-            files,
-            out,
-            address=dask_address,
-            overlays=not no_overlays,
-            batch_size=batch_size,
-            max_pixels=max_pixels,
-            parquet=parquet,
-        )
+        with progress(len(files), t("progress.inspecting")) as bar:
+            results, incomplete = run_inspection_dask(
+                model,
+                inspector,
+                files,
+                out,
+                address=dask_address,
+                overlays=not no_overlays,
+                batch_size=batch_size,
+                max_pixels=max_pixels,
+                parquet=parquet,
+                progress=bar.update,
+            )
         if on_batch is not None:
             on_batch(results)
     else:

@@ -216,7 +216,9 @@ def _build_graph(det: Any) -> tuple[Any, np.ndarray, np.ndarray]:
     elif det.kind == "soart-deep":
         head = _SOARTHead(det, (gh, gw))
     else:
-        head = _NearestHead(det.bank_, int(det.n_neighbors), (gh, gw))
+        head = _NearestHead(
+            det.bank_, int(det.n_neighbors), (gh, gw), det._projection(), det.search_candidates
+        )
 
     evidence = None
     if det.map_refine == "pixel" and hasattr(det, "pixel_mean_"):
@@ -332,10 +334,19 @@ def _module_classes() -> tuple[type, type, type, type]:
     class NearestHead(nn.Module):
         """PatchCore: nearest bank distance, reweighted (``PatchCore._score_features``)."""
 
-        def __init__(self, bank, n_neighbors, grid):
+        def __init__(self, bank, n_neighbors, grid, projection=None, candidates=16):
             super().__init__()
             b = torch.from_numpy(np.asarray(bank, np.float32))
             self.register_buffer("bank", b)
+            self.projected = projection is not None
+            if projection is not None:  # two-step search (PatchCore._nearest_one)
+                mu, comp = (torch.from_numpy(a) for a in projection)
+                self.register_buffer("mu", mu)
+                self.register_buffer("comp", comp)
+                bp = torch.matmul(b - mu, comp)
+                self.register_buffer("bank_p", bp)
+                self.register_buffer("bank_psq", (bp * bp).sum(1))
+                self.m = min(int(candidates), int(b.shape[0]))
             self.register_buffer("bank_sq", (b * b).sum(1))
             self.k = int(n_neighbors)
             self.grid = (int(grid[0]), int(grid[1]))
@@ -345,9 +356,18 @@ def _module_classes() -> tuple[type, type, type, type]:
             return (self.bank_sq - 2.0 * torch.matmul(f, self.bank.T) + fsq).clamp_min(0.0)
 
         def forward(self, e):  # (n, d, gh, gw)
-            n, d = e.shape[0], e.shape[1]
             f = e.flatten(2).transpose(1, 2)  # (n, P, d)
-            d2, nn_idx = self._sqdist(f).min(dim=-1)  # (n, P)
+            n, d = f.shape[0], f.shape[2]
+            if self.projected:
+                fp = torch.matmul(f - self.mu, self.comp)  # (n, P, p)
+                fpsq = (fp * fp).sum(-1, keepdim=True)
+                dp = (self.bank_psq - 2.0 * torch.matmul(fp, self.bank_p.T) + fpsq).clamp_min(0.0)
+                _, cand = torch.topk(dp, self.m, dim=-1, largest=False)  # (n, P, m)
+                d2c = ((self.bank[cand] - f[:, :, None, :]) ** 2).sum(-1)  # (n, P, m)
+                d2, j = d2c.min(dim=-1)
+                nn_idx = torch.gather(cand, 2, j[..., None])[..., 0]
+            else:
+                d2, nn_idx = self._sqdist(f).min(dim=-1)  # (n, P)
             dist = d2.sqrt()
             K = self.bank.shape[0]
             if self.k > 0 and K > 1:

@@ -344,6 +344,7 @@ class BaseDetector(ParamsMixin):
             params = dict(mf.params)
             if "pixel_mean" not in arrays and "map_refine" in cls._param_names():
                 params["map_refine"] = "none"
+            params = cls._params_of_older_files(params)
             det = cls(**params)
             det.train_scores_ = arrays.pop("train_scores")
             h, w = (int(v) for v in mf.meta["image_shape"])
@@ -385,6 +386,17 @@ class BaseDetector(ParamsMixin):
 
     def _get_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:  # pragma: no cover
         raise NotImplementedError
+
+    @classmethod
+    def _params_of_older_files(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """Parameters a file written before a parameter existed must load with.
+
+        A new parameter's default may change results; a file that does not
+        name it was fitted and checked without it, so it keeps the old
+        behaviour.  Subclasses fill such parameters in (e.g. PatchCore's
+        ``search_dim=0``).
+        """
+        return params
 
     def _set_state(
         self, arrays: dict[str, np.ndarray], meta: dict[str, Any]

@@ -287,8 +287,8 @@ def run_inspection_dask(
     overlays: bool = True,
     batch_size: int = 32,
     max_pixels: int | None = None,
-    show_progress: bool = True,
     parquet: bool = False,
+    progress: Callable[[int], None] | None = None,
 ) -> tuple[list[Inspection], str | None]:
     """``gaikan inspect --dask``: like :func:`gaikan.cli.inspect.run_inspection`, on a cluster.
 
@@ -303,8 +303,11 @@ def run_inspection_dask(
         The model file ``inspector`` was built from.
     inspector : Inspector
         Its threshold (the model's, or ``--threshold``) is used on the workers.
-    files, out, overlays, batch_size, max_pixels, show_progress, parquet :
+    files, out, overlays, batch_size, max_pixels, parquet :
         As for ``run_inspection``.
+    progress : callable, optional
+        Called with the number of files each finished batch held (the CLI
+        passes its progress bar's ``update``).
     address : str or distributed.Client
         ``--dask``: ``local:N`` or a scheduler address.
 
@@ -313,7 +316,6 @@ def run_inspection_dask(
     (results, incomplete)
         Every result, and why the run stopped early (None when it finished).
     """
-    from ..cli._common import progress
     from ..inspection import ResultsCSV, folder_labeller
     from ..inspection.batch import ResultsParquet
 
@@ -322,10 +324,7 @@ def run_inspection_dask(
     with (
         ResultsCSV(out / "results.csv") as csv_out,
         ResultsParquet(out / "results.parquet") if parquet else nullcontext() as pq_out,
-        progress(len(files), "inspecting") as bar,
     ):
-        if not show_progress:
-            bar.disable = True
         try:
             for batch in inspect_files_dask(
                 model_path,
@@ -336,7 +335,7 @@ def run_inspection_dask(
                 overlay_dir=out / "overlays" if overlays else None,
                 label_of=folder_labeller(files),
                 max_pixels=max_pixels,
-                progress=bar.update,
+                progress=progress,
             ):
                 csv_out.write(batch)
                 if pq_out is not None:

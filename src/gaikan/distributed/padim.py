@@ -248,7 +248,7 @@ def _patchcore_loo_task(
     det = _detector("patchcore", params)
     bank_rows, source = bank
     det.bank_ = bank_rows
-    det.__dict__.pop("_bank_t", None)
+    det._drop_caches()
     b = det._bank_tensor()
     f = kept["feats"]
     out = []
@@ -336,7 +336,7 @@ def patchcore_rounds(
     pix: Moments = total["pix"]
     det.pixel_mean_ = pix.mean
     det.pixel_std_ = np.sqrt(pix.covariance())
-    det.__dict__.pop("_bank_t", None)
+    det._drop_caches()
     loo = np.concatenate(grids)
     _finish(det, n, shape, loo.reshape(loo.shape[0], -1).max(axis=1))
     return DaskFit(det, [p for g in total["paths"] for p in g], list(total["errors"]))
