@@ -118,6 +118,7 @@ CONFIGS: dict[str, tuple[str, dict]] = {
     "patchcore-sd128": ("patchcore", {"search_dim": 128}),
     "patchcore-sd32": ("patchcore", {"search_dim": 32}),
     "patchcore-sd64": ("patchcore", {"search_dim": 64}),
+    "patchcore-sd32-m8": ("patchcore", {"search_dim": 32, "search_candidates": 8}),
     "patchcore-34s16-c02": (
         "patchcore",
         {"layers": (3, 4), "feature_stride": 16, "coreset_ratio": 0.02, "n_neighbors": 9},
