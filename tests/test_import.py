@@ -57,5 +57,6 @@ def test_all_matches_exports():
         "watch",
         "mqtt",
         "i18n",
+        "geometry",
     }
     assert public <= set(gaikan.__all__), public - set(gaikan.__all__)
