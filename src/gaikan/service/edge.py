@@ -55,6 +55,7 @@ KNOWN_PATHS = frozenset(
         "/history",
         "/static/history.js",
         "/static/review.js",
+        "/static/api.js",
         "/v1/control",
         "/v1/identity",
     )

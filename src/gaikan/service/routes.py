@@ -41,6 +41,7 @@ _STATIC_FILES = {
     "/history": ("history.html", "text/html; charset=utf-8"),
     "/static/history.js": ("history.js", "text/javascript; charset=utf-8"),
     "/static/review.js": ("review.js", "text/javascript; charset=utf-8"),
+    "/static/api.js": ("api.js", "text/javascript; charset=utf-8"),
 }
 _SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",

@@ -6,7 +6,6 @@
   const T = (k, en, v) => window.gaikanI18n ? window.gaikanI18n.t(k, en, v) : en.replace(/\{(\w+)\}/g, (_, n) => (v && n in v ? v[n] : ""));
   const $ = (id) => document.getElementById(id);
   const SVG = "http://www.w3.org/2000/svg";
-  const TOKEN_KEY = "gaikan-token";
   const PAGE = 25;          // table rows per page
   const CONTROL_POINTS = 200; // most recent scores in the control chart
   const POLL_MS = 5000;
@@ -15,7 +14,6 @@
   const DEFAULT_RANGE_MS = 24 * 3600 * 1000; // charts without a time filter: the last 24 h
 
   const state = {
-    token: sessionStorage.getItem(TOKEN_KEY),
     model: null,
     control: null,
     offset: 0,
@@ -33,47 +31,8 @@
     recording: true,
   };
 
-  // ---------------------------------------------------------------- API + auth
-  let tokenPrompt = null;
-  function askToken(message) {
-    if (tokenPrompt) return tokenPrompt;
-    const dlg = $("token-dialog");
-    const input = $("token-input");
-    dlg.querySelector("p").textContent = message;
-    input.value = "";
-    tokenPrompt = new Promise((resolve) => {
-      const onClose = () => {
-        dlg.removeEventListener("close", onClose);
-        tokenPrompt = null;
-        const value = input.value.trim();
-        if (value) {
-          state.token = value;
-          sessionStorage.setItem(TOKEN_KEY, value);
-        }
-        resolve(Boolean(value));
-      };
-      dlg.addEventListener("close", onClose);
-    });
-    if (!dlg.open) dlg.showModal();
-    input.focus();
-    return tokenPrompt;
-  }
-
-  async function api(path, options = {}) {
-    for (let attempt = 0; attempt < 4; attempt++) {
-      const headers = Object.assign({}, options.headers || {});
-      if (state.token) headers["Authorization"] = "Bearer " + state.token;
-      const resp = await fetch(path, Object.assign({}, options, { headers }));
-      if (resp.status !== 401) return resp;
-      const msg = state.token
-        ? T("history.token_rejected", "That token was not accepted. Enter the station's access token.")
-        : T("history.token_needed", "This station needs an access token.");
-      if (state.token) sessionStorage.removeItem(TOKEN_KEY);
-      state.token = null;
-      if (!(await askToken(msg))) return resp;
-    }
-    throw new Error(T("history.token_refused", "the server keeps refusing the token"));
-  }
+  // ---------------------------------------------------------------- API + auth (static/api.js)
+  const { api } = window.gaikanApi;
 
   async function getJson(path) {
     const resp = await api(path);
@@ -584,7 +543,7 @@
 
   // CSV: a plain link; with a token the download goes through fetch (the header carries it).
   async function downloadCsv(ev) {
-    if (!state.token) return;
+    if (!window.gaikanApi.token()) return;
     ev.preventDefault();
     const resp = await api($("csv-link").getAttribute("href"));
     if (!resp.ok) { setStatus(T("history.csv_failed", "CSV export failed: {status}", { status: resp.status }), true); return; }

@@ -4,8 +4,7 @@
 (function () {
   const $ = (id) => document.getElementById(id);
   const T = (k, en, v) => window.gaikanI18n ? window.gaikanI18n.t(k, en, v) : en.replace(/\{(\w+)\}/g, (_, n) => (v && n in v ? v[n] : ""));
-  const TOKEN_KEY = "gaikan-token";
-  const state = { token: sessionStorage.getItem(TOKEN_KEY), listing: null, result: null };
+  const state = { listing: null, result: null };
 
   // one column (the station's stylesheet lays <main> out in two); the table scrolls when narrow.
   // Set through the CSSOM: the page's CSP allows no inline style attributes.
@@ -23,56 +22,8 @@
   }
   document.querySelectorAll("#versions th").forEach(cellStyle);
 
-  // ---------------------------------------------------------------- API + auth
-  let tokenPrompt = null;
-  function askToken(message) {
-    if (tokenPrompt) return tokenPrompt;
-    const dlg = $("token-dialog");
-    const input = $("token-input");
-    dlg.querySelector("p").textContent = message;
-    input.value = "";
-    tokenPrompt = new Promise((resolve) => {
-      const onClose = () => {
-        dlg.removeEventListener("close", onClose);
-        tokenPrompt = null;
-        const value = input.value.trim();
-        if (value) {
-          state.token = value;
-          sessionStorage.setItem(TOKEN_KEY, value);
-        }
-        resolve(Boolean(value));
-      };
-      dlg.addEventListener("close", onClose);
-    });
-    if (!dlg.open) dlg.showModal();
-    input.focus();
-    return tokenPrompt;
-  }
-
-  async function api(path, options = {}) {
-    for (let attempt = 0; attempt < 4; attempt++) {
-      const headers = Object.assign({}, options.headers || {});
-      if (state.token) headers["Authorization"] = "Bearer " + state.token;
-      const resp = await fetch(path, Object.assign({}, options, { headers }));
-      if (resp.status !== 401) return resp;
-      const msg = state.token
-        ? T("models.token.wrong", "That token was not accepted. Enter the station's access token.")
-        : T("models.token.needed", "This station needs an access token.");
-      if (state.token) sessionStorage.removeItem(TOKEN_KEY);
-      state.token = null;
-      if (!(await askToken(msg))) return resp;
-    }
-    throw new Error(T("models.token.refused", "the server keeps refusing the token"));
-  }
-
-  async function errorText(resp) {
-    try {
-      const body = await resp.json();
-      return body.error || resp.statusText;
-    } catch (e) {
-      return resp.status + " " + resp.statusText;
-    }
-  }
+  // ---------------------------------------------------------------- API + auth (static/api.js)
+  const { api, errorText } = window.gaikanApi;
 
   function setStatus(text, isError) {
     const el = $("status");

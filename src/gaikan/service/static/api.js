@@ -1,0 +1,73 @@
+/* gaikan station pages: the one way they call the station's API.
+ *
+ * The bearer token is kept for the browser tab (sessionStorage) and asked
+ * for once, through the page's <dialog id="token-dialog">, when an answer
+ * is 401; a rejected token is forgotten and asked for again.  Messages go
+ * through the page's translations (i18n.js) when they are loaded.
+ *
+ *   gaikanApi.api(path, init) -> Promise<Response>
+ *   gaikanApi.errorText(resp) -> Promise<string>   (the server's "error" text)
+ *   gaikanApi.token()         -> the token in use, or null
+ */
+(function () {
+  "use strict";
+
+  const TOKEN_KEY = "gaikan-token";
+  const T = (k, en, v) =>
+    window.gaikanI18n
+      ? window.gaikanI18n.t(k, en, v)
+      : en.replace(/\{(\w+)\}/g, (_, n) => (v && n in v ? v[n] : ""));
+  let token = sessionStorage.getItem(TOKEN_KEY);
+  let tokenPrompt = null;
+
+  function askToken(message) {
+    if (tokenPrompt) return tokenPrompt;
+    const dlg = document.getElementById("token-dialog");
+    const input = document.getElementById("token-input");
+    dlg.querySelector("p").textContent = message;
+    input.value = "";
+    tokenPrompt = new Promise((resolve) => {
+      const onClose = () => {
+        dlg.removeEventListener("close", onClose);
+        tokenPrompt = null;
+        const value = input.value.trim();
+        if (value) {
+          token = value;
+          sessionStorage.setItem(TOKEN_KEY, value);
+        }
+        resolve(Boolean(value));
+      };
+      dlg.addEventListener("close", onClose);
+    });
+    if (!dlg.open) dlg.showModal();
+    input.focus();
+    return tokenPrompt;
+  }
+
+  async function api(path, options = {}) {
+    for (let attempt = 0; attempt < 4; attempt++) {
+      const headers = Object.assign({}, options.headers || {});
+      if (token) headers["Authorization"] = "Bearer " + token;
+      const resp = await fetch(path, Object.assign({}, options, { headers }));
+      if (resp.status !== 401) return resp;
+      const msg = token
+        ? T("station.token_rejected", "That token was not accepted. Enter the station's access token.")
+        : T("station.token_needed", "This station needs an access token.");
+      if (token) sessionStorage.removeItem(TOKEN_KEY);
+      token = null;
+      if (!(await askToken(msg))) return resp;
+    }
+    throw new Error(T("station.token_refused", "the server keeps refusing the token"));
+  }
+
+  async function errorText(resp) {
+    try {
+      const body = await resp.json();
+      return body.error || resp.statusText;
+    } catch (e) {
+      return resp.status + " " + resp.statusText;
+    }
+  }
+
+  window.gaikanApi = { api, askToken, errorText, token: () => token };
+})();
