@@ -57,9 +57,10 @@ def part(seed: int, defect: str | None = None) -> np.ndarray:
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
-def chromium_driver(tmp_path):
+def chromium_driver(tmp_path, accept_language: str | None = None):
     """Headless chromium with its browser log kept (a generator: yields the driver,
-    quits it afterwards); skips the test when chromium does not start."""
+    quits it afterwards); skips the test when chromium does not start.
+    ``accept_language`` (e.g. ``"ja,en;q=0.8"``) sets the browser's languages."""
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
     for flag in (
@@ -75,6 +76,9 @@ def chromium_driver(tmp_path):
         f"--user-data-dir={tmp_path / 'chromium-profile'}",
     ):
         opts.add_argument(flag)
+    if accept_language:
+        opts.add_argument(f"--lang={accept_language.split(',')[0]}")
+        opts.add_experimental_option("prefs", {"intl.accept_languages": accept_language})
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     service = webdriver.ChromeService(executable_path=CHROMEDRIVER)
     try:

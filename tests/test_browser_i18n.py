@@ -13,7 +13,7 @@ import shutil
 import numpy as np
 import pytest
 
-from test_browser import CHROMEDRIVER, CHROMIUM, SIZE, part, webdriver
+from test_browser import SIZE, chromium_driver, part
 
 pytestmark = [pytest.mark.browser, pytest.mark.serve]
 
@@ -27,42 +27,9 @@ from gaikan.service.i18n import add_i18n_routes
 from test_service import LiveServer
 
 
-def japanese_chromium(tmp_path):
-    """Headless chromium whose Accept-Language is Japanese first (a generator, as in
-    test_browser.chromium_driver); skips the test when chromium does not start."""
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--window-size=1400,1000",
-        "--lang=ja",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
-    ):
-        opts.add_argument(flag)
-    opts.add_experimental_option("prefs", {"intl.accept_languages": "ja,en;q=0.8"})
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    service = webdriver.ChromeService(executable_path=CHROMEDRIVER)
-    try:
-        driver = webdriver.Chrome(options=opts, service=service)
-    except Exception as exc:  # a broken install is a skip, not a failure of gaikan
-        pytest.skip(f"chromium did not start: {str(exc).splitlines()[0]}")
-    driver.set_page_load_timeout(30)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-
-
 @pytest.fixture
 def browser(tmp_path):
-    yield from japanese_chromium(tmp_path)
+    yield from chromium_driver(tmp_path, accept_language="ja,en;q=0.8")
 
 
 def test_station_in_japanese_then_english(browser, tmp_path):
