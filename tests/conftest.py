@@ -75,3 +75,17 @@ def _private_data_dir(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("GAIKAN_HOME", str(tmp_path_factory.mktemp("gaikan-home")))
     # English output unless a test asks for Japanese, whatever the developer's locale.
     monkeypatch.setenv("GAIKAN_LANG", "en")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path, monkeypatch):
+    """A station's records database: a SQLite file, then a fresh PostgreSQL database
+    (skipped where no server is reachable; tests/test_records.py has its own)."""
+    from test_records import pg_database
+
+    monkeypatch.setenv("GAIKAN_HOME", str(tmp_path / "home"))  # PostgreSQL's blobs go here
+    if request.param == "sqlite":
+        yield str(tmp_path / "records.db")
+        return
+    with pg_database() as url:
+        yield url

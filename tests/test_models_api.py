@@ -31,8 +31,8 @@ from gaikan.io import decode_image, find_images, load_images
 from gaikan.records import Filters, RecordStore
 from gaikan.service import create_app
 from gaikan.service.refit import RefitRefused, check_refittable
-from test_records import pg_database
-from test_service import LiveServer, png_bytes
+from test_service import png_bytes
+from test_station_records import station
 
 pytestmark = pytest.mark.serve
 
@@ -74,23 +74,6 @@ def model_file(unit_space, tmp_path_factory) -> Path:
     images = load_images(find_images([unit_space]), size=(SIZE, SIZE)).images
     gaikan.SOARTC(kernel=8, stride=4).fit(images).save(path)
     return path
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path, monkeypatch):
-    monkeypatch.setenv("GAIKAN_HOME", str(tmp_path / "home"))  # PostgreSQL's blobs go here
-    if request.param == "sqlite":
-        yield str(tmp_path / "records.db")
-        return
-    with pg_database() as url:
-        yield url
-
-
-def station(model_file, db, **kw):
-    kw.setdefault("workers", 2)
-    kw.setdefault("max_uploads_per_client", 16)
-    kw.setdefault("keep", "all")
-    return LiveServer(create_app(str(model_file), db=db, station="line1-st3", **kw))
 
 
 def inspect(client, files: list[tuple[str, bytes]], **headers) -> list[dict]:

@@ -31,7 +31,6 @@ httpx = pytest.importorskip("httpx")
 import gaikan
 from gaikan.records import Filters, RecordStore
 from gaikan.service import create_app
-from test_records import pg_database
 from test_service import LiveServer, png_bytes
 
 pytestmark = pytest.mark.serve
@@ -63,16 +62,6 @@ def model_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("model") / "part.gaikan"
     gaikan.SOARTC(kernel=8, stride=4).fit(good).save(path)
     return path
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path, monkeypatch):
-    monkeypatch.setenv("GAIKAN_HOME", str(tmp_path / "home"))  # PostgreSQL's blobs go here
-    if request.param == "sqlite":
-        yield str(tmp_path / "records.db")
-        return
-    with pg_database() as url:
-        yield url
 
 
 def station(model_file, db, **kw):
