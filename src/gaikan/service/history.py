@@ -253,6 +253,15 @@ def add_history_routes(app: FastAPI, recorder: Recorder, token_set: bool) -> Non
         )
         return out
 
+    def kept(record_id: int, what: str, read: Any) -> bytes:
+        """The kept picture ``what`` of a record, or 404 saying why it is not there."""
+        rec = get_record(record_id)
+        data = read(record_id)
+        if data is None:
+            why = "was pruned" if rec.image_pruned_at else "was not kept (see --keep)"
+            raise ApiError(404, f"the {what} of inspection {record_id} {why}")
+        return data
+
     @app.get(
         "/v1/inspections/{record_id}/image",
         tags=["records"],
@@ -260,11 +269,7 @@ def add_history_routes(app: FastAPI, recorder: Recorder, token_set: bool) -> Non
         response_class=Response,
     )
     def inspection_image(record_id: int) -> Response:
-        rec = get_record(record_id)
-        data = store.image(record_id)
-        if data is None:
-            why = "was pruned" if rec.image_pruned_at else "was not kept (see --keep)"
-            raise ApiError(404, f"the image of inspection {record_id} {why}")
+        data = kept(record_id, "image", store.image)
         return Response(data, media_type=_image_type(data), headers=_PRIVATE)
 
     @app.get(
@@ -274,11 +279,7 @@ def add_history_routes(app: FastAPI, recorder: Recorder, token_set: bool) -> Non
         response_class=Response,
     )
     def inspection_overlay(record_id: int) -> Response:
-        rec = get_record(record_id)
-        data = store.overlay(record_id)
-        if data is None:
-            why = "was pruned" if rec.image_pruned_at else "was not kept (see --keep)"
-            raise ApiError(404, f"the overlay of inspection {record_id} {why}")
+        data = kept(record_id, "overlay", store.overlay)
         return Response(data, media_type="image/png", headers=_PRIVATE)
 
     @app.post(
