@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -246,6 +247,20 @@ def test_cli_export(padim, data, tmp_path):
 _BLOCK = "import sys\nfor m in ('torch', 'torchvision', 'timm'):\n    sys.modules[m] = None\n"
 
 
+def run_without_torch(body: str) -> Any:
+    """Run ``body`` (indented Python, dedented here) in a fresh interpreter where torch,
+    torchvision and timm cannot be imported; the JSON its last printed line holds."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _BLOCK + textwrap.dedent(body)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def test_torch_free_scoring_and_inspect(padim, padim_file, data, tmp_path):
     """A subprocess where torch cannot be imported scores and inspects the exported file."""
     from PIL import Image
@@ -261,7 +276,7 @@ def test_torch_free_scoring_and_inspect(padim, padim_file, data, tmp_path):
     images = load_images(files, (H, W)).images
     ref = padim.detect(images)
     np.save(tmp_path / "images.npy", images)
-    script = _BLOCK + textwrap.dedent(
+    status = run_without_torch(
         f"""
         import json
         import numpy as np
@@ -279,11 +294,6 @@ def test_torch_free_scoring_and_inspect(padim, padim_file, data, tmp_path):
               if m.split(".")[0] in ("torch", "timm") and sys.modules[m] is not None)}}))
         """
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=300
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    status = json.loads(proc.stdout.strip().splitlines()[-1])
     assert status == {"code": 0, "torch": []}
     scores = np.load(tmp_path / "scores.npy")
     np.testing.assert_allclose(scores, ref.scores, rtol=1e-4)

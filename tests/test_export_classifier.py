@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import csv
-import json
-import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +17,12 @@ pytest.importorskip("onnxruntime")
 
 import gaikan
 from gaikan.errors import ModelFileError, NotFittedError, ParameterError
+from test_export import run_without_torch
 
 pytestmark = pytest.mark.deep
 
 CLASSES = ("bright", "dark", "good")
 S = 32
-_BLOCK = "import sys\nfor m in ('torch', 'torchvision', 'timm'):\n    sys.modules[m] = None\n"
 
 
 def planted(n, seed):
@@ -188,7 +185,7 @@ def test_openvino_classifier_equal(clf, data, tmp_path):
     _assert_same(clf, exported, Xt)
     # and without torch: OpenVINO alone runs it
     np.save(tmp_path / "x.npy", Xt)
-    script = _BLOCK + textwrap.dedent(
+    loaded = run_without_torch(
         f"""
         import json, numpy as np, gaikan
         clf = gaikan.load({str(tmp_path / "ov.gaikan")!r})
@@ -197,11 +194,7 @@ def test_openvino_classifier_equal(clf, data, tmp_path):
               if m.split(".")[0] in ("torch", "timm") and sys.modules[m] is not None)))
         """
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=300
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
+    assert loaded == []
     a = clf.predict_proba(Xt)
     assert np.all(np.abs(np.load(tmp_path / "p.npy") - a) <= np.maximum(1e-4 * np.abs(a), 1e-5))
 
@@ -260,7 +253,7 @@ def test_torch_free_classifier_and_inspect(clf, clf_file, data, tmp_path):
     images = load_images(files, (S, S)).images
     ref = Inspector(clf).judge(images, [f.name for f in files], maps=False)
     np.save(tmp_path / "images.npy", images)
-    script = _BLOCK + textwrap.dedent(
+    status = run_without_torch(
         f"""
         import json
         import numpy as np
@@ -277,11 +270,6 @@ def test_torch_free_classifier_and_inspect(clf, clf_file, data, tmp_path):
               if m.split(".")[0] in ("torch", "timm") and sys.modules[m] is not None)}}))
         """
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=300
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    status = json.loads(proc.stdout.strip().splitlines()[-1])
     assert status == {"code": 0, "torch": []}
     proba = np.load(tmp_path / "proba.npy")
     a = clf.predict_proba(images)
