@@ -69,5 +69,5 @@
     }
   }
 
-  window.gaikanApi = { api, askToken, errorText, token: () => token };
+  window.gaikanApi = { api, errorText, token: () => token };
 })();
