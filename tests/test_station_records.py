@@ -343,11 +343,27 @@ def test_failed_commit_gives_no_verdict(model_file, tmp_path):
     def refuse(*a, **k):
         raise RuntimeError("disk full")
 
-    recorder.store.add_many = refuse
+    recorder.sink.add_many = refuse
     with LiveServer(app) as srv, httpx.Client(base_url=srv.url) as c:
         r = post(c, [("b.png", BAD)])
         assert r.status_code == 503
         assert "results" not in r.json() and "recorded" in r.json()["error"]
+
+
+def test_a_killed_writer_process_is_replaced(model_file, tmp_path):
+    """The rows are committed by a child process; when it is killed the station goes on."""
+    import signal
+
+    app = create_app(str(model_file), db=str(tmp_path / "r.db"), workers=1)
+    writer = app.state.recorder.sink
+    with LiveServer(app) as srv, httpx.Client(base_url=srv.url) as c:
+        first = post(c, [("a.png", GOOD)]).json()["results"][0]["id"]
+        os.kill(writer._proc.pid, signal.SIGKILL)
+        writer._proc.join(10)
+        second = post(c, [("b.png", BAD)]).json()["results"][0]["id"]
+        assert writer.starts == 2
+        ids = [r["id"] for r in c.get("/v1/inspections").json()["items"]]
+    assert sorted(ids) == [first, second]
 
 
 def test_serve_cli_records(model_file, tmp_path):

@@ -3,9 +3,13 @@
 :meth:`Recorder.submit` is called after the verdicts and overlays are made
 and **before** the HTTP answer is sent: the route awaits its future, which
 resolves only once the rows are committed, so a client never receives a
-verdict that is not in the database.  One writer thread commits whatever
-requests are waiting in one transaction (group commit).  When the commit
-fails the request is answered 503 (nothing recorded, no verdict given).
+verdict that is not in the database.  One writer thread takes whatever
+requests are waiting and has them committed in one transaction (group
+commit), by default by a child process
+(:class:`~gaikan.records.writer.WriterProcess`) so that the database work
+does not take the server's interpreter lock from the scoring threads.  When
+the commit fails the request is answered 503 (nothing recorded, no verdict
+given).
 
 Nothing here imports a web framework; :mod:`gaikan.records` (SQLAlchemy)
 is imported only when a recorder is built.
@@ -67,8 +71,9 @@ class Recorder:
     """Commits requests' results to the store (group commit), with the served model's version.
 
     The kept images and overlays are written first by a few blob threads
-    (in parallel, each file fsynced).  One writer thread then takes every
-    request waiting to be recorded and commits their rows together in one
+    (in parallel, each file fsynced; in the child process with
+    ``writer="process"``).  One writer thread then takes every request
+    waiting to be recorded and has their rows committed together in one
     transaction (one fsync for all of them):
     under load many requests share a commit, so recording costs little
     throughput, and the scoring threads never wait on the disk.  Each
@@ -89,6 +94,11 @@ class Recorder:
         Threads writing the kept images and overlays (each file is
         fsynced; one thread alone would cap the station at a few hundred
         kept pictures per second).
+    writer : {"process", "thread"}
+        Where the rows are committed: ``"process"`` (default) in a child
+        process (:class:`~gaikan.records.writer.WriterProcess`), so the
+        database work does not compete with scoring for the interpreter
+        lock; ``"thread"`` in this process (tests, tools).
     """
 
     def __init__(
@@ -99,8 +109,16 @@ class Recorder:
         model_version: int | None,
         max_batch: int = 256,
         io_threads: int = 8,
+        writer: str = "process",
     ) -> None:
+        if writer not in ("process", "thread"):
+            raise ValueError(f"writer must be 'process' or 'thread', got {writer!r}")
         self.store = store
+        self.sink: Any = store
+        if writer == "process":
+            from ..records.writer import WriterProcess
+
+            self.sink = WriterProcess(store.url, store.blobs.root, store.retention)
         self.station = station
         self.model_id = model_id
         self.model_version = model_version
@@ -135,7 +153,7 @@ class Recorder:
             if self._io is None:
                 self._io = ThreadPoolExecutor(self.io_threads, thread_name_prefix="gaikan-blobs")
             io = self._io
-        if any(self.keeps(u.inspection.verdict) for u in uploads):
+        if self.sink is self.store and any(self.keeps(u.inspection.verdict) for u in uploads):
             io.submit(self._put_blobs, uploads, client, fut)
         else:
             self._queue.put((uploads, client, fut))
@@ -218,7 +236,7 @@ class Recorder:
             for u in uploads
         ]
         try:
-            ids = list(self.store.add_many(entries))
+            ids = list(self.sink.add_many(entries))
         except Exception as exc:  # every waiting request learns it was not recorded
             log.exception("recording %d result(s) failed", len(entries))
             for _, _, fut in live:
@@ -247,6 +265,8 @@ class Recorder:
         if thread is not None:
             self._queue.put(None)
             thread.join(30)
+        if self.sink is not self.store:
+            self.sink.close()
         self.store.close()
 
 

@@ -1,0 +1,86 @@
+"""The station's writer process: same rows as the store, and a dead child loses no answer."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+
+pytest.importorskip("sqlalchemy")
+
+from gaikan.inspection import Inspection
+from gaikan.records import RecordsError, RecordStore, Retention
+from gaikan.records.writer import WriterProcess
+
+
+class _KillsTheChild:
+    """Unpickling this ends the writer process at once (a crash mid-batch)."""
+
+    def __reduce__(self):
+        return (os._exit, (9,))
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = RecordStore(tmp_path / "r.db", blob_dir=tmp_path / "blobs", retention=Retention("ng"))
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def writer(store):
+    w = WriterProcess(store.url, store.blobs.root, store.retention)
+    yield w
+    w.close()
+
+
+def _entries(n, verdict="defect"):
+    out = []
+    for i in range(n):
+        image, overlay = f"image {i}".encode(), f"overlay {i}".encode()
+        ins = Inspection(f"p{i}.png", verdict, score=2.0 + i, threshold=1.0, peak_row=i)
+        out.append((ins, dict(source=f"/cam/p{i}.png", image_bytes=image, overlay_png=overlay)))
+    return out
+
+
+def test_rows_and_kept_pictures_match_the_store(store, writer):
+    ids = writer.add_many(_entries(3) + _entries(2, verdict="ok"))
+    assert ids == sorted(ids) and len(set(ids)) == 5
+    recs = [store.get(i) for i in ids]
+    assert [r.source for r in recs] == [f"/cam/p{i}.png" for i in (0, 1, 2, 0, 1)]
+    assert recs[1].digest == hashlib.sha256(b"image 1").hexdigest()
+    assert (recs[2].verdict, recs[2].score, recs[2].peak_row) == ("defect", 4.0, 2)
+    # --keep ng: the defects' pictures are on disk, the goods' are not
+    assert store.image(ids[0]) == b"image 0" and store.overlay(ids[0]) == b"overlay 0"
+    assert store.image(ids[3]) is None and recs[3].image_key is None
+
+
+def test_a_refused_batch_names_the_cause_and_the_next_one_is_recorded(store, writer):
+    ins, kw = _entries(1)[0]
+    with pytest.raises(RecordsError, match="unexpected keyword argument 'colour'"):
+        writer.add_many([(ins, dict(kw, colour="red"))])
+    assert store.count() == 0
+    assert len(writer.add_many(_entries(2))) == 2 and writer.starts == 1
+
+
+def test_a_child_dying_mid_batch_fails_that_batch_only(store, writer):
+    writer.add_many(_entries(1))
+    ins, kw = _entries(1)[0]
+    with pytest.raises(RecordsError, match="writer stopped"):
+        writer.add_many([(ins, dict(kw, source=_KillsTheChild()))])
+    ids = writer.add_many(_entries(2))  # a new child takes over
+    assert writer.starts == 2
+    assert store.count() == 3 and [store.get(i).source for i in ids] == [
+        "/cam/p0.png",
+        "/cam/p1.png",
+    ]
+
+
+def test_a_database_that_cannot_be_opened_is_reported(tmp_path):
+    w = WriterProcess("postgresql+psycopg://nobody@127.0.0.1:1/none", tmp_path, Retention())
+    try:
+        with pytest.raises(RecordsError, match="cannot open the database"):
+            w.add_many(_entries(1))
+    finally:
+        w.close()
