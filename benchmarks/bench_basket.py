@@ -44,7 +44,6 @@ import argparse
 import hashlib
 import json
 import os
-import resource
 import sys
 import time
 from dataclasses import dataclass, field
@@ -390,7 +389,9 @@ def _time_child(queue, name: str, threads: int, n_images: int) -> None:
         for i in range(0, len(test), 16):
             det.anomaly_score(test[i : i + 16])
         ms = 1e3 * (time.perf_counter() - t0) / len(test)
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+        from gaikan.benchmark import peak_rss_mb
+
+        rss = peak_rss_mb()  # its own peak, not the parent's data set (ru_maxrss)
         queue.put({"fit_s": fit_s, "ms_img": ms, "rss_mb": rss, "load": os.getloadavg()[0]})
     except BaseException as exc:  # reported in the table
         queue.put({"error": f"{type(exc).__name__}: {exc}"})

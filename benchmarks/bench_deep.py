@@ -20,7 +20,7 @@ memory).  Columns:
   and ONNX export included);
 - ``ms/img b16``: ``anomaly_score`` over the whole test set in batches of 16;
 - ``ms/img b1``: one image per call, over the first ``--n-batch1`` test cells;
-- ``peak RSS``: ``ru_maxrss`` of the process.
+- ``peak RSS``: the process's own peak (``VmHWM``; see ``gaikan.benchmark.peak_rss_mb``).
 
 The baseline ``zscore`` is a per-pixel z-score (mean/std per pixel over
 the training cells, image score = max |z|).
@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
 import time
 
@@ -46,7 +45,9 @@ DEFAULTS: dict[str, dict] = {
 
 
 def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    from gaikan.benchmark import peak_rss_mb
+
+    return peak_rss_mb()
 
 
 class ZScore:

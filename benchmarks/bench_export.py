@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -64,14 +63,6 @@ def textures(n: int, size: int, seed: int) -> np.ndarray:
         t = np.sin((xx + dx) / 4.0) * np.sin((yy + dy) / 4.0)
         out[i] = np.clip(np.rint(128 + 50 * t + rng.normal(0, 6, (size, size))), 0, 255)
     return out
-
-
-def peak_rss_mb() -> float:
-    """This process's peak RSS (VmHWM: unlike ru_maxrss it is not inherited across exec)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _time(fn, x: np.ndarray, reps: int) -> float:
@@ -107,6 +98,8 @@ def child(args: argparse.Namespace) -> None:
     x[8:, 40:72, 40:72] = 250.0  # half of them with a bright square (a defect)
     b1 = _time(det.detect, x[:1], args.reps1)
     b16 = _time(det.detect, x, args.reps16)
+    from gaikan.benchmark import peak_rss_mb
+
     rss = peak_rss_mb()
     res = det.detect(x)
     print(

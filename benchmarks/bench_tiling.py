@@ -8,14 +8,13 @@ One command, one table::
 Synthetic aligned frames (a smooth two-axis pattern, like a board or a
 panel, with per-frame sensor noise); one test frame carries a planted
 20 x 20 px defect.  Fit and inspection each run in a fresh process so the
-peak RSS is that job's own (``ru_maxrss``).
+peak RSS is that job's own (``VmHWM``, see ``gaikan.benchmark.peak_rss_mb``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -62,7 +61,9 @@ def job(args: argparse.Namespace) -> dict:
             "peak_on_defect": bool(r0 <= row < r0 + 20 and c0 <= col < c0 + 20),
         }
     out["seconds"] = time.perf_counter() - t0
-    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    from gaikan.benchmark import peak_rss_mb
+
+    out["peak_rss_mb"] = peak_rss_mb()
     return out
 
 

@@ -353,22 +353,41 @@ class PatchCore(DeepFeatureDetector):
         fp = self._project(f)
         # candidates in the principal directions (their distances never exceed the true ones)
         _, cand = self._nearest(fp, self._bank_p, exclude, m, self._bank_psq)
+        bsq = self._bank_sq
         out_d, out_i = [], []
-        for s in range(0, f.shape[0], 1024):  # (1024, m, d) gathered rows at a time
-            c = cand[s : s + 1024]
-            d2 = ((bank[c] - f[s : s + 1024, None]) ** 2).sum(-1)
+        for s in range(0, f.shape[0], 256):  # (256, m, d) gathered rows at a time: in cache
+            c, q = cand[s : s + 256], f[s : s + 256]
+            # ‖b‖² − 2 b·f (+ ‖f‖²): one pass over the gathered rows, not three
+            d2 = torch.baddbmm(bsq[c][:, :, None], bank[c], q[:, :, None], alpha=-2.0)[:, :, 0]
             v, j = d2.min(dim=1, keepdim=True)
-            out_d.append(v)
+            out_d.append((v + (q * q).sum(1, keepdim=True)).clamp_min(0.0))
             out_i.append(torch.gather(c, 1, j))
         return torch.cat(out_d), torch.cat(out_i)
 
     def _nearest(self, f, bank, exclude=None, k: int = 1, bsq=None):
-        """k smallest squared distances and indices of rows f (q, d) in the bank."""
+        """k smallest squared distances and indices of rows f (q, d) in the bank.
+
+        Query rows go in chunks whose distance block against the whole bank
+        stays within ~4M entries (16 MB, the L3 cache of a small CPU): the
+        search is bound by writing and re-reading that block, and a block
+        of every query against a slice of the bank (the earlier order) spilled
+        to memory.
+        """
         torch = require("torch", "deep")
         bsq = self._bank_sq if bsq is None else bsq
+        rows = max(16, (1 << 22) // max(1, bank.shape[0]))
+        parts = [
+            self._nearest_chunk(f[s : s + rows], bank, bsq, exclude, k)
+            for s in range(0, f.shape[0], rows)
+        ]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+    @staticmethod
+    def _nearest_chunk(f, bank, bsq, exclude, k: int):
+        """:meth:`_nearest` for one chunk of query rows (bank slices of ≤ ~4M entries)."""
+        torch = require("torch", "deep")
         best_d, best_i = [], []
-        # distance blocks of at most ~16M entries (64 MB) bound the memory
-        step = max(256, (1 << 24) // max(1, f.shape[0]))
+        step = max(256, (1 << 22) // max(1, f.shape[0]))
         fsq = (f * f).sum(1, keepdim=True)
         for s in range(0, bank.shape[0], step):
             blk = bank[s : s + step]
@@ -384,10 +403,13 @@ class PatchCore(DeepFeatureDetector):
                 v, i = torch.topk(d, kk, dim=1, largest=False)
             best_d.append(v)
             best_i.append(i + s)
-        d = torch.cat(best_d, 1)
-        i = torch.cat(best_i, 1)
-        v, j = torch.topk(d, min(k, d.shape[1]), dim=1, largest=False)
-        return (v + fsq).clamp_min(0.0), torch.gather(i, 1, j)
+        if len(best_d) == 1:
+            v, i = best_d[0], best_i[0]
+        else:
+            d, i = torch.cat(best_d, 1), torch.cat(best_i, 1)
+            v, j = torch.topk(d, min(k, d.shape[1]), dim=1, largest=False)
+            i = torch.gather(i, 1, j)
+        return (v + fsq).clamp_min(0.0), i
 
     def _score_features(self, f, bank, exclude=None) -> np.ndarray:
         """(b, P, d) patch features → (b, P) reweighted nearest distances."""
