@@ -1,0 +1,33 @@
+"""Benchmarks report each process's own peak memory, not the one it was spawned from."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import sys
+
+import numpy as np
+import pytest
+
+from gaikan.benchmark import peak_rss_mb
+
+
+def _child(queue) -> None:
+    import resource
+
+    queue.put((peak_rss_mb(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM is Linux's")
+def test_a_spawned_child_does_not_inherit_its_parents_peak():
+    big = np.ones(400 * 2**20 // 8)  # 400 MB touched in this process
+    assert peak_rss_mb() > 400
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_child, args=(q,))
+    p.start()
+    own, inherited = q.get(timeout=60)
+    p.join(30)
+    del big
+    # the child itself is an interpreter and numpy; its ru_maxrss (``inherited``)
+    # carries this process's 400 MB on Linux kernels that keep the peak across exec
+    assert own < 200, (own, inherited)
