@@ -84,3 +84,25 @@ def test_a_database_that_cannot_be_opened_is_reported(tmp_path):
             w.add_many(_entries(1))
     finally:
         w.close()
+
+
+@pytest.mark.parametrize("mode", ["process", "thread"])
+def test_recorder_versions_share_one_writer_and_record_alike(store, mode):
+    from gaikan.service.recording import Recorder, Upload
+
+    rec = Recorder(store, "line1", "m", 1, writer=mode)
+    v2 = rec.for_version(2)
+    assert v2.sink is rec.sink  # one writer process (or store) per station, not per version
+    try:
+        ins, kw = _entries(1)[0]
+        up = Upload(ins, kw["image_bytes"], kw["overlay_png"], 3.0)
+        (a,), (b,) = rec.record([up], "host"), v2.record([up], "host")
+    finally:
+        v2.close()
+        rec.close()
+    with RecordStore(store.url, blob_dir=store.blobs.root) as again:
+        ra, rb = again.get(a), again.get(b)
+        assert (ra.model_version, rb.model_version) == (1, 2)
+        assert (ra.station, ra.client, ra.latency_ms) == ("line1", "host", 3.0)
+        assert ra.image_key == rb.image_key == ra.digest  # the picture kept once
+        assert again.image(b) == b"image 0" and again.overlay(b) == b"overlay 0"

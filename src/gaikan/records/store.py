@@ -11,6 +11,7 @@ import os
 import threading
 import time
 from collections.abc import Iterable
+from concurrent.futures import Executor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -155,11 +156,15 @@ class RecordStore:
         )
         return self.add_many([(inspection, kw)])[0]
 
-    def add_many(self, entries: Iterable[tuple[Any, dict[str, Any]]]) -> list[int]:
+    def add_many(
+        self, entries: Iterable[tuple[Any, dict[str, Any]]], *, pool: Executor | None = None
+    ) -> list[int]:
         """Record several inspections in one transaction; return their ids, in order.
 
         Each entry is ``(inspection, keyword arguments of add)``; paths are
-        taken as text.  Nothing is recorded if the commit fails.
+        taken as text.  Nothing is recorded if the commit fails.  The kept
+        pictures are written first, each distinct one once (in parallel on
+        ``pool`` when given: each file is fsynced), then the rows.
 
         Notes
         -----
@@ -169,9 +174,19 @@ class RecordStore:
         """
         from sqlalchemy import insert
 
-        rows = [self._row(ins, **kw) for ins, kw in entries]
-        if not rows:
+        entries = list(entries)
+        if not entries:
             return []
+        kept = {
+            blob
+            for ins, kw in entries
+            if self.retention.keeps(ins.verdict)
+            for blob in (kw.get("image_bytes"), kw.get("overlay_png"))
+            if blob
+        }
+        put = pool.map if pool is not None else map
+        keys = dict(zip(kept, put(self.blobs.put, kept)))
+        rows = [self._row(ins, keys, **kw) for ins, kw in entries]
         stmt = insert(InspectionRow).returning(InspectionRow.id, sort_by_parameter_order=True)
         with self.engine.begin() as conn:
             ids = [int(r[0]) for r in conn.execute(stmt, rows)]
@@ -181,6 +196,7 @@ class RecordStore:
     def _row(
         self,
         ins: Any,
+        keys: dict[bytes, str],
         *,
         source: Any = None,
         image_bytes: bytes | None = None,
@@ -189,12 +205,13 @@ class RecordStore:
         dest: Any = None,
         **meta: Any,
     ) -> dict[str, Any]:
+        """One ``inspections`` row; ``keys``: the stored pictures' keys by their bytes."""
         if image_bytes is not None:
-            digest = sha256(image_bytes)
+            digest = keys.get(image_bytes) or sha256(image_bytes)
         row = _row(ins, None if source is None else str(source), digest)
         keep = self.retention.keeps(ins.verdict)
-        row["image_key"] = self.blobs.put(image_bytes) if keep and image_bytes else None
-        row["overlay_key"] = self.blobs.put(overlay_png) if keep and overlay_png else None
+        row["image_key"] = keys[image_bytes] if keep and image_bytes else None
+        row["overlay_key"] = keys[overlay_png] if keep and overlay_png else None
         row["dest"] = None if dest is None else str(dest)
         for key in _META:
             row[key] = meta.pop(key, None)

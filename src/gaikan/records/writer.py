@@ -162,15 +162,7 @@ def _serve(conn: Any, url: str, blob_dir: str, retention: dict[str, Any]) -> Non
             if batch is None:
                 return
             try:
-                kept = [
-                    blob
-                    for ins, kw in batch
-                    if store.retention.keeps(ins.verdict)
-                    for blob in (kw.get("image_bytes"), kw.get("overlay_png"))
-                    if blob
-                ]
-                list(io.map(store.blobs.put, set(kept)))
-                conn.send((True, store.add_many(batch)))
+                conn.send((True, store.add_many(batch, pool=io)))
             except Exception as exc:  # noqa: BLE001 - the batch fails, the child goes on
                 conn.send((False, f"{type(exc).__name__}: {exc}"))
     finally:

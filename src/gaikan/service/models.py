@@ -23,7 +23,8 @@ starts and remembers it on the request's uploads, so an inspection
 started before an activation is scored *and recorded* with the old model
 and version, and every inspection started after it with the new one.
 Each version has its own :class:`~gaikan.service.recording.Recorder`
-(same store, same writer semantics) stamping its version on the records.
+(:meth:`~gaikan.service.recording.Recorder.for_version`: the same store and
+writer process) stamping its version on the records.
 The swap itself is one reference assignment.
 """
 
@@ -302,15 +303,7 @@ class ModelSwitch:
         cur = self.live.current
         rec = self._recorders.get(mv.version)
         if rec is None:
-            base = self._base
-            rec = Recorder(
-                base.store,
-                base.station,
-                self.model_id,
-                mv.version,
-                max_batch=base.max_batch,
-                io_threads=base.io_threads,
-            )
+            rec = self._base.for_version(mv.version)
             self._recorders[mv.version] = rec
         return Inspector(model, cur.config, cur.metrics, cur.overlays, name, rec)
 
@@ -403,7 +396,7 @@ class ModelSwitch:
             self._pool.shutdown(wait=False, cancel_futures=True)
         for rec in list(self._recorders.values()):
             if rec is not self._base:
-                rec.close()  # disposes the engine's pool only; the engine stays usable
+                rec.close()  # its thread only: the writer and store are the first one's
 
 
 # ---------------------------------------------------------------- HTTP

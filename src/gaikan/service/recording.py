@@ -70,11 +70,11 @@ class Upload:
 class Recorder:
     """Commits requests' results to the store (group commit), with the served model's version.
 
-    The kept images and overlays are written first by a few blob threads
-    (in parallel, each file fsynced; in the child process with
-    ``writer="process"``).  One writer thread then takes every request
-    waiting to be recorded and has their rows committed together in one
-    transaction (one fsync for all of them):
+    One writer thread takes every request waiting to be recorded and has
+    their kept images and overlays written (in parallel, each file fsynced)
+    and then their rows committed together in one transaction (one fsync
+    for all of them), by :meth:`RecordStore.add_many
+    <gaikan.records.RecordStore.add_many>` in a child process or here:
     under load many requests share a commit, so recording costs little
     throughput, and the scoring threads never wait on the disk.  Each
     request's future resolves only once its rows are committed.
@@ -91,14 +91,18 @@ class Recorder:
     max_batch : int
         Most requests committed in one transaction.
     io_threads : int
-        Threads writing the kept images and overlays (each file is
-        fsynced; one thread alone would cap the station at a few hundred
-        kept pictures per second).
+        With ``writer="thread"``: threads writing the kept images and
+        overlays (each file is fsynced; one thread alone would cap the
+        station at a few hundred kept pictures per second).  The child
+        process has its own (:data:`gaikan.records.writer.IO_THREADS`).
     writer : {"process", "thread"}
         Where the rows are committed: ``"process"`` (default) in a child
         process (:class:`~gaikan.records.writer.WriterProcess`), so the
         database work does not compete with scoring for the interpreter
         lock; ``"thread"`` in this process (tests, tools).
+    share : Recorder, optional
+        Another version's recorder of the same station: its store, writer
+        and blob threads are used (not started again, and closed by it).
     """
 
     def __init__(
@@ -110,28 +114,47 @@ class Recorder:
         max_batch: int = 256,
         io_threads: int = 8,
         writer: str = "process",
+        share: Recorder | None = None,
     ) -> None:
         if writer not in ("process", "thread"):
             raise ValueError(f"writer must be 'process' or 'thread', got {writer!r}")
         self.store = store
-        self.sink: Any = store
-        if writer == "process":
-            from ..records.writer import WriterProcess
-
-            self.sink = WriterProcess(store.url, store.blobs.root, store.retention)
         self.station = station
         self.model_id = model_id
         self.model_version = model_version
         self.max_batch = max_batch
+        self.io_threads = io_threads
+        self.writer = writer
+        self._owner = share is None
+        self.sink: Any = store  # what commits: the store itself or the writer process
+        self._io: ThreadPoolExecutor | None = None  # the blob threads of writer="thread"
+        if share is not None:
+            self.sink, self._io = share.sink, share._io
+        elif writer == "process":
+            from ..records.writer import WriterProcess
+
+            self.sink = WriterProcess(store.url, store.blobs.root, store.retention)
+        else:
+            self._io = ThreadPoolExecutor(io_threads, thread_name_prefix="gaikan-blobs")
         self._queue: queue.SimpleQueue[tuple[list[Upload], str | None, Future] | None] = (
             queue.SimpleQueue()
         )
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self.io_threads = io_threads
-        self._io: ThreadPoolExecutor | None = None
-        self._key_locks = [threading.Lock() for _ in range(64)]
         self.commits = 0  # transactions committed (for tests and benchmarks)
+
+    def for_version(self, version: int | None) -> Recorder:
+        """A recorder of another version of the served model, sharing this one's writer."""
+        return Recorder(
+            self.store,
+            self.station,
+            self.model_id,
+            version,
+            max_batch=self.max_batch,
+            io_threads=self.io_threads,
+            writer=self.writer,
+            share=self,
+        )
 
     def keeps(self, verdict: str) -> bool:
         """Whether the retention policy keeps this verdict's image (render its overlay then)."""
@@ -150,41 +173,8 @@ class Recorder:
                     target=self._run, name="gaikan-recorder", daemon=True
                 )
                 self._thread.start()
-            if self._io is None:
-                self._io = ThreadPoolExecutor(self.io_threads, thread_name_prefix="gaikan-blobs")
-            io = self._io
-        if self.sink is self.store and any(self.keeps(u.inspection.verdict) for u in uploads):
-            io.submit(self._put_blobs, uploads, client, fut)
-        else:
-            self._queue.put((uploads, client, fut))
-        return fut
-
-    def _put_blobs(self, uploads: list[Upload], client: str | None, fut: Future) -> None:
-        """Write a request's kept pictures (each fsynced), then queue its rows.
-
-        Runs in the blob threads, so the files of many requests are written
-        in parallel and the writer thread only commits rows (``add_many``
-        then finds the files on disk).  ``BlobStore.put`` names its
-        temporary file by process id only, so the same new content must not
-        be written by two threads at once: writers of one key take the same
-        striped lock.
-        """
-        from ..records import sha256
-
-        try:
-            for u in uploads:
-                if not self.keeps(u.inspection.verdict):
-                    continue
-                for blob in (u.data, u.overlay_png):
-                    if blob:
-                        with self._key_locks[int(sha256(blob)[:8], 16) % len(self._key_locks)]:
-                            self.store.blobs.put(blob)
-        except Exception as exc:
-            log.exception("storing the images of %d result(s) failed", len(uploads))
-            if fut.set_running_or_notify_cancel():
-                fut.set_exception(RecordingFailed(f"storing the images failed: {exc}"))
-            return
         self._queue.put((uploads, client, fut))
+        return fut
 
     def record(self, uploads: list[Upload], client: str | None) -> list[int]:
         """Commit one request's uploads and wait; their record ids, in order.
@@ -236,7 +226,10 @@ class Recorder:
             for u in uploads
         ]
         try:
-            ids = list(self.sink.add_many(entries))
+            if self._io is None:  # the writer process writes the pictures with its own threads
+                ids = list(self.sink.add_many(entries))
+            else:
+                ids = list(self.sink.add_many(entries, pool=self._io))
         except Exception as exc:  # every waiting request learns it was not recorded
             log.exception("recording %d result(s) failed", len(entries))
             for _, _, fut in live:
@@ -256,15 +249,19 @@ class Recorder:
         return None if mv is None else mv.to_json()
 
     def close(self) -> None:
-        """Commit what is queued, stop the writer and release the database."""
+        """Commit what is queued, stop the writer and release the database.
+
+        A recorder made by :meth:`for_version` only stops its own thread.
+        """
         with self._lock:
             thread, self._thread = self._thread, None
-            io, self._io = self._io, None
-        if io is not None:
-            io.shutdown(wait=True)  # their rows are queued before the writer stops
         if thread is not None:
             self._queue.put(None)
             thread.join(30)
+        if not self._owner:
+            return
+        if self._io is not None:
+            self._io.shutdown(wait=True)
         if self.sink is not self.store:
             self.sink.close()
         self.store.close()
