@@ -31,6 +31,7 @@ import numpy as np
 
 from .._optional import require
 from ..errors import ParameterError
+from ..runtime.backends import ort_session_options
 from .backbones import backbone_config, create_backbone
 
 __all__ = ["RUNTIMES", "FeatureExtractor", "num_threads", "parse_layers"]
@@ -177,20 +178,8 @@ class FeatureExtractor:
                 opset_version=17,
                 dynamo=False,
             )
-        so = ort.SessionOptions()
         n = self.num_threads if self.num_threads is not None else torch.get_num_threads()
-        so.intra_op_num_threads = int(n)
-        so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.log_severity_level = 3
-        # ORT's arena keeps the peak activation memory of the largest batch
-        # for the session's lifetime (~0.5 GB at 16×256²); without it the
-        # memory goes back after each run at no measurable cost in speed.
-        so.enable_cpu_mem_arena = False
-        # ORT's idle threads spin by default; on a small CPU they then steal
-        # the cores torch needs for the Gaussians right after each run.
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        so = ort_session_options(int(n))
         return ort.InferenceSession(buf.getvalue(), so, providers=["CPUExecutionProvider"])
 
     # -- preprocessing --------------------------------------------------------

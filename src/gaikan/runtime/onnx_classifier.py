@@ -43,7 +43,7 @@ from .._params import ParamsMixin
 from .._validation import check_images
 from ..errors import ModelFileError, NotFittedError, ParameterError
 from ..modelfile import ModelFileMixin
-from .backends import graph_members, open_backend
+from .backends import SessionMixin, graph_members
 
 __all__ = ["CLASSIFIER_INPUT", "CLASSIFIER_OUTPUT", "OnnxClassifier"]
 
@@ -53,7 +53,7 @@ CLASSIFIER_INPUT = "images"
 CLASSIFIER_OUTPUT = "proba"
 
 
-class OnnxClassifier(ModelFileMixin, ParamsMixin):
+class OnnxClassifier(SessionMixin, ModelFileMixin, ParamsMixin):
     """A classifier exported to ONNX (or OpenVINO), run without torch.
 
     Parameters
@@ -130,16 +130,6 @@ class OnnxClassifier(ModelFileMixin, ParamsMixin):
     def _check_fitted(self) -> None:
         if getattr(self, "_graph", None) is None:
             raise NotFittedError("this OnnxClassifier holds no graph; load an exported model")
-
-    def _sess(self) -> Any:
-        sess = getattr(self, "_session_", None)
-        if sess is None:
-            with self._lock:
-                sess = getattr(self, "_session_", None)
-                if sess is None:
-                    sess = open_backend(self.format_, self._graph, self.num_threads)
-                    self._session_ = sess
-        return sess
 
     def _check_X(self, X: Any) -> np.ndarray:
         arr = np.asarray(X) if not isinstance(X, (list, tuple)) else X

@@ -49,7 +49,7 @@ import numpy as np
 
 from ..detectors.base import BaseDetector, Detection
 from ..errors import ModelFileError, ParameterError
-from .backends import graph_members, open_backend
+from .backends import SessionMixin, graph_members
 
 __all__ = ["GRAPH_INPUT", "GRAPH_MEMBER", "GRAPH_OUTPUTS", "OnnxDetector"]
 
@@ -61,7 +61,7 @@ GRAPH_INPUT = "images"
 GRAPH_OUTPUTS = ("grid", "score", "map")
 
 
-class OnnxDetector(BaseDetector):
+class OnnxDetector(SessionMixin, BaseDetector):
     """A detector exported to ONNX, scored by ONNX Runtime (no torch).
 
     Parameters
@@ -121,18 +121,6 @@ class OnnxDetector(BaseDetector):
         if b < 1:
             raise ParameterError(f"batch_size must be ≥ 1, got {self.batch_size!r}")
         return b
-
-    _session_: Any = None
-
-    def _sess(self) -> Any:
-        sess = getattr(self, "_session_", None)
-        if sess is None:
-            with self._lock:
-                sess = getattr(self, "_session_", None)
-                if sess is None:
-                    sess = open_backend(self.format_, self._graph, self.num_threads)
-                    self._session_ = sess
-        return sess
 
     def _run(
         self,
