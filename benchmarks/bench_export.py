@@ -128,34 +128,16 @@ def _subset(d, n_train: int, n_test: int) -> tuple[np.ndarray, np.ndarray, np.nd
 
 def _int8_refit_fit(Xtr: np.ndarray, cal: np.ndarray, threads: int):
     """PaDiM whose ONNX backbone is the int8 one, fitted (Gaussians on int8 features)."""
-    import io
-    import warnings
-
     import onnxruntime as ort
-    import torch
 
     from gaikan.deep import PaDiM
     from gaikan.deep import features as F
     from gaikan.deep.export_int8 import quantize_int8
 
     def export_int8(self, model):
-        h, w = self.image_size or (224, 224)
-        c = 1 if self._grey_stem else 3
-        buf = io.BytesIO()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                model,
-                (torch.zeros(1, c, h, w),),
-                buf,
-                input_names=["x"],
-                output_names=[f"f{i}" for i in range(len(self.layers))],
-                dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}},
-                opset_version=17,
-                dynamo=False,
-            )
+        graph = self.backbone_onnx(model)
         x = self.preprocess(cal).numpy()  # (m, c, h, w), the backbone's input
-        q = quantize_int8(buf.getvalue(), x, input_name="x")
+        q = quantize_int8(graph, x, input_name="x")
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
         so.log_severity_level = 3

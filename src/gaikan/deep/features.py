@@ -160,9 +160,8 @@ class FeatureExtractor:
             self._session = self._export_onnx(model)
 
     # -- runtimes -----------------------------------------------------------
-    def _export_onnx(self, model):
-        import onnxruntime as ort
-
+    def backbone_onnx(self, model) -> bytes:
+        """The backbone ``model`` as an ONNX graph: input ``x`` (n, c, h, w), outputs ``f0…``."""
         torch = require("torch", "deep")
         h, w = self.image_size or (224, 224)
         buf = io.BytesIO()
@@ -178,9 +177,16 @@ class FeatureExtractor:
                 opset_version=17,
                 dynamo=False,
             )
+        return buf.getvalue()
+
+    def _export_onnx(self, model):
+        import onnxruntime as ort
+
+        torch = require("torch", "deep")
+        graph = self.backbone_onnx(model)
         n = self.num_threads if self.num_threads is not None else torch.get_num_threads()
         so = ort_session_options(int(n))
-        return ort.InferenceSession(buf.getvalue(), so, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(graph, so, providers=["CPUExecutionProvider"])
 
     # -- preprocessing --------------------------------------------------------
     def preprocess(self, X: np.ndarray):
