@@ -113,11 +113,15 @@ CONFIGS: dict[str, tuple[str, dict]] = {
             "search_dim": 0,
         },
     ),
-    # the same bank, two-step search: 16 candidates from its leading principal directions
+    # the same bank, two-step search: candidates (the class default unless named) from its
+    # leading principal directions
     "patchcore-sd128": ("patchcore", {"search_dim": 128}),
     "patchcore-sd32": ("patchcore", {"search_dim": 32}),
     "patchcore-sd64": ("patchcore", {"search_dim": 64}),
     "patchcore-sd32-m8": ("patchcore", {"search_dim": 32, "search_candidates": 8}),
+    "patchcore-sd64-m16": ("patchcore", {"search_dim": 64, "search_candidates": 16}),
+    "patchcore-sd48-m24": ("patchcore", {"search_dim": 48, "search_candidates": 24}),
+    "patchcore-sd32-m24": ("patchcore", {"search_dim": 32, "search_candidates": 24}),
     "patchcore-34s16-c02": (
         "patchcore",
         {"layers": (3, 4), "feature_stride": 16, "coreset_ratio": 0.02, "n_neighbors": 9},

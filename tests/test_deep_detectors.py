@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("timm")
@@ -273,6 +275,30 @@ def test_patchcore_two_step_search(data, tmp_path):
     np.testing.assert_array_equal(back.anomaly_score(test[:3]), det.anomaly_score(test[:3]))
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    k=st.integers(1, 12),
+    width=st.integers(1, 2600),
+    levels=st.sampled_from([None, 3]),  # None: distinct values; 3: many ties
+    seed=st.integers(0, 2**16),
+)
+def test_smallest_equals_topk(k, width, levels, seed):
+    """The two-pass selection of the search gives topk's values (ascending) at
+    distinct columns whose entries are those values, partial last group included."""
+    from gaikan.deep.patchcore import smallest
+
+    g = torch.Generator().manual_seed(seed)
+    d = torch.randn(7, width, generator=g)
+    if levels:
+        d = torch.randint(0, levels, (7, width), generator=g).float()
+    k = min(k, width)
+    v, i = smallest(d, k)
+    ref, _ = torch.topk(d, k, dim=1, largest=False)
+    assert torch.equal(v, ref)
+    assert torch.equal(torch.gather(d, 1, i), v)
+    assert all(len(set(row.tolist())) == k for row in i)
+
+
 def test_patchcore_files_from_before_the_two_step_search_keep_the_exact_one(data, tmp_path):
     from gaikan.modelfile import write_model
 
@@ -283,7 +309,7 @@ def test_patchcore_files_from_before_the_two_step_search_keep_the_exact_one(data
     mf.params.pop("search_candidates")
     write_model(tmp_path / "old.gaikan", mf)
     old = gaikan.load(tmp_path / "old.gaikan")
-    assert old.search_dim == 0 and _patchcore().search_dim == 64
+    assert old.search_dim == 0 and _patchcore().search_dim == 48
     np.testing.assert_array_equal(old.anomaly_score(test[:3]), det.anomaly_score(test[:3]))
 
 
