@@ -194,7 +194,7 @@ def test_padim_channel_selection_follows_random_state():
 # -- PatchCore ----------------------------------------------------------------------------
 @pytest.mark.parametrize("block", [4096, 256])
 def test_greedy_coreset_keeps_rare_patches_and_is_seeded(block):
-    from gaikan.deep.patchcore import greedy_coreset
+    from gaikan.deep.coreset import greedy_coreset
 
     rng = np.random.default_rng(3)
     common = rng.normal(0, 1, (2000, 32))
@@ -285,7 +285,7 @@ def test_patchcore_two_step_search(data, tmp_path):
 def test_smallest_equals_topk(k, width, levels, seed):
     """The two-pass selection of the search gives topk's values (ascending) at
     distinct columns whose entries are those values, partial last group included."""
-    from gaikan.deep.patchcore import smallest
+    from gaikan.deep.nearest import smallest
 
     g = torch.Generator().manual_seed(seed)
     d = torch.randn(7, width, generator=g)

@@ -9,16 +9,14 @@ own ``n_neighbors`` nearest bank entries.
 
 Fast seeded coreset
 -------------------
-Exact greedy k-center costs (kept) × (patches) distance evaluations — the
-reason reference implementations take minutes for 100 images.  Here the
-greedy distances are computed on a seeded Gaussian random projection to
-``projection_dim`` dimensions (Johnson–Lindenstrauss: distances are kept
-within a small relative error), and the greedy runs *blockwise*: the
-patches are split by a seeded permutation into blocks of about
-``coreset_block`` patches and every block is thinned by greedy k-center at
-the same ratio, all blocks advancing together in one batched matrix-vector
-product per step.  Cost: ratio × block × patches × projection_dim instead
-of ratio × patches² × dim.
+Blockwise greedy k-center on a seeded random projection
+(:func:`gaikan.deep.coreset.greedy_coreset`).
+
+Search
+------
+Two steps (``search_dim``, ``search_candidates``): candidates from the
+bank's leading principal directions, then the exact distance to each
+(:mod:`gaikan.deep.nearest`).
 
 Preprocessing (the model's own, documented): images are resized to
 ``image_size`` (default: kept) and fed as grey replicated to 3 channels;
@@ -46,129 +44,12 @@ import numpy as np
 from .._optional import require
 from .._validation import Interval, OneOf
 from ..errors import ParameterError
+from .coreset import greedy_coreset
 from .features import gaussian_blur, upsample_maps
+from .nearest import nearest, rerank, smallest
 from .padim import DeepFeatureDetector
 
 __all__ = ["PatchCore", "greedy_coreset", "smallest"]
-
-#: Columns per group in :func:`smallest`'s first pass.
-GROUP = 64
-
-
-def smallest(d, k: int):
-    """The k smallest entries of each row of d (r, K) and their columns, ascending.
-
-    Equal to ``torch.topk(d, k, largest=False)`` up to the order of ties, in
-    two passes that are cheaper on wide rows: the minimum of every group of
-    :data:`GROUP` consecutive columns, the k groups with the smallest
-    minima, then the k smallest of those k groups' entries.  Exact: a
-    column among the k smallest lies in a group whose minimum is no larger
-    than it, and fewer than k groups can have a smaller minimum.  On the
-    PatchCore search (K ≈ 23k) this halves the selection's time, which was a
-    fifth of the scoring's.
-
-    Parameters
-    ----------
-    d : torch.Tensor, shape (r, K)
-    k : int
-        1 ≤ k ≤ K.
-
-    Returns
-    -------
-    values : torch.Tensor, shape (r, k)
-    indices : torch.Tensor, shape (r, k), int64
-    """
-    torch = require("torch", "deep")
-    r, K = d.shape
-    if k == 1:  # a min is ~2× cheaper than a top-1
-        return d.min(dim=1, keepdim=True)
-    n = K // GROUP
-    if n < 8 * k:  # too few groups to pay for the second pass
-        return torch.topk(d, k, dim=1, largest=False)
-    groups = d[:, : n * GROUP].view(r, n, GROUP)  # a view: rows are contiguous
-    _, g = torch.topk(groups.amin(dim=2), k, dim=1, largest=False)  # (r, k)
-    sub = torch.gather(groups, 1, g[:, :, None].expand(r, k, GROUP)).reshape(r, k * GROUP)
-    v, j = torch.topk(sub, k, dim=1, largest=False)
-    i = torch.gather(g, 1, j // GROUP) * GROUP + j % GROUP
-    if n * GROUP < K:  # the last, partial group: merged as k more candidates
-        vt, it = torch.topk(d[:, n * GROUP :], min(k, K - n * GROUP), dim=1, largest=False)
-        v, i = torch.cat([v, vt], 1), torch.cat([i, it + n * GROUP], 1)
-        v, j = torch.topk(v, k, dim=1, largest=False)
-        i = torch.gather(i, 1, j)
-    return v, i
-
-
-def greedy_coreset(
-    features,
-    ratio: float,
-    *,
-    projection_dim: int = 64,
-    block: int = 2048,
-    random_state: int | None = 0,
-):
-    """Indices of a blockwise greedy k-center coreset.
-
-    Parameters
-    ----------
-    features : array-like or torch.Tensor, shape (N, d)
-    ratio : float
-        Fraction of patches to keep, in (0, 1].
-    projection_dim : int
-        Dimension of the seeded Gaussian random projection used for the
-        greedy distances (no projection when ≥ d).
-    block : int
-        Patches per greedy block.
-    random_state : int or None
-
-    Returns
-    -------
-    ndarray of int64, shape (K,)
-        Sorted, unique indices into ``features``; K ≈ ratio·N.
-    """
-    torch = require("torch", "deep")
-    x = torch.as_tensor(features)
-    n, d = x.shape
-    if not 0.0 < ratio <= 1.0:
-        raise ParameterError(f"coreset ratio must be in (0, 1], got {ratio}")
-    if ratio >= 1.0 or n <= 1:
-        return np.arange(n)
-    rng = np.random.default_rng(random_state)
-    perm = torch.from_numpy(rng.permutation(n))
-    if projection_dim and projection_dim < d:
-        proj = torch.from_numpy(
-            (rng.standard_normal((d, projection_dim)) / np.sqrt(projection_dim)).astype(np.float32)
-        )
-    else:
-        proj = None
-    n_blocks = max(1, round(n / max(1, int(block))))
-    size = -(-n // n_blocks)  # blocks of `size`, the last ones padded
-    pad = n_blocks * size - n
-    # Pad with each block's own first element (a duplicate never wins the
-    # farthest-point step: it is at distance 0 from the first pick).
-    idx = torch.cat([perm, perm[:pad]]) if pad else perm
-    idx = idx.view(size, n_blocks).T.contiguous()  # (B, size): interleaved ⇒ padding spread
-    if pad:
-        idx[n_blocks - pad :, -1] = idx[n_blocks - pad :, 0]
-    chunks = []
-    for i in range(0, n_blocks * size, 1 << 16):  # project in slices (bounds memory)
-        sl = idx.view(-1)[i : i + (1 << 16)]
-        v = x[sl].float()
-        chunks.append(v @ proj if proj is not None else v)
-    z = torch.cat(chunks).view(n_blocks, size, -1)
-    sq = (z * z).sum(-1)
-    k = max(1, int(np.ceil(ratio * size)))
-    rows = torch.arange(n_blocks)
-    cur = torch.zeros(n_blocks, dtype=torch.long)  # start: a random element (perm order)
-    mind = torch.full((n_blocks, size), float("inf"))
-    picks = torch.empty(n_blocks, k, dtype=torch.long)
-    for step in range(k):
-        picks[:, step] = cur
-        s = z[rows, cur]  # (B, p)
-        dist = sq - 2.0 * torch.bmm(z, s[:, :, None])[..., 0] + (s * s).sum(-1, keepdim=True)
-        torch.minimum(mind, dist, out=mind)
-        cur = mind.argmax(dim=1)
-    chosen = torch.gather(idx, 1, picks).reshape(-1).numpy()
-    return np.unique(chosen)
 
 
 class PatchCore(DeepFeatureDetector):
@@ -395,7 +276,6 @@ class PatchCore(DeepFeatureDetector):
 
     def _nearest_one(self, f, bank, exclude=None):
         """Smallest squared distance and index of rows f (q, d) in the bank, exact or two-step."""
-        torch = require("torch", "deep")
         if self._projection() is None:
             return self._nearest(f, bank, exclude=exclude)
         if self.__dict__.get("_bank_p") is None:
@@ -405,64 +285,11 @@ class PatchCore(DeepFeatureDetector):
         fp = self._project(f)
         # candidates in the principal directions (their distances never exceed the true ones)
         _, cand = self._nearest(fp, self._bank_p, exclude, m, self._bank_psq)
-        bsq = self._bank_sq
-        out_d, out_i = [], []
-        for s in range(0, f.shape[0], 64):  # (64, m, d) gathered rows at a time: in L2
-            c, q = cand[s : s + 64], f[s : s + 64]
-            (r, mm), flat = c.shape, c.reshape(-1)
-            # index_select gathers ~1.5× faster than advanced indexing; then
-            # ‖b‖² − 2 b·f (+ ‖f‖²): one pass over the gathered rows, not three
-            rows = torch.index_select(bank, 0, flat).view(r, mm, -1)
-            near = torch.index_select(bsq, 0, flat).view(r, mm, 1)
-            d2 = torch.baddbmm(near, rows, q[:, :, None], alpha=-2.0)[:, :, 0]
-            v, j = d2.min(dim=1, keepdim=True)
-            out_d.append((v + (q * q).sum(1, keepdim=True)).clamp_min(0.0))
-            out_i.append(torch.gather(c, 1, j))
-        return torch.cat(out_d), torch.cat(out_i)
+        return rerank(f, bank, self._bank_sq, cand)
 
     def _nearest(self, f, bank, exclude=None, k: int = 1, bsq=None):
-        """k smallest squared distances and indices of rows f (q, d) in the bank.
-
-        Query rows go in chunks whose distance block against the whole bank
-        stays within ~1M entries (4 MB, about a core's L2 cache): the search
-        is bound by writing and re-reading that block.  A block of every
-        query against a slice of the bank (the order before stop 20) spilled
-        to memory; 4M-entry blocks (stop 20) to the shared L3, ~30 % slower
-        than 1M on the 2-core machine of the benchmarks.
-        """
-        torch = require("torch", "deep")
-        bsq = self._bank_sq if bsq is None else bsq
-        rows = max(16, (1 << 20) // max(1, bank.shape[0]))
-        parts = [
-            self._nearest_chunk(f[s : s + rows], bank, bsq, exclude, k)
-            for s in range(0, f.shape[0], rows)
-        ]
-        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
-
-    @staticmethod
-    def _nearest_chunk(f, bank, bsq, exclude, k: int):
-        """:meth:`_nearest` for one chunk of query rows (bank slices of ≤ ~1M entries)."""
-        torch = require("torch", "deep")
-        best_d, best_i = [], []
-        step = max(256, (1 << 20) // max(1, f.shape[0]))
-        fsq = (f * f).sum(1, keepdim=True)
-        for s in range(0, bank.shape[0], step):
-            blk = bank[s : s + step]
-            # ‖b‖² − 2 f·b ranks the bank like the squared distance (‖f‖² is the row's
-            # constant, added to the kept values only): one pass less over the block
-            d = torch.addmm(bsq[s : s + step][None], f, blk.T, alpha=-2.0)
-            if exclude is not None:
-                d[:, exclude[s : s + step]] = float("inf")
-            v, i = smallest(d, min(k, d.shape[1]))
-            best_d.append(v)
-            best_i.append(i + s)
-        if len(best_d) == 1:
-            v, i = best_d[0], best_i[0]
-        else:
-            d, i = torch.cat(best_d, 1), torch.cat(best_i, 1)
-            v, j = torch.topk(d, min(k, d.shape[1]), dim=1, largest=False)
-            i = torch.gather(i, 1, j)
-        return (v + fsq).clamp_min(0.0), i
+        """k smallest squared distances and indices of rows f (q, d) in the bank (:func:`nearest`)."""
+        return nearest(f, bank, self._bank_sq if bsq is None else bsq, exclude, k)
 
     def _score_features(self, f, bank, exclude=None) -> np.ndarray:
         """(b, P, d) patch features → (b, P) reweighted nearest distances."""

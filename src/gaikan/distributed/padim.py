@@ -221,7 +221,7 @@ def _coreset_task(
     params: dict[str, Any], kept: dict[str, Any], ratio: float, salt: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-partition coreset of a batch's patches: (rows float32, local patch indices)."""
-    from ..deep.patchcore import greedy_coreset
+    from ..deep.coreset import greedy_coreset
 
     if "feats" not in kept:
         return np.empty((0, 0), np.float32), np.empty(0, np.int64)
@@ -271,7 +271,7 @@ def patchcore_rounds(
     run: str,
 ) -> Any:
     """PatchCore's approximate distributed fit (per-partition coresets, then one of their union)."""
-    from ..deep.patchcore import greedy_coreset
+    from ..deep.coreset import greedy_coreset
     from ..detectors.base import MIN_UNIT_SPACE
     from .fit import DaskFit, _finish, tree_reduce
 
