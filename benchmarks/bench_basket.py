@@ -122,6 +122,8 @@ CONFIGS: dict[str, tuple[str, dict]] = {
     "patchcore-sd64-m16": ("patchcore", {"search_dim": 64, "search_candidates": 16}),
     "patchcore-sd48-m24": ("patchcore", {"search_dim": 48, "search_candidates": 24}),
     "patchcore-sd32-m24": ("patchcore", {"search_dim": 32, "search_candidates": 24}),
+    "patchcore-c30": ("patchcore", {"coreset_ratio": 0.3}),
+    "patchcore-c100": ("patchcore", {"coreset_ratio": 1.0}),
     "patchcore-34s16-c02": (
         "patchcore",
         {"layers": (3, 4), "feature_stride": 16, "coreset_ratio": 0.02, "n_neighbors": 9},
