@@ -5,6 +5,8 @@ import csv
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 import gaikan
@@ -30,6 +32,24 @@ def test_select_tries_cheapest_first_and_refits_the_winner():
     assert res.best.label in res.reason
     # the planted anomalies are real defects for these detectors
     assert best["image_auroc"] > 0.8
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**16), levels=st.sampled_from([3, 1000]))
+def test_pooled_auroc_is_the_count_weighted_mean_of_the_per_kind_aurocs(seed, levels):
+    """Every planted copy is compared with the same goods, so the pooled AUROC is the
+    per-kind AUROCs' mean weighted by count — ties (3 score levels) included."""
+    import gaikan.autoselect as auto
+    from gaikan.metrics import roc_auc
+
+    held = structured_images(7, size=24, seed=seed % 5)
+    _, labels, _, kinds = auto._planted_test_set(held, seed)
+    scores = np.random.default_rng(seed).integers(0, levels, len(labels)).astype(float)
+    by_kind = auto._auroc_by_kind(labels, kinds, scores)
+    assert set(by_kind) == set(kinds[labels == 1]) and "" not in by_kind
+    counts = {k: int((kinds == k).sum()) for k in by_kind}
+    pooled = sum(by_kind[k] * counts[k] for k in by_kind) / sum(counts.values())
+    assert pooled == pytest.approx(roc_auc(labels, scores), abs=1e-12)
 
 
 def test_budget_skips_what_does_not_fit():
@@ -63,6 +83,13 @@ def test_fit_auto_cli_writes_model_and_table(tmp_path):
     assert sum(r["chosen"] == "True" for r in rows) == 1
     chosen = next(r for r in rows if r["chosen"] == "True")
     assert gaikan.load(out).kind == chosen["kind"]
+    # which planted kinds each configuration catches, and its weakest one
+    kinds = [c[len("auroc_") :] for c in rows[0] if c.startswith("auroc_")]
+    assert kinds == list(gaikan.autoselect.PLANTED)
+    for r in (r for r in rows if not r["error"]):
+        aurocs = {k: float(r[f"auroc_{k}"]) for k in kinds if r[f"auroc_{k}"]}
+        assert aurocs[r["weakest_kind"]] == min(aurocs.values())
+    assert "weakest" in res.output
 
 
 def test_default_candidates_run_cheapest_first():

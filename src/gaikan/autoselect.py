@@ -108,7 +108,8 @@ class AutoResult:
     rows : list of dict
         One per candidate tried: label, kind, params, size, image_auroc,
         pointing, objective, fit_s, ms_per_img, elapsed_s (the candidate's
-        whole cost, resizing included), chosen (and error).
+        whole cost, resizing included), chosen, ``auroc_<kind>`` (the goods
+        against each planted kind alone) and weakest_kind (and error).
     skipped : list of Candidate
         Not tried because the budget ran out.
     reason : str
@@ -217,10 +218,22 @@ def _plant(img: np.ndarray, kind: str, rng: np.random.Generator, size: float) ->
     return plant(img, "spot", rng, size=size)  # a flat image: nothing to shift
 
 
-def _planted_test_set(held: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Held-out goods and :data:`COPIES` damaged copies of each: images, labels, masks."""
+def _planted_test_set(
+    held: np.ndarray, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Held-out goods and :data:`COPIES` damaged copies of each.
+
+    Returns
+    -------
+    images : ndarray, shape (n, H, W)
+    labels : ndarray of int, shape (n,)
+        0 good, 1 planted.
+    masks : ndarray of bool, shape (n, H, W)
+    kinds : ndarray of str, shape (n,)
+        The planted kind ("" for the goods).
+    """
     rng = np.random.default_rng(seed)
-    bad, masks = [], []
+    bad, masks, kinds = [], [], []
     for i, img in enumerate(held):
         for j in range(COPIES):
             k = COPIES * i + j  # 10 kinds, 3 sizes: every kind meets every size
@@ -228,17 +241,35 @@ def _planted_test_set(held: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarr
             out, mask = _plant(img, kind, rng, size)
             bad.append(out)
             masks.append(mask)
+            kinds.append(kind)
     images = np.concatenate([held, np.stack(bad)])
     labels = np.r_[np.zeros(len(held), int), np.ones(len(bad), int)]
     all_masks = np.concatenate([np.zeros(held.shape, bool), np.stack(masks)])
-    return images, labels, all_masks
+    return images, labels, all_masks, np.array([""] * len(held) + kinds)
+
+
+def _auroc_by_kind(labels: np.ndarray, kinds: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    """Image AUROC of the goods against each planted kind alone, by kind.
+
+    The pooled AUROC is their mean weighted by each kind's count (every
+    planted copy is compared with the same goods), so these say which kinds
+    a configuration's score rests on.
+    """
+    from .metrics import roc_auc
+
+    good = labels == 0
+    return {
+        k: roc_auc(labels[good | (kinds == k)], scores[good | (kinds == k)])
+        for k in PLANTED
+        if (kinds == k).any()
+    }
 
 
 def _evaluate(cand: Candidate, fit_set: np.ndarray, test: tuple, seed: int) -> dict[str, Any]:
     from .detectors.registry import create
     from .metrics import roc_auc
 
-    images, labels, masks = test
+    images, labels, masks, kinds = test
     det = create(cand.kind, **cand.params)
     if "random_state" in det.get_params():
         det.set_params(random_state=seed)
@@ -254,12 +285,16 @@ def _evaluate(cand: Candidate, fit_set: np.ndarray, test: tuple, seed: int) -> d
     hits = small.reshape(len(small), -1)[np.arange(len(small)), peaks]
     auroc = roc_auc(labels, res.scores)
     pointing = float(hits.mean())
+    by_kind = _auroc_by_kind(labels, kinds, res.scores)
+    weakest = min(by_kind, key=lambda k: by_kind[k])
     return {
         "image_auroc": auroc,
         "pointing": pointing,
         "objective": auroc + POINTING_WEIGHT * pointing,
         "fit_s": fit_s,
         "ms_per_img": ms,
+        "weakest_kind": weakest,
+        **{f"auroc_{k}": v for k, v in by_kind.items()},
     }
 
 
@@ -380,8 +415,10 @@ def select(
 def _row_line(r: dict[str, Any]) -> str:
     if "error" in r:
         return f"{r['label']:<40} error: {r['error']}"
+    weakest = r["weakest_kind"]
     return (
         f"{r['label']:<40} AUROC {r['image_auroc']:.3f}  pointing {r['pointing']:.2f}  "
+        f"weakest {weakest} {r['auroc_' + weakest]:.3f}  "
         f"fit {r['fit_s']:.1f} s  {r['ms_per_img']:.1f} ms/img"
     )
 
@@ -401,6 +438,8 @@ def write_table(path: Any, result: AutoResult) -> None:
         "ms_per_img",
         "elapsed_s",
         "chosen",
+        "weakest_kind",
+        *(f"auroc_{k}" for k in PLANTED),
         "error",
     ]
     with open(path, "w", newline="", encoding="utf-8") as fh:
