@@ -90,6 +90,42 @@ def test_fit_auto_cli_writes_model_and_table(tmp_path):
         aurocs = {k: float(r[f"auroc_{k}"]) for k in kinds if r[f"auroc_{k}"]}
         assert aurocs[r["weakest_kind"]] == min(aurocs.values())
     assert "weakest" in res.output
+    page = (tmp_path / "m.auto.html").read_text(encoding="utf-8")
+    assert chosen["label"] in page and page.count('class="chosen"') == 1
+    assert all(f"<th>{k}</th>" in page for k in kinds)
+
+
+def test_auto_page_names_failures_skips_and_speaks_japanese(tmp_path):
+    from gaikan.report import write_auto_report
+
+    rows = [
+        {
+            "label": "rt[]@48x48",
+            "image_auroc": 0.91,
+            "pointing": 0.5,
+            "objective": 0.96,
+            "fit_s": 0.2,
+            "ms_per_img": 1.0,
+            "weakest_kind": "crack",
+            "auroc_crack": 0.61,
+            "auroc_spot": 0.99,
+        },
+        {"label": "padim[]@256x256", "error": "ImportError: no torch"},
+    ]
+    out = write_auto_report(
+        tmp_path / "a.html",
+        rows,
+        ["crack", "spot"],
+        "rt[]@48x48",
+        "best <AUROC>",
+        skipped=["patchcore[]@256x256"],
+        lang="ja",
+    )
+    page = out.read_text(encoding="utf-8")
+    assert '<html lang="ja">' in page and "試した構成" in page
+    assert "0.610" in page and "0.990" in page  # per-kind cells
+    assert "ImportError: no torch" in page and "patchcore[]@256x256" in page
+    assert "best &lt;AUROC&gt;" in page  # escaped
 
 
 def test_default_candidates_run_cheapest_first():

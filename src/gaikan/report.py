@@ -22,13 +22,14 @@ from typing import Any
 import numpy as np
 
 from .errors import ParameterError
-from .i18n import t
+from .i18n import current_lang, normalize_lang, t
 from .inspection import Inspection, colour_bar_svg
 
 __all__ = [
     "fig_png",
     "html_page",
     "overlay_rgb",
+    "write_auto_report",
     "write_report",
 ]
 
@@ -43,6 +44,7 @@ td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}
 .card div{overflow-wrap:anywhere}
 .summary td:first-child{font-weight:600}
 .warn{background:#fff3cd;border:1px solid #e0c060;padding:8px 12px}
+.num{text-align:right;font-variant-numeric:tabular-nums}.chosen{background:#e8f5e9}
 """
 
 
@@ -368,3 +370,94 @@ def write_report(
     page = html_page(title, "\n".join(b for b in body if b), lang=lang)
     path.write_text(page, encoding="utf-8")
     return path
+
+
+def _num(value: Any, fmt: str) -> str:
+    return "" if value is None else format(float(value), fmt)
+
+
+def write_auto_report(
+    path: str | os.PathLike[str],
+    rows: Sequence[dict[str, Any]],
+    kinds: Sequence[str],
+    chosen: str,
+    reason: str,
+    skipped: Sequence[str] = (),
+    lang: str | None = None,
+) -> Path:
+    """The page of ``gaikan fit --detector auto``: what was tried, what won and why.
+
+    Parameters
+    ----------
+    path : path-like
+        The HTML file to write.
+    rows : sequence of dict
+        One per candidate tried (:attr:`gaikan.autoselect.AutoResult.rows`):
+        ``label``, ``image_auroc``, ``pointing``, ``objective``, ``fit_s``,
+        ``ms_per_img``, ``weakest_kind``, ``auroc_<kind>``, or ``error``.
+    kinds : sequence of str
+        The planted kinds, in column order.
+    chosen, reason : str
+        The winner's label and why it won.
+    skipped : sequence of str
+        Labels not tried (budget spent).
+    lang : {"en", "ja"}, optional
+        Default: :func:`gaikan.i18n.current_lang`.
+
+    Returns
+    -------
+    Path
+    """
+    esc = html.escape
+    lang = normalize_lang(lang) or current_lang()
+    head = [
+        t("auto.col_config", lang),
+        t("auto.col_auroc", lang),
+        t("auto.col_pointing", lang),
+        t("auto.col_objective", lang),
+        t("auto.col_weakest", lang),
+        *kinds,
+        t("auto.col_fit", lang),
+        t("auto.col_ms", lang),
+    ]
+    body = []
+    for r in rows:
+        cls = ' class="chosen"' if r.get("label") == chosen else ""
+        if "error" in r:
+            cells = [esc(r["label"]), esc(t("auto.error", lang, error=r["error"]))]
+            body.append(
+                f"<tr{cls}><td>{cells[0]}</td><td colspan={len(head) - 1}>{cells[1]}</td></tr>"
+            )
+            continue
+        nums = [
+            _num(r.get("image_auroc"), ".3f"),
+            _num(r.get("pointing"), ".2f"),
+            _num(r.get("objective"), ".3f"),
+        ]
+        per_kind = [_num(r.get(f"auroc_{k}"), ".3f") for k in kinds]
+        tail = [_num(r.get("fit_s"), ".1f"), _num(r.get("ms_per_img"), ".1f")]
+        body.append(
+            f"<tr{cls}><td>{esc(r['label'])}</td>"
+            + "".join(f'<td class="num">{v}</td>' for v in nums)
+            + f"<td>{esc(str(r.get('weakest_kind', '')))}</td>"
+            + "".join(f'<td class="num">{v}</td>' for v in per_kind + tail)
+            + "</tr>"
+        )
+    body += [
+        f"<tr><td>{esc(label)}</td><td colspan={len(head) - 1}>{esc(t('auto.skipped', lang))}</td></tr>"
+        for label in skipped
+    ]
+    summary = [(t("auto.chosen", lang), chosen), (t("auto.reason", lang), reason)]
+    page = html_page(
+        t("auto.title", lang),
+        _summary_rows(summary)
+        + f"<h2>{esc(t('auto.by_kind', lang))}</h2><table><tr>"
+        + "".join(f"<th>{esc(h)}</th>" for h in head)
+        + "</tr>"
+        + "".join(body)
+        + f"</table><p>{esc(t('auto.note', lang))}</p>",
+        lang=lang,
+    )
+    out = Path(path)
+    out.write_text(page, encoding="utf-8")
+    return out

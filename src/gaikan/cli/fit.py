@@ -384,8 +384,9 @@ def _parse_budget(text: str) -> float:
 
 
 def _fit_auto(good, output, size, budget_s, seed, max_pixels, strict, resize="stretch") -> None:
-    from ..autoselect import select, write_table
+    from ..autoselect import PLANTED, select, write_table
     from ..errors import ParameterError
+    from ..report import write_auto_report
 
     if resize == "pad" and size is not None and size[0] != size[1]:
         # candidates are square: a padded non-square frame would be stretched again
@@ -405,10 +406,20 @@ def _fit_auto(good, output, size, budget_s, seed, max_pixels, strict, resize="st
     _save(res.model, output, resize)
     table = Path(output).with_suffix(".auto.csv")
     write_table(table, res)
+    page = write_auto_report(
+        Path(output).with_suffix(".auto.html"),
+        res.rows,
+        PLANTED,
+        res.best.label,
+        res.reason,
+        [c.label for c in res.skipped],
+    )
     click.echo(f"auto chose {res.best.label}: {res.reason}")
     if res.skipped:
         click.echo(f"not tried (budget spent): {', '.join(c.label for c in res.skipped)}")
-    click.echo(f"saved {output} (threshold {res.model.threshold_:.4g}); what was tried: {table}")
+    click.echo(
+        f"saved {output} (threshold {res.model.threshold_:.4g}); what was tried: {table}, {page}"
+    )
 
 
 COMMANDS = [fit]
