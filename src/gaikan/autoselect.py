@@ -262,11 +262,12 @@ def _auroc_by_kind(labels: np.ndarray, kinds: np.ndarray, scores: np.ndarray) ->
     from .metrics import roc_auc
 
     good = labels == 0
-    return {
-        k: roc_auc(labels[good | (kinds == k)], scores[good | (kinds == k)])
-        for k in PLANTED
-        if (kinds == k).any()
-    }
+    out = {}
+    for k in PLANTED:
+        planted = kinds == k
+        if planted.any():
+            out[k] = roc_auc(labels[good | planted], scores[good | planted])
+    return out
 
 
 def _evaluate(cand: Candidate, fit_set: np.ndarray, test: tuple, seed: int) -> dict[str, Any]:

@@ -420,14 +420,16 @@ def write_auto_report(
         t("auto.col_fit", lang),
         t("auto.col_ms", lang),
     ]
+
+    def spanned(label: str, text: str, cls: str = "") -> str:
+        """A row whose label is followed by one message across every other column."""
+        return f"<tr{cls}><td>{esc(label)}</td><td colspan={len(head) - 1}>{esc(text)}</td></tr>"
+
     body = []
     for r in rows:
         cls = ' class="chosen"' if r.get("label") == chosen else ""
         if "error" in r:
-            cells = [esc(r["label"]), esc(t("auto.error", lang, error=r["error"]))]
-            body.append(
-                f"<tr{cls}><td>{cells[0]}</td><td colspan={len(head) - 1}>{cells[1]}</td></tr>"
-            )
+            body.append(spanned(r["label"], t("auto.error", lang, error=r["error"]), cls))
             continue
         nums = [
             _num(r.get("image_auroc"), ".3f"),
@@ -443,10 +445,7 @@ def write_auto_report(
             + "".join(f'<td class="num">{v}</td>' for v in per_kind + tail)
             + "</tr>"
         )
-    body += [
-        f"<tr><td>{esc(label)}</td><td colspan={len(head) - 1}>{esc(t('auto.skipped', lang))}</td></tr>"
-        for label in skipped
-    ]
+    body += [spanned(label, t("auto.skipped", lang)) for label in skipped]
     summary = [(t("auto.chosen", lang), chosen), (t("auto.reason", lang), reason)]
     page = html_page(
         t("auto.title", lang),

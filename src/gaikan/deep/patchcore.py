@@ -46,10 +46,10 @@ from .._validation import Interval, OneOf
 from ..errors import ParameterError
 from .coreset import greedy_coreset
 from .features import gaussian_blur, upsample_maps
-from .nearest import nearest, rerank, smallest
+from .nearest import nearest, rerank
 from .padim import DeepFeatureDetector
 
-__all__ = ["PatchCore", "greedy_coreset", "smallest"]
+__all__ = ["PatchCore", "greedy_coreset"]
 
 
 class PatchCore(DeepFeatureDetector):
