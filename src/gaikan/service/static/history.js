@@ -20,8 +20,8 @@
     total: 0,
     items: [],
     filters: {},
-    thumbs: new Map(),
-    notes: new Map(),    // "id@reviewed_at" -> the latest review's note   // record id -> object URL (or "" when not available)
+    thumbs: new Map(),   // record id -> object URL (or "" when not available)
+    notes: new Map(),    // "id@reviewed_at" -> the latest review's note
     lastKey: "",         // what the table shows (ids + review state), to skip needless redraws
     busy: false,
     seq: 0,              // the latest refresh
@@ -29,6 +29,7 @@
     chartsAt: 0,         // when the charts were last drawn (ms)
     chartsStale: false,  // records changed since
     recording: true,
+    started: false,      // the model is loaded and the first refresh asked for (see refresh)
   };
 
   // ---------------------------------------------------------------- API + auth (static/api.js)
@@ -497,7 +498,13 @@
         setStatus(T("history.refresh_failed", "Refresh failed: {error}", { error: e.message }), true);
       }
     } finally {
-      if (seq === state.seq) state.busy = false;
+      if (seq === state.seq) {
+        state.busy = false;
+        // Ready = the latest refresh since the model loaded has drawn (or reported) the page.
+        // Not the first refresh's promise: a later one (the catalog's re-render) supersedes it
+        // and returns early, before the charts are drawn.
+        if (state.started) document.body.dataset.ready = "1";
+      }
     }
   }
 
@@ -585,5 +592,5 @@
 
   wire();
   updateCsvLink();
-  loadModel().then(() => refresh({ force: true })).then(() => { document.body.dataset.ready = "1"; });
+  loadModel().then(() => { state.started = true; return refresh({ force: true }); });
 })();
