@@ -106,7 +106,9 @@ def calibrate(amap: np.ndarray, score: float) -> np.ndarray:
     top, level = float(m.max()), float(np.median(m))
     if not (math.isfinite(top) and top > level):
         return np.full(m.shape, score)
-    out = np.clip((m - level) * (score / (top - level)), 0.0, score)
+    # the fraction first, then the score: score / (top − level) overflows to inf when the
+    # spread is subnormal, and inf × 0 is nan on every pixel at the median
+    out = np.clip((m - level) / (top - level), 0.0, 1.0) * score
     out.flat[int(np.argmax(m))] = score  # the peak exactly the score, whatever the rounding
     return out
 
