@@ -54,6 +54,8 @@ import numpy as np
 
 SIZE = 256
 ALL_LAYERS = (1, 2, 3, 4)
+#: The detectors' default backbone (a config's ``backbone`` parameter picks another).
+BACKBONE = "efficientnet_lite0"
 
 #: name → (kind, params).  "-v0" rows are the defaults before issue 14.  Every
 #: PaDiM row pins grid_sigma (its default changed from 0 to 1 with issue 14);
@@ -103,6 +105,14 @@ CONFIGS: dict[str, tuple[str, dict]] = {
         "padim",
         {"layers": (1, 2, 4), "feature_stride": 4, "n_features": 100, "grid_sigma": 1.0},
     ),
+    # other offline backbones at the default layers, grid and blur
+    "padim-lite1": ("padim", {"backbone": "efficientnet_lite1"}),
+    "padim-lite2": ("padim", {"backbone": "efficientnet_lite2"}),
+    "padim-lite2-34s16": (
+        "padim",
+        {"backbone": "efficientnet_lite2", "layers": (3, 4), "feature_stride": 16},
+    ),
+    "patchcore-lite2": ("patchcore", {"backbone": "efficientnet_lite2"}),
     "patchcore-v0": (
         "patchcore",
         {
@@ -284,22 +294,27 @@ def _digest(images: np.ndarray) -> str:
     return hashlib.sha1(np.ascontiguousarray(images).tobytes()).hexdigest()[:12]
 
 
-def cached_features(src: Source, cache: Path, threads: int) -> dict[int, np.ndarray]:
-    """All layers of Lite0 for ``src.images``: {layer: (n, C, h, w) float16}."""
-    path = cache / f"{src.name}-{SIZE}-lite0-{_digest(src.images)}.npz"
+def cached_features(
+    src: Source, cache: Path, threads: int, backbone: str = BACKBONE
+) -> dict[int, np.ndarray]:
+    """All layers of ``backbone`` for ``src.images``: {layer: (n, C, h, w) float16}."""
+    tag = backbone.replace("efficientnet_", "")  # "lite0": the name of the first caches
+    path = cache / f"{src.name}-{SIZE}-{tag}-{_digest(src.images)}.npz"
     if path.exists():
         with np.load(path) as z:
             return {k: z[f"l{k}"] for k in ALL_LAYERS}
     from gaikan.deep.features import FeatureExtractor
 
-    fe = FeatureExtractor(layers=ALL_LAYERS, image_size=SIZE, num_threads=threads, batch_size=16)
+    fe = FeatureExtractor(
+        backbone, layers=ALL_LAYERS, image_size=SIZE, num_threads=threads, batch_size=16
+    )
     t0 = time.perf_counter()
     parts: list[list[np.ndarray]] = []
     for outs in fe.iter_batches(src.images):
         parts.append([o.numpy().astype(np.float16) for o in outs])
     feats = {k: np.concatenate([p[j] for p in parts]) for j, k in enumerate(ALL_LAYERS)}
     print(
-        f"  features of {src.name}: {len(src.images)} images in "
+        f"  {tag} features of {src.name}: {len(src.images)} images in "
         f"{time.perf_counter() - t0:.0f} s ({fe.runtime})",
         file=sys.stderr,
         flush=True,
@@ -353,15 +368,25 @@ def _cached_detector(kind: str, params: dict, images, feats, threads: int):
     return det
 
 
-def evaluate(name: str, sources, feats, threads: int) -> dict[str, float]:
-    """Image AUROC of one configuration on every column."""
+def evaluate(name: str, sources, feats, threads: int, cache: Path | None = None) -> dict[str, float]:
+    """Image AUROC of one configuration on every column.
+
+    ``feats`` holds the default backbone's maps by source name; a config
+    with another ``backbone`` has its maps loaded (or extracted) from ``cache``.
+    """
     from gaikan.metrics import roc_auc
 
     kind, params = CONFIGS[name]
+    backbone = params.get("backbone", BACKBONE)
     out: dict[str, list[float]] = {}
     for src in sources:
+        if backbone == BACKBONE:
+            maps = feats[src.name]
+        else:
+            assert cache is not None, "another backbone's maps need the cache folder"
+            maps = cached_features(src, cache, threads, backbone)
         for t in src.tasks:
-            det = _cached_detector(kind, params, src.images, feats[src.name], threads)
+            det = _cached_detector(kind, params, src.images, maps, threads)
             det.fit(src.images[t.train])
             s = np.concatenate(
                 [
@@ -508,7 +533,7 @@ def main(argv=None) -> int:
     for name in names + [n for n in CONFIGS if n in timed and n not in names]:
         t1 = time.perf_counter()
         row = {"name": name, "kind": CONFIGS[name][0], "params": CONFIGS[name][1]}
-        row["auroc"] = evaluate(name, sources, feats, args.threads)
+        row["auroc"] = evaluate(name, sources, feats, args.threads, cache)
         row["eval_s"] = time.perf_counter() - t1
         if name in timed:
             row["timing"] = time_config(name, args.threads, 64 if args.quick else args.time_images)

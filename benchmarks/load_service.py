@@ -181,6 +181,21 @@ class Server:
 
         return psutil.Process(self.proc.pid).memory_info().rss / 2**20
 
+    def cpu_s(self) -> tuple[float, float]:
+        """CPU seconds (user + system) used so far by the server and by its children."""
+        import psutil
+
+        proc = psutil.Process(self.proc.pid)
+        t = proc.cpu_times()
+        kids = 0.0
+        for child in proc.children(recursive=True):
+            try:
+                c = child.cpu_times()
+                kids += c.user + c.system
+            except psutil.NoSuchProcess:
+                pass
+        return t.user + t.system, kids
+
     def alive(self) -> bool:
         import httpx
 
@@ -633,9 +648,14 @@ def main(argv: list[str] | None = None) -> int:
                 rss_warm = srv.rss_mb()
                 for c in clients:
                     rss0 = srv.rss_mb()
+                    cpu0, kids0 = srv.cpu_s()
+                    own0 = time.process_time()
                     st = drive(srv.url, uploads, c, args.duration, seed=c)
+                    own1 = time.process_time()
+                    cpu1, kids1 = srv.cpu_s()
                     answered += st.answered
                     rss1 = srv.rss_mb()
+                    per = 1e3 / max(st.requests, 1)  # CPU ms per answered request
                     lat = np.array(st.latencies) * 1000 if st.latencies else np.array([np.nan])
                     srv_ms = np.array(st.server_ms) if st.server_ms else np.array([np.nan])
                     rows.append(
@@ -653,6 +673,9 @@ def main(argv: list[str] | None = None) -> int:
                             rss1,
                             np.percentile(srv_ms, 50),
                             np.percentile(srv_ms, 99),
+                            (cpu1 - cpu0) * per,
+                            (kids1 - kids0) * per,
+                            (own1 - own0) * per,
                         )
                     )
                     failures += st.errors + st.wrong
@@ -688,17 +711,21 @@ def main(argv: list[str] | None = None) -> int:
             "RSS phase start MB",
             "RSS phase end MB",
             "scoring p50/p99 ms",
+            "CPU ms/req server + writer, clients",
         )
         print("| " + " | ".join(head) + " |")
         print("|" + "---|" * len(head))
         for r in rows:
             print(
                 f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]:.1f} | {r[5]:.1f} | {r[6]:.1f} | "
-                f"{r[7]} | {r[8]:.1f} | {r[9]:.1f} | {r[10]:.1f} | {r[11]:.1f} / {r[12]:.1f} |"
+                f"{r[7]} | {r[8]:.1f} | {r[9]:.1f} | {r[10]:.1f} | {r[11]:.1f} / {r[12]:.1f} | "
+                f"{r[13]:.2f} + {r[14]:.2f}, {r[15]:.2f} |"
             )
         print(
             "(p50/p99: client-side latency; scoring: the server's pool work per request, "
-            "elapsed_ms; errors: non-200, transport errors and wrong results)"
+            "elapsed_ms; errors: non-200, transport errors and wrong results; CPU: user + "
+            "system seconds of the server process, of its children (the records writer) "
+            "and of this load generator during the phase, per answered request)"
         )
         for size, mode, n_rows, n_ans, problem in checks:
             print(

@@ -11,7 +11,6 @@ import os
 import threading
 import time
 from collections.abc import Iterable
-from concurrent.futures import Executor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -89,8 +88,9 @@ class RecordStore:
         return make_url(self.url).render_as_string(hide_password=True)
 
     def close(self) -> None:
-        """Release the database connections."""
+        """Release the database connections (the records' and the pictures')."""
         self.engine.dispose()
+        self.blobs.close()
 
     def __enter__(self) -> RecordStore:
         return self
@@ -156,15 +156,13 @@ class RecordStore:
         )
         return self.add_many([(inspection, kw)])[0]
 
-    def add_many(
-        self, entries: Iterable[tuple[Any, dict[str, Any]]], *, pool: Executor | None = None
-    ) -> list[int]:
+    def add_many(self, entries: Iterable[tuple[Any, dict[str, Any]]]) -> list[int]:
         """Record several inspections in one transaction; return their ids, in order.
 
         Each entry is ``(inspection, keyword arguments of add)``; paths are
         taken as text.  Nothing is recorded if the commit fails.  The kept
-        pictures are written first, each distinct one once (in parallel on
-        ``pool`` when given: each file is fsynced), then the rows.
+        pictures are committed first, each distinct one once, all in one
+        transaction of the picture store; then the rows.
 
         Notes
         -----
@@ -177,15 +175,16 @@ class RecordStore:
         entries = list(entries)
         if not entries:
             return []
-        kept = {
-            blob
-            for ins, kw in entries
-            if self.retention.keeps(ins.verdict)
-            for blob in (kw.get("image_bytes"), kw.get("overlay_png"))
-            if blob
-        }
-        put = pool.map if pool is not None else map
-        keys = dict(zip(kept, put(self.blobs.put, kept)))
+        kept = list(
+            dict.fromkeys(
+                blob
+                for ins, kw in entries
+                if self.retention.keeps(ins.verdict)
+                for blob in (kw.get("image_bytes"), kw.get("overlay_png"))
+                if blob
+            )
+        )
+        keys = dict(zip(kept, self.blobs.put_many(kept)))
         rows = [self._row(ins, keys, **kw) for ins, kw in entries]
         stmt = insert(InspectionRow).returning(InspectionRow.id, sort_by_parameter_order=True)
         with self.engine.begin() as conn:
@@ -397,10 +396,10 @@ class RecordStore:
 
     # -- retention -----------------------------------------------------------
     def prune(self, now: float | None = None) -> int:
-        """Apply the retention limits now; return how many image files were removed.
+        """Apply the retention limits now; return how many pictures were removed.
 
-        Records are marked (``image_pruned_at``) before their files go, so a
-        crash in between leaves only files that the next run removes.
+        Records are marked (``image_pruned_at``) before their pictures go, so a
+        crash in between leaves only pictures that the next run removes.
         """
         from sqlalchemy import or_, update
 
@@ -418,8 +417,7 @@ class RecordStore:
                     .where(t.image_pruned_at.is_(None))
                     .values(image_pruned_at=when)
                 )
-        for key in doomed:
-            self.blobs.delete(key)
+        self.blobs.delete_many(doomed)
         return len(doomed)
 
     def _maybe_prune(self) -> None:

@@ -24,7 +24,6 @@ import multiprocessing as mp
 import os
 import threading
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .retention import Retention
@@ -32,8 +31,6 @@ from .schema import RecordsError
 
 __all__ = ["WriterProcess"]
 
-#: Threads of the child writing the kept pictures (each file is fsynced).
-IO_THREADS = 8
 #: Seconds a new child may take to import, open and migrate the database.
 START_TIMEOUT_S = 120.0
 
@@ -151,8 +148,6 @@ def _serve(conn: Any, url: str, blob_dir: str, retention: dict[str, Any]) -> Non
         conn.send((False, str(exc)))
         return
     conn.send((True, None))
-    # kept pictures are fsynced one file each: written in parallel, before the rows
-    io = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="gaikan-blobs")
     try:
         while True:
             try:
@@ -162,9 +157,8 @@ def _serve(conn: Any, url: str, blob_dir: str, retention: dict[str, Any]) -> Non
             if batch is None:
                 return
             try:
-                conn.send((True, store.add_many(batch, pool=io)))
+                conn.send((True, store.add_many(batch)))
             except Exception as exc:  # noqa: BLE001 - the batch fails, the child goes on
                 conn.send((False, f"{type(exc).__name__}: {exc}"))
     finally:
-        io.shutdown()
         store.close()

@@ -21,7 +21,8 @@ import logging
 import os
 import queue
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,10 @@ from typing import Any
 __all__ = ["Recorder", "RecordingFailed", "Upload", "identity", "open_recorder"]
 
 log = logging.getLogger("gaikan.service")
+
+#: Longest wait (s) of a commit for more requests, and the request rate under which it
+#: never waits (one per LINGER_S).  See :meth:`Recorder._gather`.
+LINGER_S = 0.010
 
 
 class RecordingFailed(RuntimeError):
@@ -67,13 +72,17 @@ class Upload:
     latency_ms: float
 
 
+#: One request queued for the writer thread: its uploads, client and future.
+_Item = tuple[list[Upload], "str | None", Future]
+
+
 class Recorder:
     """Commits requests' results to the store (group commit), with the served model's version.
 
     One writer thread takes every request waiting to be recorded and has
-    their kept images and overlays written (in parallel, each file fsynced)
-    and then their rows committed together in one transaction (one fsync
-    for all of them), by :meth:`RecordStore.add_many
+    their kept images and overlays and then their rows committed together
+    (one transaction each, one fsync each, however many requests share
+    them), by :meth:`RecordStore.add_many
     <gaikan.records.RecordStore.add_many>` in a child process or here:
     under load many requests share a commit, so recording costs little
     throughput, and the scoring threads never wait on the disk.  Each
@@ -90,19 +99,14 @@ class Recorder:
         Its version in the store.
     max_batch : int
         Most requests committed in one transaction.
-    io_threads : int
-        With ``writer="thread"``: threads writing the kept images and
-        overlays (each file is fsynced; one thread alone would cap the
-        station at a few hundred kept pictures per second).  The child
-        process has its own (:data:`gaikan.records.writer.IO_THREADS`).
     writer : {"process", "thread"}
         Where the rows are committed: ``"process"`` (default) in a child
         process (:class:`~gaikan.records.writer.WriterProcess`), so the
         database work does not compete with scoring for the interpreter
         lock; ``"thread"`` in this process (tests, tools).
     share : Recorder, optional
-        Another version's recorder of the same station: its store, writer
-        and blob threads are used (not started again, and closed by it).
+        Another version's recorder of the same station: its store and
+        writer are used (not started again, and closed by it).
     """
 
     def __init__(
@@ -112,7 +116,6 @@ class Recorder:
         model_id: str | None,
         model_version: int | None,
         max_batch: int = 256,
-        io_threads: int = 8,
         writer: str = "process",
         share: Recorder | None = None,
     ) -> None:
@@ -123,22 +126,18 @@ class Recorder:
         self.model_id = model_id
         self.model_version = model_version
         self.max_batch = max_batch
-        self.io_threads = io_threads
         self.writer = writer
         self._owner = share is None
         self.sink: Any = store  # what commits: the store itself or the writer process
-        self._io: ThreadPoolExecutor | None = None  # the blob threads of writer="thread"
         if share is not None:
-            self.sink, self._io = share.sink, share._io
+            self.sink = share.sink
         elif writer == "process":
             from ..records.writer import WriterProcess
 
             self.sink = WriterProcess(store.url, store.blobs.root, store.retention)
-        else:
-            self._io = ThreadPoolExecutor(io_threads, thread_name_prefix="gaikan-blobs")
-        self._queue: queue.SimpleQueue[tuple[list[Upload], str | None, Future] | None] = (
-            queue.SimpleQueue()
-        )
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._gap = 1.0  # seconds between requests (moving mean)
+        self._last = time.monotonic()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self.commits = 0  # transactions committed (for tests and benchmarks)
@@ -151,7 +150,6 @@ class Recorder:
             self.model_id,
             version,
             max_batch=self.max_batch,
-            io_threads=self.io_threads,
             writer=self.writer,
             share=self,
         )
@@ -173,6 +171,10 @@ class Recorder:
                     target=self._run, name="gaikan-recorder", daemon=True
                 )
                 self._thread.start()
+        now = time.monotonic()
+        # moving mean of the gaps between requests (what the writer thread lingers by)
+        self._gap += 0.2 * (min(now - self._last, 1.0) - self._gap)
+        self._last = now
         self._queue.put((uploads, client, fut))
         return fut
 
@@ -191,22 +193,36 @@ class Recorder:
             item = self._queue.get()
             if item is None:
                 return
-            batch = [item]
-            stop = False
-            while len(batch) < self.max_batch:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stop = True
-                    break
-                batch.append(more)
+            batch, stop = self._gather(item)
             self._commit(batch)
             if stop:
                 return
 
-    def _commit(self, batch: list[tuple[list[Upload], str | None, Future]]) -> None:
+    def _gather(self, first: _Item) -> tuple[list[_Item], bool]:
+        """``first`` and what else arrives for the same commit; True when told to stop.
+
+        Takes what is queued, then, while requests arrive faster than
+        :data:`LINGER_S` apart, waits up to ``min(LINGER_S, 3 gaps)`` for more:
+        each commit costs the writer about as much as six rows, so under load a few
+        milliseconds of waiting buy batches of several requests, and a
+        station at a calm pace never waits.
+        """
+        batch = [first]
+        now = time.monotonic()
+        gap = self._gap
+        deadline = now + min(LINGER_S, 3.0 * gap) if gap < LINGER_S else now
+        while len(batch) < self.max_batch:
+            wait = deadline - time.monotonic()
+            try:
+                more = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if more is None:
+                return batch, True
+            batch.append(more)
+        return batch, False
+
+    def _commit(self, batch: list[_Item]) -> None:
         live = [(u, c, f) for u, c, f in batch if f.set_running_or_notify_cancel()]
         entries = [
             (
@@ -226,10 +242,7 @@ class Recorder:
             for u in uploads
         ]
         try:
-            if self._io is None:  # the writer process writes the pictures with its own threads
-                ids = list(self.sink.add_many(entries))
-            else:
-                ids = list(self.sink.add_many(entries, pool=self._io))
+            ids = list(self.sink.add_many(entries))
         except Exception as exc:  # every waiting request learns it was not recorded
             log.exception("recording %d result(s) failed", len(entries))
             for _, _, fut in live:
@@ -260,8 +273,6 @@ class Recorder:
             thread.join(30)
         if not self._owner:
             return
-        if self._io is not None:
-            self._io.shutdown(wait=True)
         if self.sink is not self.store:
             self.sink.close()
         self.store.close()
