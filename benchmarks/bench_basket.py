@@ -368,7 +368,9 @@ def _cached_detector(kind: str, params: dict, images, feats, threads: int):
     return det
 
 
-def evaluate(name: str, sources, feats, threads: int, cache: Path | None = None) -> dict[str, float]:
+def evaluate(
+    name: str, sources, feats, threads: int, cache: Path | None = None
+) -> dict[str, float]:
     """Image AUROC of one configuration on every column.
 
     ``feats`` holds the default backbone's maps by source name; a config
