@@ -65,18 +65,13 @@ CHILD = r"""
 import json, os, sys, time
 t0 = time.perf_counter()
 
-def vm(field):  # this process's own figures (ru_maxrss would include the parent's before exec)
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-
 import numpy as np
 import gaikan
+from gaikan.benchmark import peak_rss_mb, rss_mb  # this process's own (not ru_maxrss)
 model = gaikan.load(sys.argv[1])
 imgs = np.load(sys.argv[2])
 n = int(sys.argv[3])
-rss_loaded = vm("VmRSS")
+rss_loaded = rss_mb()
 model.detect(imgs[:1])
 cold = time.perf_counter() - t0
 times = []
@@ -89,7 +84,7 @@ ms = np.array(times) * 1e3
 print(json.dumps({
     "median_ms": float(np.median(ms)), "p95_ms": float(np.percentile(ms, 95)),
     "cold_s": cold, "rss_loaded_mb": rss_loaded,
-    "rss_peak_mb": vm("VmHWM"),
+    "rss_peak_mb": peak_rss_mb(),
     "torch": "torch" in sys.modules,
 }))
 """

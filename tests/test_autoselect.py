@@ -150,3 +150,8 @@ def test_choice_uses_a_capped_subset_and_refits_on_all(monkeypatch):
     assert res.n_img == (20 - n_held) + (1 + auto.COPIES) * n_held
     assert f"{n_held} held-out good images" in res.reason
     assert res.model.n_train_ == 30  # the winner still sees every good image
+    # the same sentence for a Japanese line: the same label and figures, no English left
+    ja = auto.explain(res.why, "ja")
+    assert f"取り置いた良品 {n_held} 枚" in ja and res.best.label in ja
+    assert f"AUROC {res.why['auroc']:.3f}" in ja and "held-out" not in ja
+    assert res.reason == auto.explain(res.why, "en")

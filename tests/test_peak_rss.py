@@ -31,3 +31,15 @@ def test_a_spawned_child_does_not_inherit_its_parents_peak():
     # the child itself is an interpreter and numpy; its ru_maxrss (``inherited``)
     # carries this process's 400 MB on Linux kernels that keep the peak across exec
     assert own < 200, (own, inherited)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmRSS is Linux's")
+def test_resident_memory_now_follows_an_allocation_and_stays_under_the_peak():
+    from gaikan.benchmark import rss_mb
+
+    before = rss_mb()
+    big = np.ones(200 * 2**20 // 8)  # 200 MB touched
+    during = rss_mb()
+    assert before is not None and during is not None
+    assert during - before > 150 and during <= peak_rss_mb() + 1
+    del big

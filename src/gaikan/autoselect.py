@@ -32,6 +32,7 @@ __all__ = [
     "AutoResult",
     "Candidate",
     "default_candidates",
+    "explain",
     "prior_cost",
     "select",
     "write_table",
@@ -117,10 +118,16 @@ class AutoResult:
     skipped : list of Candidate
         Not tried because the budget ran out.
     reason : str
-        Why the winner won, in one sentence.
+        Why the winner won, in one English sentence (``explain(why, lang)``
+        in another language).
     n_img : int
         Images each candidate was fitted on and scored on, together (the
         unit for the budget's cost estimates).
+    why : dict
+        The figures behind ``reason``: label, weight, n_held, n_planted,
+        auroc, pointing, next_label, next_objective (None without a
+        runner-up) and refit_n (None when the winner was refitted on every
+        image, else how many it was fitted on).
     """
 
     best: Candidate
@@ -129,6 +136,34 @@ class AutoResult:
     skipped: list[Candidate] = field(default_factory=list)
     reason: str = ""
     n_img: int = 0
+    why: dict[str, Any] = field(default_factory=dict)
+
+
+def explain(why: dict[str, Any], lang: str | None = None) -> str:
+    """Why the winner won, in one sentence of ``lang`` (default: the current language).
+
+    ``why`` is :attr:`AutoResult.why`.
+    """
+    from .i18n import t
+
+    nxt = ""
+    if why.get("next_label") is not None:
+        nxt = t(
+            "auto.why_next", lang, label=why["next_label"], objective=f"{why['next_objective']:.3f}"
+        )
+    refit = "" if why.get("refit_n") is None else t("auto.why_not_refit", lang, n=why["refit_n"])
+    return t(
+        "auto.why",
+        lang,
+        label=why["label"],
+        weight=why["weight"],
+        n_held=why["n_held"],
+        n_planted=why["n_planted"],
+        auroc=f"{why['auroc']:.3f}",
+        pointing=f"{why['pointing']:.2f}",
+        next=nxt,
+        refit=refit,
+    )
 
 
 def _deep_available() -> bool:
@@ -402,19 +437,18 @@ def select(
     refit = spent + best_row["fit_s"] * n / len(fit_set) <= budget_s
     model.fit(_resize(good if refit else fit_set, best.size))
     runner_up = sorted(ok, key=lambda r: -r["objective"])[1:2]
-    reason = (
-        f"{best.label} had the best image AUROC + {POINTING_WEIGHT} × pointing on "
-        f"{n_held} held-out good images and {COPIES * n_held} planted anomalies "
-        f"(AUROC {best_row['image_auroc']:.3f}, pointing {best_row['pointing']:.2f}"
-        + (f"; next: {runner_up[0]['label']} {runner_up[0]['objective']:.3f}" if runner_up else "")
-        + ")"
-        + (
-            ""
-            if refit
-            else f"; fitted on the {len(fit_set)} images not held out (no time to refit)"
-        )
-    )
-    return AutoResult(best, model, rows, skipped, reason, n_img)
+    why = {
+        "label": best.label,
+        "weight": POINTING_WEIGHT,
+        "n_held": n_held,
+        "n_planted": COPIES * n_held,
+        "auroc": best_row["image_auroc"],
+        "pointing": best_row["pointing"],
+        "next_label": runner_up[0]["label"] if runner_up else None,
+        "next_objective": runner_up[0]["objective"] if runner_up else None,
+        "refit_n": None if refit else len(fit_set),
+    }
+    return AutoResult(best, model, rows, skipped, explain(why, "en"), n_img, why)
 
 
 def _row_line(r: dict[str, Any]) -> str:

@@ -110,6 +110,18 @@ def _from_mvtec(root: Path, name: str, size) -> BenchData:
     )
 
 
+def _status_mb(field_name: str) -> float | None:
+    """A ``/proc/self/status`` memory field in MB (None where there is no such file)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field_name + ":"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident memory, MB.
 
@@ -118,14 +130,13 @@ def peak_rss_mb() -> float:
     benchmark child spawned by a parent holding a data set reported the
     parent's memory as its own.
     """
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    mb = _status_mb("VmHWM")
+    return mb if mb is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def rss_mb() -> float | None:
+    """This process's resident memory now, MB (``VmRSS``; None off Linux)."""
+    return _status_mb("VmRSS")
 
 
 def run_one(

@@ -384,7 +384,7 @@ def _parse_budget(text: str) -> float:
 
 
 def _fit_auto(good, output, size, budget_s, seed, max_pixels, strict, resize="stretch") -> None:
-    from ..autoselect import PLANTED, select, write_table
+    from ..autoselect import PLANTED, explain, select, write_table
     from ..errors import ParameterError
     from ..report import write_auto_report
 
@@ -392,10 +392,7 @@ def _fit_auto(good, output, size, budget_s, seed, max_pixels, strict, resize="st
         # candidates are square: a padded non-square frame would be stretched again
         fail("--detector auto with --resize pad needs a square --size (e.g. 256)")
     batch = _load_good(good, size or (256, 256), max_pixels, strict, resize)
-    click.echo(
-        f"auto: trying configurations on {len(batch.paths)} good images for up to {budget_s:.0f} s …",
-        err=True,
-    )
+    click.echo(t("auto.trying", n=len(batch.paths), budget=f"{budget_s:.0f}"), err=True)
     try:
         res = select(
             batch.images, budget_s=budget_s, seed=seed, log=lambda s: click.echo(s, err=True)
@@ -406,20 +403,20 @@ def _fit_auto(good, output, size, budget_s, seed, max_pixels, strict, resize="st
     _save(res.model, output, resize)
     table = Path(output).with_suffix(".auto.csv")
     write_table(table, res)
+    reason = explain(res.why)  # in the CLI's language (--lang)
     page = write_auto_report(
         Path(output).with_suffix(".auto.html"),
         res.rows,
         PLANTED,
         res.best.label,
-        res.reason,
+        reason,
         [c.label for c in res.skipped],
     )
-    click.echo(f"auto chose {res.best.label}: {res.reason}")
+    click.echo(t("auto.chose", label=res.best.label, reason=reason))
     if res.skipped:
-        click.echo(f"not tried (budget spent): {', '.join(c.label for c in res.skipped)}")
-    click.echo(
-        f"saved {output} (threshold {res.model.threshold_:.4g}); what was tried: {table}, {page}"
-    )
+        click.echo(t("auto.not_tried", labels=", ".join(c.label for c in res.skipped)))
+    threshold = f"{res.model.threshold_:.4g}"
+    click.echo(t("auto.saved", output=output, threshold=threshold, table=table, page=page))
 
 
 COMMANDS = [fit]

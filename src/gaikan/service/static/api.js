@@ -1,9 +1,11 @@
 /* gaikan station pages: the one way they call the station's API.
  *
  * The bearer token is kept for the browser tab (sessionStorage) and asked
- * for once, through the page's <dialog id="token-dialog">, when an answer
- * is 401; a rejected token is forgotten and asked for again.  Messages go
- * through the page's translations (i18n.js) when they are loaded.
+ * for once, through a <dialog id="token-dialog"> that this file adds to the
+ * page the first time, when an answer is 401; a rejected token is forgotten
+ * and asked for again.  Messages go through the page's translations
+ * (i18n.js) when they are loaded; the dialog's data-i18n attributes follow
+ * a change of language like the rest of the page.
  *
  *   gaikanApi.api(path, init) -> Promise<Response>
  *   gaikanApi.errorText(resp) -> Promise<string>   (the server's "error" text)
@@ -20,10 +22,35 @@
   let token = sessionStorage.getItem(TOKEN_KEY);
   let tokenPrompt = null;
 
+  function tokenDialog() {
+    const found = document.getElementById("token-dialog");
+    if (found) return found;
+    const dlg = document.createElement("dialog");
+    dlg.id = "token-dialog";
+    const form = document.createElement("form");
+    form.id = "token-form";
+    form.method = "dialog";
+    const input = document.createElement("input");
+    Object.assign(input, { id: "token-input", type: "password", autocomplete: "off", required: true });
+    input.placeholder = T("station.token_placeholder", "token");
+    input.dataset.i18nPlaceholder = "station.token_placeholder";
+    const ok = document.createElement("button");
+    Object.assign(ok, { id: "token-ok", type: "submit", value: "ok" });
+    ok.textContent = T("station.use_token", "Use token");
+    ok.dataset.i18n = "station.use_token";
+    const row = document.createElement("div");
+    row.className = "row";
+    row.append(ok);
+    form.append(document.createElement("p"), input, row);
+    dlg.append(form);
+    document.body.append(dlg);
+    return dlg;
+  }
+
   function askToken(message) {
     if (tokenPrompt) return tokenPrompt;
-    const dlg = document.getElementById("token-dialog");
-    const input = document.getElementById("token-input");
+    const dlg = tokenDialog();
+    const input = dlg.querySelector("input");
     dlg.querySelector("p").textContent = message;
     input.value = "";
     tokenPrompt = new Promise((resolve) => {
