@@ -41,6 +41,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from gaikan.records.blobs import FILE_NAME
 from load_service import Server, Stats, build, check_recorded, drive
 
 
@@ -48,6 +49,18 @@ def _load(
     out: dict[str, Stats], url: str, uploads: list, clients: int, seconds: float, seed: int
 ) -> None:
     out["st"] = drive(url, uploads, clients, seconds, seed=seed)
+
+
+def _pragmas(path: Path) -> tuple[str, str, str]:
+    """SQLite's integrity_check, quick_check and journal_mode of one file."""
+    con = sqlite3.connect(path)
+    try:
+        return tuple(  # type: ignore[return-value]
+            con.execute(f"PRAGMA {p}").fetchone()[0]
+            for p in ("integrity_check", "quick_check", "journal_mode")
+        )
+    finally:
+        con.close()
 
 
 def check_blobs(db: str) -> tuple[int, int]:
@@ -126,18 +139,16 @@ def main(argv: list[str] | None = None) -> int:
                 f"after it), {st.wrong} wrong results; ended by {killed}"
             )
 
-        con = sqlite3.connect(db)
-        try:
-            integrity = con.execute("PRAGMA integrity_check").fetchone()[0]
-            quick = con.execute("PRAGMA quick_check").fetchone()[0]
-            journal = con.execute("PRAGMA journal_mode").fetchone()[0]
-        finally:
-            con.close()
+        integrity, quick, journal = _pragmas(db)
+        # the kept pictures' file (next to the database) must be sound too
+        pictures = work / "blobs" / FILE_NAME
+        pic_integrity = _pragmas(pictures)[0] if pictures.exists() else "no file"
         rows, n_answered, problem = check_recorded(str(db), answered, fresh=False)
         n_kept, bad_blobs = check_blobs(str(db))
 
     extra_rows = rows - n_answered
     print(f"  PRAGMA integrity_check: {integrity}; quick_check: {quick}; journal_mode: {journal}")
+    print(f"  pictures file ({FILE_NAME}) integrity_check: {pic_integrity}")
     print(
         f"  answered files {n_answered}, rows in the database {rows} "
         f"({extra_rows} committed whose answer was cut by a kill)"
@@ -152,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"  failed requests (clients got an error, never a verdict): {failed}")
     failures = (integrity != "ok") + (quick != "ok") + bool(problem) + (extra_rows < 0) + wrong
-    failures += bad_blobs
+    failures += bad_blobs + (pic_integrity != "ok" and args.keep != "none")
     print("PASS" if failures == 0 else f"FAIL ({failures} problems)")
     return 0 if failures == 0 else 1
 
