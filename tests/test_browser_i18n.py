@@ -102,3 +102,27 @@ def test_station_in_japanese_then_english(browser, tmp_path):
         logs = [e for e in d.get_log("browser") if e["level"] == "SEVERE"]
         assert not logs, logs
     assert SIZE == 64  # the parts of test_browser
+
+
+def test_token_dialog_in_japanese(browser):
+    """The dialog api.js adds on the first 401 speaks the page's language."""
+    det = gaikan.SOARTC(kernel=8, stride=4).fit(
+        np.stack([part(s) for s in range(12)]).astype(np.float64)
+    )
+    app = create_app(det, workers=1, token="s3cret")
+    d = browser
+    wait = WebDriverWait(d, 20)
+    with LiveServer(app) as srv:
+        d.get(srv.url + "/")
+        dialog = wait.until(lambda d: d.find_element(By.ID, "token-dialog"))
+        wait.until(lambda d: dialog.get_attribute("open"))
+        assert d.find_elements(By.ID, "token-dialog") == [dialog]  # one, made by api.js
+        wait.until(lambda d: d.find_element(By.ID, "token-ok").text == "トークンを使う")
+        assert dialog.find_element(By.TAG_NAME, "p").text == (
+            "このステーションにはアクセストークンが必要です。"
+        )
+        assert d.find_element(By.ID, "token-input").get_attribute("placeholder") == "トークン"
+        d.find_element(By.ID, "token-input").send_keys("s3cret")
+        d.find_element(By.ID, "token-ok").click()
+        wait.until(lambda d: "閾値" in d.find_element(By.ID, "model-info").text)
+        assert not dialog.get_attribute("open")

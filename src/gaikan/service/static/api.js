@@ -22,36 +22,36 @@
   let token = sessionStorage.getItem(TOKEN_KEY);
   let tokenPrompt = null;
 
+  function el(tag, props, ...children) {
+    const node = Object.assign(document.createElement(tag), props);
+    node.append(...children);
+    return node;
+  }
+
   function tokenDialog() {
     const found = document.getElementById("token-dialog");
     if (found) return found;
-    const dlg = document.createElement("dialog");
-    dlg.id = "token-dialog";
-    const form = document.createElement("form");
-    form.id = "token-form";
-    form.method = "dialog";
-    const input = document.createElement("input");
-    Object.assign(input, { id: "token-input", type: "password", autocomplete: "off", required: true });
-    input.placeholder = T("station.token_placeholder", "token");
+    const input = el("input", {
+      id: "token-input", type: "password", autocomplete: "off", required: true,
+      placeholder: T("station.token_placeholder", "token"),
+    });
     input.dataset.i18nPlaceholder = "station.token_placeholder";
-    const ok = document.createElement("button");
-    Object.assign(ok, { id: "token-ok", type: "submit", value: "ok" });
-    ok.textContent = T("station.use_token", "Use token");
+    const ok = el("button", { id: "token-ok", type: "submit", value: "ok" }, T("station.use_token", "Use token"));
     ok.dataset.i18n = "station.use_token";
-    const row = document.createElement("div");
-    row.className = "row";
-    row.append(ok);
-    form.append(document.createElement("p"), input, row);
-    dlg.append(form);
+    const form = el("form", { id: "token-form", method: "dialog" }, el("p", {}), input,
+      el("div", { className: "row" }, ok));
+    const dlg = el("dialog", { id: "token-dialog" }, form);
     document.body.append(dlg);
     return dlg;
   }
 
-  function askToken(message) {
+  function askToken(key, english) {
     if (tokenPrompt) return tokenPrompt;
     const dlg = tokenDialog();
     const input = dlg.querySelector("input");
-    dlg.querySelector("p").textContent = message;
+    const text = dlg.querySelector("p");
+    text.dataset.i18n = key; // translated again when the page's messages arrive or change
+    text.textContent = T(key, english);
     input.value = "";
     tokenPrompt = new Promise((resolve) => {
       const onClose = () => {
@@ -77,12 +77,12 @@
       if (token) headers["Authorization"] = "Bearer " + token;
       const resp = await fetch(path, Object.assign({}, options, { headers }));
       if (resp.status !== 401) return resp;
-      const msg = token
-        ? T("station.token_rejected", "That token was not accepted. Enter the station's access token.")
-        : T("station.token_needed", "This station needs an access token.");
+      const ask = token
+        ? ["station.token_rejected", "That token was not accepted. Enter the station's access token."]
+        : ["station.token_needed", "This station needs an access token."];
       if (token) sessionStorage.removeItem(TOKEN_KEY);
       token = null;
-      if (!(await askToken(msg))) return resp;
+      if (!(await askToken(...ask))) return resp;
     }
     throw new Error(T("station.token_refused", "the server keeps refusing the token"));
   }
