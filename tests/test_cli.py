@@ -341,3 +341,22 @@ def test_inspect_record_keeps_every_result(model, folders, tmp_path):
     assert res.exit_code == 0, res.output
     rows = list(csv.DictReader(open(tmp_path / "o" / "results.csv")))
     assert RecordStore(str(db)).count() == len(rows) == 8
+
+
+def test_fit_hints_at_tiles_when_the_images_are_shrunk_a_lot(tmp_path):
+    train = tmp_path / "long"
+    train.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):  # elongated 60 x 200 parts
+        Image.fromarray(rng.integers(90, 110, (60, 200)).astype(np.uint8)).save(train / f"{i}.png")
+    base = ["fit", str(train), "-o", str(tmp_path / "m.gaikan"), "--kernel", "8", "--stride", "4"]
+    res = CliRunner().invoke(cli, [*base, "--size", "40"])  # the long side shrunk 5 x
+    assert res.exit_code == 0, res.output
+    assert "these images are 60×200" in res.output and "--tile 256 --overlap 32" in res.output
+    res = CliRunner().invoke(cli, ["--lang", "ja", *base, "--size", "40"])
+    assert res.exit_code == 0 and "画像は 60×200" in res.output, res.output
+    # a mild resize, or tiles at full resolution: nothing to say
+    res = CliRunner().invoke(cli, [*base, "--size", "30x100"])
+    assert res.exit_code == 0 and "--tile" not in res.output, res.output
+    res = CliRunner().invoke(cli, [*base, "--tile", "40", "--overlap", "8"])
+    assert res.exit_code == 0 and "--tile" not in res.output, res.output

@@ -8,6 +8,8 @@ from gaikan.io import find_images
 from gaikan.synth.anomalies import ANOMALY_KINDS, plant
 from gaikan.synth.textures import (
     BASKET,
+    ELONGATED,
+    THIN_DEFECTS,
     TEXTURE_DEFECTS,
     TEXTURES,
     TextureSpec,
@@ -55,3 +57,25 @@ def test_dataset_layout(tmp_path):
         exp_img, exp_mask = render_texture(spec, d, index=1001)
         assert np.array_equal(img, exp_img) and np.array_equal(mask, exp_mask) and mask.any()
     assert len({s.name for s in BASKET}) == len(BASKET) == 2 * len(TEXTURES)
+
+
+@pytest.mark.parametrize("texture", TEXTURES)
+def test_elongated_parts_keep_their_shape_and_their_hairlines_are_thin(texture):
+    spec = TextureSpec(texture, defect_size=0.1, size=40, aspect=2.5)
+    assert spec.shape == (40, 100) and spec.name.endswith("-a2.5")
+    good = render_texture(spec, index=3)[0]
+    assert good.shape == (40, 100) and good.std() > 5
+    assert np.array_equal(good, render_texture(spec, index=3)[0])
+    for d in THIN_DEFECTS:
+        img, mask = render_texture(spec, d, index=1003)
+        assert img.shape == mask.shape == (40, 100) and mask.any()
+        assert mask.mean() < 0.05  # a line, not a blob
+
+
+def test_the_elongated_family_is_long_and_has_hairline_defects():
+    for spec in ELONGATED:
+        h, w = spec.shape
+        assert w / h == pytest.approx(2.5) and spec.name not in {s.name for s in BASKET}
+    img, mask = render_texture(ELONGATED[0], "crack", index=1000)
+    assert img.shape == ELONGATED[0].shape
+    assert 10 < mask.sum() < 0.001 * mask.size  # 1–2 px wide, tens of px long

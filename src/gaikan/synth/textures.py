@@ -14,6 +14,10 @@ Textures (:data:`TEXTURES`)
 Defects: ``scratch``, ``crack``, ``spot``, ``stain`` from
 :mod:`gaikan.synth.anomalies`, with exact masks.
 
+Elongated parts (``aspect``, width / height): :data:`ELONGATED` is a
+second family of 512 × 1280 brushed and grained parts with hairline cracks
+and scratches (1–2 px wide), the case a square resize squeezes most.
+
 In memory::
 
     img, mask = render_texture(TextureSpec("weave"), "scratch", seed=0, index=3)
@@ -22,6 +26,7 @@ To disk, in the MVTec AD layout (``train/good``, ``test/<defect>``,
 ``ground_truth/<defect>/<i>_mask.png``)::
 
     make_texture_dataset("out/weave", TextureSpec("weave"), n_good=60, n_test_good=20, n_defect=10)
+    make_texture_dataset("out/rail", ELONGATED[0], defects=THIN_DEFECTS)
 """
 
 from __future__ import annotations
@@ -39,7 +44,9 @@ from .anomalies import plant
 
 __all__ = [
     "BASKET",
+    "ELONGATED",
     "TEXTURES",
+    "THIN_DEFECTS",
     "TEXTURE_DEFECTS",
     "TextureSpec",
     "make_texture_dataset",
@@ -63,22 +70,38 @@ class TextureSpec:
     defect_size : float
         Defect extent as a fraction of the image's shorter side.
     size : int
-        Image side in pixels.
+        Image height in pixels (and width, for a square part).
+    aspect : float
+        Width / height: 2.5 gives an elongated part (e.g. 512 × 1280), as
+        line cameras see rails, strips and shafts.
     """
 
     texture: str = "weave"
     scale: float = 1.0
     defect_size: float = 0.06
     size: int = 256
+    aspect: float = 1.0
 
     @property
     def name(self) -> str:
-        return f"{self.texture}-s{self.scale:g}-d{self.defect_size:g}"
+        shape = "" if self.aspect == 1.0 else f"-a{self.aspect:g}"
+        return f"{self.texture}-s{self.scale:g}-d{self.defect_size:g}{shape}"
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(height, width) of the images."""
+        return self.size, max(1, round(self.size * self.aspect))
 
 
 #: The data sets benchmarks choose defaults on: every texture, two scales,
 #: small and very small defects.
 BASKET = tuple(TextureSpec(t, s, d) for t in TEXTURES for s, d in ((1.0, 0.06), (2.0, 0.03)))
+
+#: Elongated parts with hairline defects (thin cracks and scratches, 1–2 px
+#: wide at 512 × 1280): what a square resize squeezes most.
+ELONGATED = tuple(TextureSpec(t, 1.0, 0.1, size=512, aspect=2.5) for t in ("brushed", "grain"))
+#: The defect kinds of :data:`ELONGATED`.
+THIN_DEFECTS = ("scratch", "crack")
 
 
 def _rng(spec: TextureSpec, seed: int, split: str, index: int, what: str) -> np.random.Generator:
@@ -91,30 +114,30 @@ def _normalise(field: np.ndarray, mean: float, std: float) -> np.ndarray:
 
 
 def _texture(spec: TextureSpec, rng: np.random.Generator) -> np.ndarray:
-    n, s = spec.size, spec.scale
-    rr, cc = np.mgrid[:n, :n].astype(np.float64)
+    (n, m), s = spec.shape, spec.scale
+    rr, cc = np.mgrid[:n, :m].astype(np.float64)
     # one family-wide orientation per data set (a product), a little jitter per part
     base = _rng(spec, 0, "", 0, "orientation").uniform(0, np.pi)
     ang = base + rng.normal(0, 0.03)
-    fine = ndimage.gaussian_filter(rng.normal(0, 1, (n, n)), 0.8)
+    fine = ndimage.gaussian_filter(rng.normal(0, 1, (n, m)), 0.8)
     if spec.texture == "weave":
         period = 10.0 * s
-        warp = ndimage.gaussian_filter(rng.normal(0, 1, (n, n)), 6 * s) * 8
+        warp = ndimage.gaussian_filter(rng.normal(0, 1, (n, m)), 6 * s) * 8
         u = rr * np.cos(ang) + cc * np.sin(ang) + warp
         v = -rr * np.sin(ang) + cc * np.cos(ang) + warp
         ph = rng.uniform(0, 2 * np.pi, 2)
         f = np.sin(2 * np.pi * u / period + ph[0]) * np.sin(2 * np.pi * v / period + ph[1])
         field = f + 0.25 * fine
     elif spec.texture == "grain":
-        noise = rng.normal(0, 1, (n, n))
+        noise = rng.normal(0, 1, (n, m))
         field = ndimage.gaussian_filter(noise, (1.0 * s, 5.0 * s)) + 0.15 * fine
         field = ndimage.rotate(field, np.degrees(ang), reshape=False, mode="reflect")
     elif spec.texture == "brushed":
-        noise = rng.normal(0, 1, (n, n))
+        noise = rng.normal(0, 1, (n, m))
         field = ndimage.gaussian_filter(noise, (0.6 * s, 12.0 * s)) + 0.1 * fine
         field = ndimage.rotate(field, np.degrees(ang), reshape=False, mode="reflect")
     elif spec.texture == "speckle":
-        dots = (rng.random((n, n)) < 0.02 / s).astype(np.float64)
+        dots = (rng.random((n, m)) < 0.02 / s).astype(np.float64)
         field = ndimage.gaussian_filter(dots, 1.2 * s) + 0.05 * fine
     else:
         raise ParameterError(f"unknown texture {spec.texture!r}; choose from {', '.join(TEXTURES)}")
@@ -129,8 +152,9 @@ def render_texture(
 
     Returns
     -------
-    image : ndarray, shape (size, size), uint8
-    mask : ndarray of bool, shape (size, size)
+    image : ndarray, shape (size, width), uint8
+        ``spec.shape``: square unless ``spec.aspect`` says otherwise.
+    mask : ndarray of bool, shape (size, width)
         Empty for a good sample.
     """
     img = _texture(spec, _rng(spec, seed, split, index, "texture"))
