@@ -9,9 +9,9 @@ from gaikan.synth.anomalies import ANOMALY_KINDS, plant
 from gaikan.synth.textures import (
     BASKET,
     ELONGATED,
-    THIN_DEFECTS,
     TEXTURE_DEFECTS,
     TEXTURES,
+    THIN_DEFECTS,
     TextureSpec,
     make_texture_dataset,
     render_texture,
