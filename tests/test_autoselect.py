@@ -155,3 +155,55 @@ def test_choice_uses_a_capped_subset_and_refits_on_all(monkeypatch):
     assert f"取り置いた良品 {n_held} 枚" in ja and res.best.label in ja
     assert f"AUROC {res.why['auroc']:.3f}" in ja and "held-out" not in ja
     assert res.reason == auto.explain(res.why, "en")
+
+
+def test_large_images_get_a_working_size_and_a_tiled_candidate():
+    from gaikan.autoselect import MAX_WORKING_BYTES, default_candidates, working_shape
+
+    assert working_shape([(300, 300)] * 5, 900) is None  # ELPV-like: 256² loses nothing
+    assert working_shape([(512, 1280)] * 5, 100) == (512, 1280)  # kept: 0.65 MP
+    h, w = working_shape([(3000, 4000), (3000, 4000), (2999, 4001)], 50)
+    assert h * w <= 1_000_000 and abs(w / h - 4 / 3) < 0.01  # scaled down, aspect kept
+    h, w = working_shape([(512, 1280)] * 3, 1000)  # many images: the memory cap rules
+    assert 8 * 1000 * h * w <= MAX_WORKING_BYTES and h < 512 and w < 1280
+    h, w = working_shape([(512, 1280)] * 3, 20_000)  # ... down to one tile's side
+    assert h == 256 and w < 1280
+    tiled = [c for c in default_candidates(deep=True, shape=(512, 1280)) if c.kind == "tiled"]
+    assert [c.size for c in tiled] == [(512, 1280)] and tiled[0].params["detector"] == "padim"
+    assert tiled[0].params["per_position"] is False  # one unit space: a few GB, not 13
+    assert not [c for c in default_candidates(deep=True, shape=(256, 256)) if c.kind == "tiled"]
+    assert not [c for c in default_candidates(deep=False, shape=(512, 1280)) if c.kind == "tiled"]
+
+
+def test_a_tiled_candidate_is_scored_at_the_working_size_and_can_win():
+    rng = np.random.default_rng(0)
+    base = np.add.outer(np.sin(np.arange(48) / 5.0), np.cos(np.arange(160) / 7.0)) * 30 + 120
+    good = np.stack([base + rng.normal(0, 2, base.shape) for _ in range(16)])
+    tiled = Candidate("tiled", {"detector": "rt", "tile": 32, "overlap": 8}, (48, 160))
+    cands = [Candidate("rt", {"kernel": 8, "stride": 4}, (24, 24)), tiled]
+    res = select(good, budget_s=60, seed=0, candidates=cands)
+    row = next(r for r in res.rows if r["label"] == tiled.label)
+    assert "error" not in row and 0.0 <= row["image_auroc"] <= 1.0
+    assert tiled.label == "tiled[detector=rt,overlap=8,tile=32]@48x160"
+    if res.best == tiled:  # the winner is refitted on the frames at the working size
+        assert res.model.image_shape_ == (48, 160)
+
+
+def test_fit_auto_cli_works_on_large_frames_with_a_tiled_candidate(tmp_path):
+    pytest.importorskip("torch")
+    d = tmp_path / "good"
+    d.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(12):  # 80 x 800: the longer side is over 3 x 256
+        im = rng.integers(100, 140, (80, 800)).astype(np.uint8)
+        Image.fromarray(im).save(d / f"{i:02d}.png")
+    out = tmp_path / "m.gaikan"
+    res = CliRunner().invoke(
+        gaikan.cli.cli, ["fit", str(d), "-o", str(out), "--detector", "auto", "--budget", "3s"]
+    )
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader(open(tmp_path / "m.auto.csv")))
+    tiled = [r for r in rows if r["kind"] == "tiled"]
+    label = "tiled[detector=padim,overlap=32,per_position=False,tile=256]@256x800"
+    assert [r["label"] for r in tiled] == [label]
+    assert gaikan.load(out).image_shape_ is not None  # a model, whichever won

@@ -360,3 +360,9 @@ def test_fit_hints_at_tiles_when_the_images_are_shrunk_a_lot(tmp_path):
     assert res.exit_code == 0 and "--tile" not in res.output, res.output
     res = CliRunner().invoke(cli, [*base, "--tile", "40", "--overlap", "8"])
     assert res.exit_code == 0 and "--tile" not in res.output, res.output
+    assert len(gaikan.load(tmp_path / "m.gaikan").inners_) == 2 * 6  # one per tile position
+    shared = [*base, "--tile", "40", "--overlap", "8", "--tile-space", "shared"]
+    res = CliRunner().invoke(cli, shared)
+    assert res.exit_code == 0, res.output
+    det = gaikan.load(tmp_path / "m.gaikan")
+    assert len(det.inners_) == 1 and det.per_position is False  # one for every tile

@@ -162,3 +162,17 @@ def test_blank_frames_are_refused_unless_allowed(tmp_path):
     assert load_image(tmp_path / "capped.png", allow_blank=True).std() == 0
     res = load_images([tmp_path / "capped.png"])
     assert res.images.shape[0] == 0 and "blank" in res.errors[0][1]
+
+
+def test_probe_shapes_reads_headers_turns_exif_rotations_and_skips_bad_files(tmp_path):
+    from gaikan.io import probe_shapes
+
+    Image.new("L", (200, 60)).save(tmp_path / "wide.png")
+    rotated = Image.new("L", (200, 60))
+    exif = rotated.getexif()
+    exif[0x0112] = 6  # stored landscape, shown portrait
+    rotated.save(tmp_path / "turned.jpg", exif=exif)
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    paths = [tmp_path / n for n in ("wide.png", "turned.jpg", "broken.png")]
+    assert probe_shapes(paths) == [(60, 200), (200, 60)]
+    assert len(probe_shapes([tmp_path / "wide.png"] * 100, limit=8)) == 8

@@ -35,6 +35,7 @@ __all__ = [
     "explain",
     "prior_cost",
     "select",
+    "working_shape",
     "write_table",
 ]
 
@@ -59,7 +60,16 @@ COST_PRIOR: dict[str, tuple[float, float]] = {
     "soartc": (2.0, 0.02),
     "padim": (10.0, 0.006),
     "patchcore": (8.0, 0.007),
+    # PaDiM on 256-px tiles (overlap 32) of large frames, one unit space of every
+    # tile: 80 parts of 512 × 1280 in 29–39 s (benchmarks/bench_elongated.py),
+    # 0.0056–0.0074 s per 100² pixels
+    "tiled": (10.0, 0.010),
 }
+#: Extra seconds per tile position of a tiled candidate with ``per_position``
+#: (each position fits its own per-cell Gaussians, whatever the number of
+#: images: PaDiM on 18 positions of 512 × 1280 parts, 42–45 s of fit for 8
+#: or 28 parts).
+TILE_POSITION_S = 2.5
 #: Prior of a kind missing from :data:`COST_PRIOR`.
 COST_UNKNOWN = (5.0, 0.2)
 #: At most this many good images take part in the choice (a seeded subset;
@@ -85,6 +95,16 @@ COPIES = 2
 #: real defects are mostly small (hairline cracks, pin-holes), and one large
 #: size alone favours coarse configurations that miss them.
 PLANTED_SIZES = (0.03, 0.05, 0.08)
+
+
+#: Square candidates work at 256² at most: images whose longer side is this many
+#: times longer are also tried on tiles at (nearly) full resolution, where thin
+#: defects survive (:func:`working_shape`).
+TILE_SHRINK = 3.0
+#: Largest working image for the tiled candidates, in pixels (aspect kept) ...
+MAX_WORKING_PIXELS = 1_000_000
+#: ... and at most this many bytes for all the good images together (float64).
+MAX_WORKING_BYTES = 2 * 10**9
 
 
 @dataclass(frozen=True)
@@ -175,12 +195,59 @@ def _deep_available() -> bool:
 def prior_cost(cand: Candidate, n_images: int) -> float:
     """Expected seconds to try ``cand`` on ``n_images`` images (:data:`COST_PRIOR`)."""
     fixed, rate = COST_PRIOR.get(cand.kind, COST_UNKNOWN)
+    if cand.kind == "tiled" and cand.params.get("per_position", True):  # a unit space each
+        from .tiling import tile_grid
+
+        tile, overlap = int(cand.params.get("tile", 256)), int(cand.params.get("overlap", 32))
+        fixed += TILE_POSITION_S * len(tile_grid(cand.size, tile, overlap))
     return fixed + rate * n_images * cand.size[0] * cand.size[1] / 1e4
 
 
-def default_candidates(deep: bool | None = None) -> list[Candidate]:
-    """The configurations tried, cheapest first by :func:`prior_cost` (deep
-    ones only with gaikan[deep])."""
+def typical_shape(shapes: Sequence[tuple[int, int]]) -> tuple[int, int]:
+    """The median height and the median width of some images' (H, W)."""
+    mid = len(shapes) // 2
+    return sorted(s[0] for s in shapes)[mid], sorted(s[1] for s in shapes)[mid]
+
+
+def working_shape(shapes: Sequence[tuple[int, int]], n_images: int) -> tuple[int, int] | None:
+    """The size to load good images at for the choice: None (256², the usual) unless large.
+
+    Parameters
+    ----------
+    shapes : sequence of (int, int)
+        Some of the images' (H, W) (:func:`gaikan.io.probe_shapes`).
+    n_images : int
+        How many good images will be loaded.
+
+    Returns
+    -------
+    (int, int) or None
+        For images whose longer side is at least :data:`TILE_SHRINK` × 256:
+        their median size, scaled down (aspect kept) to at most
+        :data:`MAX_WORKING_PIXELS` and to :data:`MAX_WORKING_BYTES` for all
+        of them, each side at least 256 (one tile); the square candidates
+        resize from it, the tiled ones work on it.
+    """
+    if not shapes:
+        return None
+    h, w = typical_shape(shapes)
+    if max(h, w) < TILE_SHRINK * 256:
+        return None
+    cap = min(MAX_WORKING_PIXELS, MAX_WORKING_BYTES / (8 * max(1, n_images)))
+    scale = min(1.0, float(np.sqrt(cap / (h * w))))
+    return max(256, int(h * scale)), max(256, int(w * scale))  # a tile fits either way
+
+
+def default_candidates(
+    deep: bool | None = None, shape: tuple[int, int] | None = None
+) -> list[Candidate]:
+    """The configurations tried, cheapest first by :func:`prior_cost`.
+
+    Deep ones only with gaikan[deep]; with images of ``shape`` (the working
+    size) whose longer side is :data:`TILE_SHRINK` × 256 or more, also PaDiM
+    on 256-px tiles at that size (thin defects vanish in a 256² resize:
+    ``benchmarks/bench_elongated.py``).
+    """
     px = [
         Candidate("soartc", {}, (100, 100)),
         Candidate("rt", {}, (100, 100)),
@@ -193,6 +260,13 @@ def default_candidates(deep: bool | None = None) -> list[Candidate]:
             Candidate("padim", {}, (256, 256)),
             Candidate("patchcore", {}, (256, 256)),
         ]
+        if shape is not None and max(shape) >= TILE_SHRINK * 256:
+            # one unit space of every tile: per tile position (18 on 512 × 1280 parts)
+            # PaDiM peaked at 5.5 GB (13 GB loading its 3 GB file) against 3.1–3.5 GB,
+            # 3-4x slower, for AUROC 0.978 / 0.850 against 0.963 / 0.890
+            # (benchmarks/bench_elongated.py)
+            tiles = {"detector": "padim", "tile": 256, "overlap": 32, "per_position": False}
+            px.append(Candidate("tiled", tiles, (int(shape[0]), int(shape[1]))))
     return sorted(px, key=lambda c: prior_cost(c, 100))
 
 
@@ -353,7 +427,8 @@ def select(
     ----------
     good : ndarray, shape (n, H, W), 0–255
         Good images at a working resolution (each candidate resizes them
-        to its own size), n ≥ 8.  At most :data:`MAX_CHOICE_IMAGES` of them
+        to its own size; anomalies are planted at this one), n ≥ 8.  Large
+        ones (:func:`working_shape`) add a tiled candidate by default.  At most :data:`MAX_CHOICE_IMAGES` of them
         (a seeded subset) take part in the choice; the winner is refitted
         on all.
     budget_s : float
@@ -390,7 +465,8 @@ def select(
     n_held = min(n_held, max(3, round(holdout * n_choice)))
     fit_set, held = good[order[n_held:n_choice]], good[order[:n_held]]
     test = _planted_test_set(held, seed)
-    cands = list(candidates if candidates is not None else default_candidates())
+    shape = (int(good.shape[1]), int(good.shape[2]))
+    cands = list(candidates if candidates is not None else default_candidates(shape=shape))
     rows: list[dict[str, Any]] = []
     skipped: list[Candidate] = []
     t_start = time.perf_counter()

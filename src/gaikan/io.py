@@ -44,6 +44,7 @@ __all__ = [
     "load_mask",
     "load_mvtec",
     "normalize_size",
+    "probe_shapes",
 ]
 
 #: File name endings taken when a directory is searched for images.
@@ -390,6 +391,26 @@ class LoadResult:
     paths: list[Path] = field(default_factory=list)
     errors: list[tuple[Path, str]] = field(default_factory=list)
     shapes: list[tuple[int, int]] = field(default_factory=list)
+
+
+def probe_shapes(paths: Sequence[str | os.PathLike], limit: int = 32) -> list[tuple[int, int]]:
+    """(H, W) of up to ``limit`` of ``paths`` (evenly spread), from their headers only.
+
+    Files that cannot be opened are left out (loading reports them); EXIF
+    rotations are applied, as loading does.
+    """
+    step = max(1, len(paths) // max(1, limit))
+    out = []
+    for p in list(paths)[::step][:limit]:
+        try:
+            with Image.open(p) as im:
+                w, h = im.size
+                if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # rotated by 90° on load
+                    w, h = h, w
+        except (OSError, UnidentifiedImageError, ValueError):
+            continue
+        out.append((int(h), int(w)))
+    return out
 
 
 def load_images(

@@ -159,6 +159,14 @@ def _outliers(det: Any, paths: list[Path]) -> list[int]:
     help="With --tile: pixels shared by neighbouring tiles.",
 )
 @click.option(
+    "--tile-space",
+    type=click.Choice(["position", "shared"]),
+    default="position",
+    show_default=True,
+    help="With --tile: a unit space per tile position (aligned parts) or one shared by "
+    "every tile (textures, unaligned parts; far smaller deep models).",
+)
+@click.option(
     "--budget",
     default="120s",
     show_default=True,
@@ -192,6 +200,7 @@ def fit(
     drop_outliers,
     tile,
     overlap,
+    tile_space,
     budget,
     seed,
     strict,
@@ -226,7 +235,13 @@ def fit(
 
         if resize == "pad":
             fail("--resize pad does not apply with --tile: tiles keep frames at full size")
-        det = TiledDetector(detector, det.get_params(), tile=tile, overlap=overlap)
+        det = TiledDetector(
+            detector,
+            det.get_params(),
+            tile=tile,
+            overlap=overlap,
+            per_position=tile_space == "position",
+        )
         hw = parse_size(size)
     if dask_address:
         _fit_dask(det, detector, good, hw, max_pixels, strict, drop_outliers, output, dask_address)
@@ -287,14 +302,12 @@ def _fit_dask(
     import importlib.util
 
     from ..errors import GaikanError, ParameterError
-    from ..io import is_mvtec
 
     if importlib.util.find_spec("distributed") is None:
         fail("--dask needs the distributed extra: pip install 'gaikan[distributed]'")
     from ..distributed import fit_files_dask
 
-    inputs = tuple(str(Path(g) / "train" / "good") if is_mvtec(g) else g for g in good)
-    files = [str(f) for f in collect(inputs)]
+    files = [str(f) for f in collect(_good_inputs(good))]
 
     def run(paths: list[str]) -> Any:
         with progress(len(paths), "fitting") as bar:
@@ -356,10 +369,6 @@ def _save(det: Any, output: str, resize: str) -> None:
     write_model(output, stamp(det.to_modelfile(), resize))
 
 
-#: A resize that shrinks a side by this factor or more gets the --tile hint.
-TILE_HINT_SHRINK = 3.0
-
-
 def _hint_tiles(shapes: list[tuple[int, int]], hw: tuple[int, int]) -> None:
     """Say so when the images are shrunk a lot: thin defects vanish, tiles keep them.
 
@@ -367,12 +376,13 @@ def _hint_tiles(shapes: list[tuple[int, int]], hw: tuple[int, int]) -> None:
     256² scored near chance and on 256-px tiles 0.85–0.98
     (``benchmarks/bench_elongated.py``).
     """
+    from ..autoselect import TILE_SHRINK, typical_shape  # auto's tiled candidate: same rule
+
     if not shapes:
         return
-    mid = len(shapes) // 2  # the typical image: the median of each side
-    oh, ow = sorted(s[0] for s in shapes)[mid], sorted(s[1] for s in shapes)[mid]
+    oh, ow = typical_shape(shapes)
     shrink = max(oh / hw[0], ow / hw[1])
-    if shrink >= TILE_HINT_SHRINK:
+    if shrink >= TILE_SHRINK:
         msg = t(
             "fit.hint_tile",
             oh=oh,
@@ -385,14 +395,20 @@ def _hint_tiles(shapes: list[tuple[int, int]], hw: tuple[int, int]) -> None:
         click.echo(msg, err=True)
 
 
+def _good_inputs(good: tuple[str, ...]) -> tuple[str, ...]:
+    """The GOOD arguments, an MVTec AD folder taken through its ``train/good``."""
+    from ..io import is_mvtec
+
+    return tuple(str(Path(g) / "train" / "good") if is_mvtec(g) else g for g in good)
+
+
 def _load_good(
     good: tuple[str, ...], hw: Any, max_pixels: int | None, strict: bool, resize: str = "stretch"
 ) -> Any:
     """The good images (an MVTec folder through train/good); exit 3 if none, or any with --strict."""
-    from ..io import is_mvtec, load_images
+    from ..io import load_images
 
-    inputs = tuple(str(Path(g) / "train" / "good") if is_mvtec(g) else g for g in good)
-    files = collect(inputs)
+    files = collect(_good_inputs(good))
     kw: dict[str, Any] = {} if max_pixels is None else {"max_pixels": max_pixels}
     with progress(len(files), t("progress.loading")) as bar:
         batch = load_images(files, hw, progress=bar.update, resize=resize, **kw)
@@ -422,7 +438,16 @@ def _fit_auto(good, output, size, budget_s, seed, max_pixels, strict, resize="st
     if resize == "pad" and size is not None and size[0] != size[1]:
         # candidates are square: a padded non-square frame would be stretched again
         fail("--detector auto with --resize pad needs a square --size (e.g. 256)")
-    batch = _load_good(good, size or (256, 256), max_pixels, strict, resize)
+    hw = size
+    if hw is None:  # 256², or a larger working size where tiles may be needed
+        hw = (256, 256)
+        if resize == "stretch":
+            from ..autoselect import working_shape
+            from ..io import probe_shapes
+
+            files = collect(_good_inputs(good))
+            hw = working_shape(probe_shapes(files), len(files)) or hw
+    batch = _load_good(good, hw, max_pixels, strict, resize)
     click.echo(t("auto.trying", n=len(batch.paths), budget=f"{budget_s:.0f}"), err=True)
     try:
         res = select(

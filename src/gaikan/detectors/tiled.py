@@ -126,10 +126,14 @@ class TiledDetector(BaseDetector):
         starts = tile_grid(X.shape[1:], self.tile, self.overlap)
         n, t = X.shape[0], len(starts)
         if self.per_position:  # aligned parts: position j's tiles of every frame
-            inners, loo = [], np.empty((n, t))
+            inners: list[Any] = []
+            loo = np.empty((n, t))
             for j in range(t):
                 tiles = np.stack([cut_tiles(f, starts[j : j + 1], self.tile)[0] for f in X])
-                inners.append(self._make_inner().fit(tiles))
+                inner = self._make_inner()
+                if inners:
+                    _share_backbone(inners[0], [inner])
+                inners.append(inner.fit(tiles))
                 loo[:, j] = _per_image(inners[-1].train_scores_, n)
         else:  # textures: one unit space of every tile
             tiles = np.concatenate([cut_tiles(f, starts, self.tile) for f in X])
@@ -157,6 +161,7 @@ class TiledDetector(BaseDetector):
     def _tiles(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Tile scores (n, t) and stitched maps (n, H, W) of a stack of frames."""
         n, t = len(X), len(self.starts_)
+        _share_backbone(self.inners_[0], self.inners_[1:])  # a loaded model: once, here
         scores = np.empty((n, t))
         maps = np.full(X.shape, -np.inf)
         step = max(1, int(self.tile_batch) // max(1, n))  # tiles per inner call ≈ tile_batch
@@ -236,6 +241,21 @@ class TiledDetector(BaseDetector):
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFileError(f"model file content does not fit {cls.__name__}: {exc}") from None
         return det
+
+
+def _share_backbone(first: Any, others: list[Any]) -> None:
+    """Give deep inner detectors the first one's feature extractor.
+
+    Every tile position has its own detector but the same backbone, layers
+    and tile size: one extractor (network and ONNX session) serves them all,
+    instead of one per position held in memory.
+    """
+    if not hasattr(first, "_extractor"):
+        return  # a pixel detector: nothing to share
+    fe = first._extractor()
+    for det in others:
+        if det.__dict__.get("_fe") is not fe:
+            det._fe = fe
 
 
 def _per_image(loo: np.ndarray, n: int) -> np.ndarray:
