@@ -91,6 +91,13 @@ def _outliers(det: Any, paths: list[Path]) -> list[int]:
     return [int(i) for i in robust_outliers(scores)]
 
 
+TILE_SPACES = click.Choice(["position", "shared"])
+TILE_SPACE_HELP = (
+    "With --tile: a unit space per tile position (aligned parts; the default) or one "
+    "shared by every tile (textures, unaligned parts; far smaller deep models)."
+)
+
+
 @click.command(epilog=EXIT_CODES_HELP)
 @click.argument("good", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option(
@@ -158,14 +165,7 @@ def _outliers(det: Any, paths: list[Path]) -> list[int]:
     show_default=True,
     help="With --tile: pixels shared by neighbouring tiles.",
 )
-@click.option(
-    "--tile-space",
-    type=click.Choice(["position", "shared"]),
-    default="position",
-    show_default=True,
-    help="With --tile: a unit space per tile position (aligned parts) or one shared by "
-    "every tile (textures, unaligned parts; far smaller deep models).",
-)
+@click.option("--tile-space", type=TILE_SPACES, default="position", help=TILE_SPACE_HELP)
 @click.option(
     "--budget",
     default="120s",
