@@ -112,7 +112,6 @@ CONFIGS: dict[str, tuple[str, dict]] = {
         "padim",
         {"backbone": "efficientnet_lite2", "layers": (3, 4), "feature_stride": 16},
     ),
-    "patchcore-lite2": ("patchcore", {"backbone": "efficientnet_lite2"}),
     "patchcore-v0": (
         "patchcore",
         {

@@ -428,9 +428,9 @@ def select(
     good : ndarray, shape (n, H, W), 0–255
         Good images at a working resolution (each candidate resizes them
         to its own size; anomalies are planted at this one), n ≥ 8.  Large
-        ones (:func:`working_shape`) add a tiled candidate by default.  At most :data:`MAX_CHOICE_IMAGES` of them
-        (a seeded subset) take part in the choice; the winner is refitted
-        on all.
+        ones (:func:`working_shape`) add a tiled candidate by default.  At
+        most :data:`MAX_CHOICE_IMAGES` of them (a seeded subset) take part
+        in the choice; the winner is refitted on all.
     budget_s : float
         Seconds for the whole choice: a candidate is started only when its
         expected cost (measured for kinds already tried, else

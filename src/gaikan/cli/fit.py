@@ -246,7 +246,7 @@ def fit(
     if dask_address:
         _fit_dask(det, detector, good, hw, max_pixels, strict, drop_outliers, output, dask_address)
         return
-    batch = _load_good(good, hw, max_pixels, strict, resize)
+    batch = _load_good(collect(_good_inputs(good)), hw, max_pixels, strict, resize)
     n = batch.images.shape[0]
     h, w = batch.images.shape[1:]
     click.echo(t("fit.fitting", detector=det.kind or detector, n=n, h=h, w=w), err=True)
@@ -403,12 +403,12 @@ def _good_inputs(good: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _load_good(
-    good: tuple[str, ...], hw: Any, max_pixels: int | None, strict: bool, resize: str = "stretch"
+    files: list[Path], hw: Any, max_pixels: int | None, strict: bool, resize: str = "stretch"
 ) -> Any:
-    """The good images (an MVTec folder through train/good); exit 3 if none, or any with --strict."""
+    """The good images of ``files`` (:func:`_good_inputs` collected); exit 3 if none read, or any
+    unreadable with --strict."""
     from ..io import load_images
 
-    files = collect(_good_inputs(good))
     kw: dict[str, Any] = {} if max_pixels is None else {"max_pixels": max_pixels}
     with progress(len(files), t("progress.loading")) as bar:
         batch = load_images(files, hw, progress=bar.update, resize=resize, **kw)
@@ -438,6 +438,7 @@ def _fit_auto(good, output, size, budget_s, seed, max_pixels, strict, resize="st
     if resize == "pad" and size is not None and size[0] != size[1]:
         # candidates are square: a padded non-square frame would be stretched again
         fail("--detector auto with --resize pad needs a square --size (e.g. 256)")
+    files = collect(_good_inputs(good))
     hw = size
     if hw is None:  # 256², or a larger working size where tiles may be needed
         hw = (256, 256)
@@ -445,9 +446,8 @@ def _fit_auto(good, output, size, budget_s, seed, max_pixels, strict, resize="st
             from ..autoselect import working_shape
             from ..io import probe_shapes
 
-            files = collect(_good_inputs(good))
             hw = working_shape(probe_shapes(files), len(files)) or hw
-    batch = _load_good(good, hw, max_pixels, strict, resize)
+    batch = _load_good(files, hw, max_pixels, strict, resize)
     click.echo(t("auto.trying", n=len(batch.paths), budget=f"{budget_s:.0f}"), err=True)
     try:
         res = select(

@@ -161,7 +161,8 @@ class TiledDetector(BaseDetector):
     def _tiles(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Tile scores (n, t) and stitched maps (n, H, W) of a stack of frames."""
         n, t = len(X), len(self.starts_)
-        _share_backbone(self.inners_[0], self.inners_[1:])  # a loaded model: once, here
+        # a loaded model's inners share the backbone from the first call on (then a no-op)
+        _share_backbone(self.inners_[0], self.inners_[1:])
         scores = np.empty((n, t))
         maps = np.full(X.shape, -np.inf)
         step = max(1, int(self.tile_batch) // max(1, n))  # tiles per inner call ≈ tile_batch

@@ -152,7 +152,8 @@ class BlobStore:
             conn.execute("ROLLBACK")
             raise
 
-    def _write(self, sql: str, rows: list[tuple]) -> None:
+    def _write(self, sql: str, rows: list[tuple]) -> sqlite3.Connection:
+        """Run ``sql`` over ``rows`` in one transaction; the connection it used."""
         conn = self._conn(create=True)
         assert conn is not None
         try:
@@ -165,6 +166,7 @@ class BlobStore:
                 raise
         except sqlite3.Error as exc:
             raise RecordsError(f"cannot write to the picture store {self.file}: {exc}") from None
+        return conn
 
     def close(self) -> None:
         """Close every thread's connection (a later call opens new ones)."""
@@ -215,9 +217,7 @@ class BlobStore:
         rows = [(_check_key(k),) for k in keys]
         if not rows or self._conn(create=False) is None:
             return
-        self._write("DELETE FROM blobs WHERE key = ?", rows)
-        conn = self._conn(create=False)
-        assert conn is not None
+        conn = self._write("DELETE FROM blobs WHERE key = ?", rows)
         # free pages back to the file system; executescript steps the pragma to its end
         # (execute() runs one step: one page)
         conn.executescript("PRAGMA incremental_vacuum;")
@@ -241,19 +241,27 @@ class BlobStore:
     def select_expired(
         self, *, max_age_s: float | None, max_bytes: int | None, now: float | None = None
     ) -> list[str]:
-        """Keys to delete: older than ``max_age_s``, then the oldest until ``max_bytes`` fit."""
+        """Keys to delete: older than ``max_age_s``, then the oldest until ``max_bytes`` fit.
+
+        Two queries on the ``(stored, size, key)`` index, never the pictures:
+        a picture goes for size when it and every newer picture that age
+        leaves hold more than ``max_bytes`` together.
+        """
+        conn = self._conn(create=False)
+        if conn is None:
+            return []
         now = time.time() if now is None else now
-        entries = list(self.entries())
+        old = "? - stored > ?" if max_age_s is not None else "0"
+        age = (now, max_age_s) if max_age_s is not None else ()
         doomed = [
-            k for k, stored, _ in entries if max_age_s is not None and now - stored > max_age_s
+            k
+            for (k,) in conn.execute(f"SELECT key FROM blobs WHERE {old} ORDER BY stored, key", age)
         ]
         if max_bytes is not None:
-            gone = set(doomed)
-            kept = [e for e in entries if e[0] not in gone]
-            total = sum(size for _, _, size in kept)
-            for key, _, size in kept:
-                if total <= max_bytes:
-                    break
-                doomed.append(key)
-                total -= size
+            newer_first = (
+                "SELECT key, stored, SUM(size) OVER (ORDER BY stored DESC, key DESC) AS held "
+                f"FROM blobs WHERE NOT ({old})"
+            )
+            sql = f"SELECT key FROM ({newer_first}) WHERE held > ? ORDER BY stored, key"
+            doomed += [k for (k,) in conn.execute(sql, (*age, int(max_bytes)))]
         return doomed
